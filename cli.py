@@ -1,0 +1,22 @@
+"""fenlei command line: ``python cli.py {fit,validate,test,predict} --config CONFIG.yaml [--config PRESET.yaml]``.
+
+Kept thin and lazy: each subcommand imports only what it needs (importing lightning and transformers costs
+seconds, which deployment commands must not pay).
+"""
+
+from __future__ import annotations
+
+import sys
+
+LIGHTNING_SUBCOMMANDS = {"fit", "validate", "test", "predict"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    from fenlei.cli import run_lightning_cli
+
+    run_lightning_cli(args=argv)
+
+
+if __name__ == "__main__":
+    main()

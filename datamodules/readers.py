@@ -1,0 +1,131 @@
+"""Read labelled text records from JSONL or CSV, with errors that name the file and line.
+
+Every problem in an input file is reported as a :class:`DataError` of the form ``path:line: what is wrong``
+before any training starts, so a bad file never produces a run directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+
+
+class DataError(ValueError):
+    """A problem in an input data file; the message starts with ``path:line:`` where a line is known."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled (or unlabelled) example: the joined text, its raw label and where it came from."""
+
+    text: str
+    label: Optional[str]
+    line: int
+
+
+def resolve_data_file(name: str, data_dir: Optional[str]) -> Optional[Path]:
+    """Find a split file: an existing path, or ``data_dir/name`` with any supported suffix; None if absent."""
+    candidates = [Path(name)]
+    if data_dir is not None:
+        base = Path(data_dir) / name
+        candidates = [base] + [base.with_name(base.name + suffix) for suffix in SUPPORTED_SUFFIXES]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})") from None
+
+
+def _iter_jsonl(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    rows = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((lineno, obj))
+    return rows
+
+
+def _iter_csv(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows = []
+    try:
+        for row in reader:
+            if None in row:  # more cells than header columns
+                raise DataError(f"{path}:{reader.line_num}: more cells than the {len(reader.fieldnames or [])} header columns")
+            if all(v in (None, "") for v in row.values()):
+                continue
+            rows.append((reader.line_num, dict(row)))
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+    return rows
+
+
+def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """All non-blank rows of a JSONL or CSV/TSV file as ``(line_number, mapping)``; raises DataError."""
+    path = Path(path)
+    if path.suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    text = _decode(path)
+    rows = _iter_csv(path, text) if path.suffix in (".csv", ".tsv") else _iter_jsonl(path, text)
+    if not rows:
+        raise DataError(f"{path}: file is empty (no records)")
+    return rows
+
+
+def _field_text(path: Path, lineno: int, row: dict[str, Any], field: str) -> str:
+    if field not in row:
+        present = ", ".join(sorted(map(str, row))) or "none"
+        raise DataError(f"{path}:{lineno}: missing field {field!r} (fields present: {present})")
+    value = row[field]
+    if value is None:
+        raise DataError(f"{path}:{lineno}: field {field!r} is null")
+    if isinstance(value, (dict, list)):
+        raise DataError(f"{path}:{lineno}: field {field!r} must be a string or number, got {type(value).__name__}")
+    return str(value)
+
+
+def read_records(
+    path: Path,
+    text_fields: Sequence[str],
+    label_field: Optional[str],
+    text_separator: str = " ",
+) -> list[Record]:
+    """Read records, joining ``text_fields`` with ``text_separator``; ``label_field=None`` reads unlabelled text.
+
+    Raises DataError for a missing field, an empty text (after joining and stripping) or an empty label.
+    """
+    records = []
+    for lineno, row in read_rows(path):
+        parts = [_field_text(path, lineno, row, field).strip() for field in text_fields]
+        text = text_separator.join(p for p in parts if p)
+        if not text:
+            raise DataError(f"{path}:{lineno}: empty text in field(s) {', '.join(map(repr, text_fields))}")
+        label = None
+        if label_field is not None:
+            label = _field_text(path, lineno, row, label_field).strip()
+            if not label:
+                raise DataError(f"{path}:{lineno}: empty label in field {label_field!r}")
+        records.append(Record(text=text, label=label, line=lineno))
+    return records

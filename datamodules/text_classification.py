@@ -1,0 +1,300 @@
+"""Text-classification DataModule: JSONL/CSV files to length-bucketed, dynamically padded batches.
+
+Everything that the model and the loss need from the data (``num_classes``, ``label_names``, ``class_counts``)
+is known right after ``__init__``: the files are read and validated lazily on first access to these properties,
+which is when LightningCLI applies ``link_arguments(..., apply_on="instantiate")``. So every input error is raised
+before a Trainer, a logger or a run directory exists.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.readers import DataError, Record, read_records, resolve_data_file
+from datamodules.sampler import FixedOrderSampler, LengthGroupedSampler, sorted_by_length
+from fenlei.io import atomic_write_text
+from fenlei.pretrained import resolve_pretrained
+
+
+class EncodedDataset(Dataset):
+    """Token ids (unpadded) and label ids; ``index`` maps a prediction back to its input row."""
+
+    def __init__(self, input_ids: list[list[int]], labels: Optional[list[int]]) -> None:
+        self.input_ids = input_ids
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"input_ids": self.input_ids[index], "index": index}
+        if self.labels is not None:
+            item["labels"] = self.labels[index]
+        return item
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+class PadCollator:
+    """Pad a list of items to the longest in the batch (dynamic padding); no ``token_type_ids`` (MPNet/RoBERTa
+    take none and BERT defaults them to zeros)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(item["input_ids"]) for item in items)
+        input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            ids = item["input_ids"]
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+        }
+        if "labels" in items[0]:
+            batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=torch.long)
+        return batch
+
+
+def _label_sort_key(label: str) -> tuple[int, Any]:
+    # Integer-like labels sort numerically ("2" before "10"); others alphabetically, after numbers.
+    try:
+        return (0, int(label))
+    except ValueError:
+        return (1, label)
+
+
+def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices into (train, validation), taking ``round(fraction * n_c)`` of every class, seeded.
+
+    A class with a single example stays in train (it could not be learned otherwise); every class with two or
+    more examples puts at least one into validation.
+    """
+    by_class: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    rng = random.Random(seed)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for label in sorted(by_class, key=_label_sort_key):
+        members = by_class[label]
+        rng.shuffle(members)
+        n_val = 0 if len(members) < 2 else min(len(members) - 1, max(1, round(fraction * len(members))))
+        val_idx.extend(members[:n_val])
+        train_idx.extend(members[n_val:])
+    return sorted(train_idx), sorted(val_idx)
+
+
+class TextClassificationDataModule(pl.LightningDataModule):
+    """Labelled text from JSONL or CSV files.
+
+    Args:
+        tokenizer: HF tokenizer name or path, or a fenlei alias such as ``packaged:minilm``.
+        data_dir: Folder holding ``train``, optional ``validation`` and ``test`` files (``.jsonl``, ``.json``,
+            ``.csv`` or ``.tsv``), the layout of ``../shared/data``. Optional when the files are given as paths.
+        train_file: Train file name (stem or file name inside ``data_dir``) or path.
+        val_file: Validation file; when it does not exist a stratified, seeded split of train is used.
+        test_file: Test file; optional (``test`` then fails with a clear message).
+        predict_file: Unlabelled (or labelled) file for ``predict``; defaults to the test file.
+        text_fields: Field(s) holding the text; several are joined with ``text_separator``.
+        text_separator: String placed between joined text fields.
+        label_field: Field holding the class label (any string or integer).
+        labels: Fixed label vocabulary (order = class ids). Default: the sorted labels of the train file.
+        val_fraction: Fraction of every class moved from train to validation when there is no validation file.
+        max_length: Truncate token sequences to this many tokens (special tokens included).
+        batch_size: Training batch size (evaluation uses ``eval_batch_size``).
+        eval_batch_size: Batch size for validation, test and prediction; defaults to ``2 * batch_size``.
+        length_grouping: Group training batches by length (see ``LengthGroupedSampler``); evaluation batches are
+            always sorted by length.
+        mega_batch_factor: Number of batches sorted together when grouping by length.
+        num_workers: DataLoader workers (0 is fastest here: texts are tokenized once in ``setup``).
+        seed: Seed for the validation split and the batch order.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        data_dir: Optional[str] = None,
+        train_file: str = "train",
+        val_file: Optional[str] = "validation",
+        test_file: Optional[str] = "test",
+        predict_file: Optional[str] = None,
+        text_fields: list[str] = ["text"],  # noqa: B006 - jsonargparse needs a literal default to show it in --help
+        text_separator: str = " ",
+        label_field: str = "label",
+        labels: Optional[list[str]] = None,
+        val_fraction: float = 0.1,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: Optional[int] = None,
+        length_grouping: bool = True,
+        mega_batch_factor: int = 50,
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if not text_fields:
+            raise ValueError("text_fields must name at least one field")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.save_hyperparameters()
+        self.tokenizer_name = tokenizer
+        self.data_dir = data_dir
+        self.text_fields = list(text_fields)
+        self.text_separator = text_separator
+        self.label_field = label_field
+        self.fixed_labels = labels
+        self.val_fraction = val_fraction
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.length_grouping = length_grouping
+        self.mega_batch_factor = mega_batch_factor
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_path = self._require(train_file, "train_file")
+        self.val_path = resolve_data_file(val_file, data_dir) if val_file else None
+        self.test_path = resolve_data_file(test_file, data_dir) if test_file else None
+        self.predict_path = resolve_data_file(predict_file, data_dir) if predict_file else self.test_path
+        self.datasets: dict[str, EncodedDataset] = {}
+
+    def _require(self, name: str, field: str) -> Path:
+        path = resolve_data_file(name, self.data_dir)
+        if path is None:
+            where = f" in data_dir {self.data_dir!r}" if self.data_dir else ""
+            raise DataError(f"{field}: no file {name!r}{where} (tried suffixes .jsonl, .json, .csv, .tsv)")
+        return path
+
+    # ---- everything below is read once, lazily, at the first access (link_arguments time) ----
+
+    def _read(self, path: Path, labelled: bool = True) -> list[Record]:
+        return read_records(path, self.text_fields, self.label_field if labelled else None, self.text_separator)
+
+    @cached_property
+    def _train_file_records(self) -> list[Record]:
+        return self._read(self.train_path)
+
+    @cached_property
+    def _splits(self) -> dict[str, list[Record]]:
+        train = self._train_file_records
+        splits = {"train": train}
+        if self.val_path is not None:
+            splits["validation"] = self._read(self.val_path)
+        else:
+            train_idx, val_idx = stratified_split([r.label for r in train], self.val_fraction, self.seed)
+            splits["train"] = [train[i] for i in train_idx]
+            splits["validation"] = [train[i] for i in val_idx]
+        if self.test_path is not None:
+            splits["test"] = self._read(self.test_path)
+        self._check_labels(splits)
+        return splits
+
+    def _check_labels(self, splits: dict[str, list[Record]]) -> None:
+        known = set(self.label_names)
+        for name, records in splits.items():
+            path = {"train": self.train_path, "validation": self.val_path or self.train_path, "test": self.test_path}[name]
+            for record in records:
+                if record.label not in known:
+                    source = "the label list" if self.fixed_labels else f"the training data ({len(known)} labels)"
+                    raise DataError(f"{path}:{record.line}: label {record.label!r} does not occur in {source}")
+
+    @cached_property
+    def label_names(self) -> list[str]:
+        """Class names; index = class id."""
+        if self.fixed_labels is not None:
+            if len(set(self.fixed_labels)) != len(self.fixed_labels):
+                raise DataError("labels: the fixed label list has duplicates")
+            return [str(label) for label in self.fixed_labels]
+        return sorted({r.label for r in self._train_file_records}, key=_label_sort_key)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Examples per class in the training split (after any validation split)."""
+        counts = Counter(r.label for r in self._splits["train"])
+        return [counts.get(label, 0) for label in self.label_names]
+
+    @property
+    def label_to_id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.label_names)}
+
+    def split_records(self, stage: str) -> list[Record]:
+        if stage == "predict":
+            if self.predict_path is None:
+                raise DataError("predict_file: no file to predict on (set data.init_args.predict_file)")
+            return self._read(self.predict_path, labelled=self.predict_path == self.test_path)
+        if stage not in self._splits:
+            raise DataError(f"test_file: no {stage} file found (set data.init_args.test_file)")
+        return self._splits[stage]
+
+    def save_labels(self, directory: str | Path) -> Path:
+        """Write ``labels.json`` (the label vocabulary in class-id order) into a run directory."""
+        path = Path(directory) / "labels.json"
+        atomic_write_text(path, json.dumps(self.label_names, ensure_ascii=False, indent=1) + "\n")
+        return path
+
+    # ---- tokenization and loaders ----
+
+    def prepare_data(self) -> None:
+        self._splits  # noqa: B018 - validate every file before any process starts work
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
+
+    def _encode(self, records: list[Record], labelled: bool) -> EncodedDataset:
+        encoded = self.tokenizer([r.text for r in records], truncation=True, max_length=self.max_length)
+        labels = [self.label_to_id[r.label] for r in records] if labelled else None
+        return EncodedDataset(encoded["input_ids"], labels)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}
+        for split in wanted.get(stage or "fit", ["train", "validation"]):
+            if split not in self.datasets:
+                records = self.split_records(split)
+                labelled = split != "predict" or all(r.label is not None for r in records)
+                self.datasets[split] = self._encode(records, labelled)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        collate = PadCollator(self.tokenizer.pad_token_id or 0)
+        if train and self.length_grouping:
+            sampler = LengthGroupedSampler(dataset.lengths, self.batch_size, self.mega_batch_factor, self.seed)
+            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+        if train:
+            generator = torch.Generator().manual_seed(self.seed)
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=generator, collate_fn=collate, num_workers=self.num_workers)
+        order = sorted_by_length(dataset.lengths)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=FixedOrderSampler(order), collate_fn=collate, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", train=False)

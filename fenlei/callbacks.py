@@ -1,0 +1,83 @@
+"""Callbacks and plugins that every fenlei run gets: exact resume, atomic checkpoints, run-directory files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from fenlei.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+class RngStateCallback(pl.Callback):
+    """Store the torch/numpy/python RNG states in every checkpoint and restore them on resume.
+
+    Lightning restores model, optimizer and loop state but not the global RNGs, so dropout after a resume would
+    draw different masks than the uninterrupted run; with this callback a run killed after epoch k and resumed
+    with ``--ckpt_path last`` ends with exactly the same weights and metrics.
+    """
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["fenlei_rng_states"] = _collect_rng_states(include_cuda=torch.cuda.is_available())
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("fenlei_rng_states")
+        if states is not None:
+            _set_rng_states(states)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temporary file and rename: a kill mid-write never corrupts ``last.ckpt``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+class RunFilesCallback(pl.Callback):
+    """Write the run directory's bookkeeping: ``labels.json`` at fit start, ``run_summary.json`` at fit end.
+
+    ``run_summary.json`` is written last and atomically, so its presence marks a finished fit.
+    """
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.time()
+        if trainer.is_global_zero:
+            run_dir = Path(trainer.default_root_dir)
+            summary = run_dir / "run_summary.json"
+            summary.unlink(missing_ok=True)  # a resumed or repeated fit is not finished until it says so again
+            datamodule = trainer.datamodule
+            if datamodule is not None and hasattr(datamodule, "label_names"):
+                atomic_write_text(run_dir / "labels.json", json.dumps(datamodule.label_names, ensure_ascii=False, indent=1) + "\n")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        checkpoint = trainer.checkpoint_callback
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        atomic_write_json(
+            Path(trainer.default_root_dir) / "run_summary.json",
+            {
+                "finished": True,
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "fit_seconds": round(time.time() - self._started, 2),
+                "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
+                "best_score": float(checkpoint.best_model_score) if getattr(checkpoint, "best_model_score", None) is not None else None,
+                "last_metrics": metrics,
+                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+            },
+        )

@@ -1,0 +1,117 @@
+"""Test-time report: per-class precision/recall/F1 (CSV and markdown), a confusion-matrix PNG, metrics JSON.
+
+The files land in ``<run dir>/test/`` and, when a W&B logger is attached, in the W&B run as a table and an image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fenlei.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+PER_CLASS_COLUMNS = ["label", "precision", "recall", "f1", "support", "predicted"]
+
+
+def per_class_rows(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per class (every class, also those absent from this split), with support and predicted count."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = list(range(len(label_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    predicted = np.bincount(y_pred, minlength=len(labels))
+    return [
+        {
+            "label": name,
+            "precision": round(float(precision[i]), 4),
+            "recall": round(float(recall[i]), 4),
+            "f1": round(float(f1[i]), 4),
+            "support": int(support[i]),
+            "predicted": int(predicted[i]),
+        }
+        for i, name in enumerate(label_names)
+    ]
+
+
+def rows_to_csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def rows_to_markdown(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row[c]).replace("|", "\\|") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def confusion_matrix_png(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> bytes:
+    """Row-normalised confusion matrix (recall on the diagonal) as PNG bytes; scales with the class count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    n = len(label_names)
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(n))).astype(float)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1.0)
+    size = min(max(6.0, 0.28 * n + 3), 30.0)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), labels=label_names, rotation=90, fontsize=max(4, 10 - n // 15))
+    ax.set_yticks(range(n), labels=label_names, fontsize=max(4, 10 - n // 15))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix (row-normalised), n={int(matrix.sum())}")
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if normalised[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_test_report(
+    out_dir: Path,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    label_names: Sequence[str],
+    metrics: dict[str, float],
+    loggers: Sequence[Any] = (),
+) -> dict[str, Path]:
+    """Write ``per_class.csv``, ``per_class.md``, ``confusion_matrix.png`` and ``metrics.json`` into ``out_dir``."""
+    rows = per_class_rows(y_true, y_pred, label_names)
+    paths = {
+        "per_class_csv": atomic_write_text(out_dir / "per_class.csv", rows_to_csv(rows, PER_CLASS_COLUMNS)),
+        "per_class_md": atomic_write_text(out_dir / "per_class.md", rows_to_markdown(rows, PER_CLASS_COLUMNS)),
+        "confusion_matrix": atomic_write_bytes(out_dir / "confusion_matrix.png", confusion_matrix_png(y_true, y_pred, label_names)),
+        "metrics": atomic_write_json(out_dir / "metrics.json", {**metrics, "n_examples": int(len(y_true))}),
+    }
+    _log_to_wandb(loggers, rows, paths["confusion_matrix"])
+    return paths
+
+
+def _log_to_wandb(loggers: Sequence[Any], rows: list[dict[str, Any]], image_path: Path) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key="test/per_class", columns=PER_CLASS_COLUMNS, data=[[r[c] for c in PER_CLASS_COLUMNS] for r in rows])
+            logger.log_image(key="test/confusion_matrix", images=[str(image_path)])

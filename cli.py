@@ -6,14 +6,12 @@ seconds, which deployment commands must not pay).
 
 from __future__ import annotations
 
-import sys
-
 LIGHTNING_SUBCOMMANDS = {"fit", "validate", "test", "predict"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
     from fenlei.cli import run_lightning_cli
+
 
     run_lightning_cli(args=argv)
 

@@ -12,7 +12,9 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+import random
+
+import numpy as np
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fenlei.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -27,12 +29,37 @@ class RngStateCallback(pl.Callback):
     """
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint["fenlei_rng_states"] = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        checkpoint["fenlei_rng_states"] = collect_rng_states()
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("fenlei_rng_states")
         if states is not None:
-            _set_rng_states(states)
+            set_rng_states(states)
+
+
+def collect_rng_states() -> dict[str, Any]:
+    """RNG states as tensors and plain Python values, so checkpoints still load with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

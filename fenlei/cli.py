@@ -13,14 +13,18 @@ Run directory (``trainer.default_root_dir``; default ``runs/<name of the first -
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from datamodules.readers import DataError
 from fenlei.callbacks import AtomicCheckpointIO, RngStateCallback, RunFilesCallback
@@ -43,6 +47,7 @@ class FenleiCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch{epoch:02d}",
                 "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_argument("--wandb.mode", type=str, default="offline", choices=["offline", "online", "disabled"],
@@ -51,16 +56,22 @@ class FenleiCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        run_dir = config.trainer.default_root_dir or default_run_dir(config.get("config"))
+        run_dir = Path(config.trainer.default_root_dir or default_run_dir(config.get("config")))
         config.trainer.default_root_dir = str(run_dir)
         if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = str(Path(run_dir) / "checkpoints")
+            config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        ckpt_path = config.get("ckpt_path")
+        if self.subcommand == "fit" and ckpt_path is None:
+            archive_previous_run(run_dir)
+        elif ckpt_path == "best" and self.subcommand != "fit":
+            config.ckpt_path = str(best_checkpoint(run_dir))
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         run_dir = config.trainer.default_root_dir
         if config.trainer.get("logger") in (None, True):
-            kwargs["logger"] = default_loggers(run_dir, self.config[self.subcommand] if self.subcommand else self.config)
+            parsed = self.config[self.subcommand] if self.subcommand else self.config
+            kwargs["logger"] = default_loggers(run_dir, parsed, self.subcommand or "fit")
         strategy = config.trainer.get("strategy", "auto")
         if config.trainer.get("plugins") is None and not (isinstance(strategy, str) and "fsdp" in strategy):
             kwargs["plugins"] = [AtomicCheckpointIO()]
@@ -80,9 +91,43 @@ def default_run_dir(config_paths: Optional[list[Any]]) -> Path:
     return Path(DEFAULT_RUNS_ROOT) / "default"
 
 
-def default_loggers(run_dir: str, config: Any) -> list[Logger]:
-    """CSV metrics in the run directory plus W&B, offline unless asked otherwise (never a login prompt)."""
-    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="", version="")]
+def archive_previous_run(run_dir: Path) -> Optional[Path]:
+    """Move the files of an earlier fit in ``run_dir`` to ``run_dir/previous/<time>/`` (a new fit starts clean,
+    and nothing of the old one is lost). Returns the archive folder, or None when there was nothing to move."""
+    names = ["checkpoints", "metrics.csv", "hparams.yaml", "run_summary.json", "labels.json", "test", "validate", "predict"]
+    present = [run_dir / n for n in names if (run_dir / n).exists()]
+    if not present:
+        return None
+    archive = run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    archive.mkdir(parents=True, exist_ok=False)
+    for path in present:
+        path.rename(archive / path.name)
+    print(f"fenlei: moved the previous run's files to {archive}", file=sys.stderr)
+    return archive
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The best checkpoint of the last finished fit in ``run_dir`` (from run_summary.json), for ``--ckpt_path best``."""
+    summary = run_dir / "run_summary.json"
+    if summary.is_file():
+        best = json.loads(summary.read_text()).get("best_checkpoint")
+        if best and Path(best).is_file():
+            return Path(best)
+    candidates = sorted((run_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"--ckpt_path best: no finished fit with a best checkpoint in {run_dir}")
+    return candidates[-1]
+
+
+def default_loggers(run_dir: str, config: Any, subcommand: str) -> list[Logger]:
+    """CSV metrics plus W&B, offline unless asked otherwise (never a login prompt).
+
+    ``fit`` logs to ``run_dir/metrics.csv`` (appending when it resumes); ``test`` and the other stages to
+    ``run_dir/<stage>/metrics.csv`` so they never overwrite the training curves.
+    """
+    resuming = subcommand == "fit" and config.get("ckpt_path") is not None
+    version = "" if subcommand == "fit" else subcommand
+    loggers: list[Logger] = [RunCSVLogger(save_dir=run_dir, name="", version=version, keep_existing=resuming)]
     mode = config.get("wandb", {}).get("mode", "offline") if hasattr(config, "get") else "offline"
     if mode != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -92,6 +137,27 @@ def default_loggers(run_dir: str, config: Any) -> list[Logger]:
                         log_model=False)
         )
     return loggers
+
+
+class RunCSVLogger(CSVLogger):
+    """CSVLogger that can append to an existing ``metrics.csv`` (a resumed run keeps its earlier epochs)."""
+
+    def __init__(self, *args: Any, keep_existing: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_existing = keep_existing
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is None and self.keep_existing:
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return super().experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = sorted(next(csv.reader(handle), []))
 
 
 def _find_data_error(err: BaseException) -> Optional[DataError]:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from datamodules.readers import DataError, Record, read_records, resolve_data_file
 from datamodules.sampler import FixedOrderSampler, LengthGroupedSampler, sorted_by_length
@@ -277,15 +277,22 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
-        collate = PadCollator(self.tokenizer.pad_token_id or 0)
         if train and self.length_grouping:
             sampler = LengthGroupedSampler(dataset.lengths, self.batch_size, self.mega_batch_factor, self.seed)
-            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
-        if train:
-            generator = torch.Generator().manual_seed(self.seed)
-            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=generator, collate_fn=collate, num_workers=self.num_workers)
-        order = sorted_by_length(dataset.lengths)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=FixedOrderSampler(order), collate_fn=collate, num_workers=self.num_workers)
+        elif train:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+        else:
+            sampler = FixedOrderSampler(sorted_by_length(dataset.lengths))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=sampler,
+            collate_fn=PadCollator(self.tokenizer.pad_token_id or 0),
+            num_workers=self.num_workers,
+            # An own generator keeps DataLoader from drawing its base seed from the global RNG, which dropout
+            # uses: a resumed run then draws exactly the masks an uninterrupted run draws.
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -4,7 +4,8 @@ Run directory (``trainer.default_root_dir``; default ``runs/<name of the first -
 
     config.yaml            resolved config (overwritten by a repeated run in the same directory)
     labels.json            label vocabulary, class-id order
-    checkpoints/best-*.ckpt  best on val/f1_macro;  checkpoints/last.ckpt  end of the latest epoch
+    checkpoints/best-*.ckpt  weights of the best epoch on val/f1_macro
+    checkpoints/last.ckpt  full state (optimizer, loops, RNG) after the latest epoch: `fit --ckpt_path last` resumes
     metrics.csv            every logged value (CSVLogger)
     wandb/                 the W&B run (offline unless --wandb.mode online)
     run_summary.json       written last, atomically: the fit finished
@@ -44,7 +45,7 @@ class FenleiCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/f1_macro",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
+                "checkpoint.save_weights_only": True,
                 "checkpoint.filename": "best-epoch{epoch:02d}",
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.enable_version_counter": False,
@@ -77,6 +78,14 @@ class FenleiCLI(LightningCLI):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.extend([RngStateCallback(), RunFilesCallback()])
+        if self.subcommand == "fit" and not config.trainer.get("fast_dev_run"):
+            # ModelCheckpoint(save_last=True) only refreshes last.ckpt when a top-k checkpoint is saved (Lightning
+            # 2.6), so after an epoch without improvement it is stale. A second, unmonitored checkpoint callback
+            # rewrites last.ckpt (full state: optimizer, loops, RNG) after every epoch, which resume relies on.
+            trainer.callbacks.append(
+                ModelCheckpoint(dirpath=config.checkpoint.dirpath, filename="last", monitor=None, save_top_k=1,
+                                enable_version_counter=False)
+            )
         if trainer.loggers:
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
         return trainer

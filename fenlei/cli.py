@@ -169,6 +169,13 @@ class _AppendingWriter(ExperimentWriter):
                 self.metrics_keys = sorted(next(csv.reader(handle), []))
 
 
+def _finish_wandb() -> None:
+    """Close the W&B run, so a second run in the same process (tests, sweep runners) gets its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def _find_data_error(err: BaseException) -> Optional[DataError]:
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
@@ -182,13 +189,16 @@ def _find_data_error(err: BaseException) -> Optional[DataError]:
 def run_lightning_cli(args: Optional[list[str]] = None, run: bool = True) -> FenleiCLI:
     """Build and (by default) run the CLI; data errors become one clear line and exit status 2."""
     try:
-        return FenleiCLI(
+        cli = FenleiCLI(
             model_class=None,
             datamodule_class=None,
             save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
         )
+        if run:
+            _finish_wandb()
+        return cli
     except Exception as err:  # noqa: BLE001 - re-raised unless it is a data problem we can name precisely
         data_error = _find_data_error(err)
         if data_error is None:

@@ -270,7 +270,7 @@ def test_tokens_match_the_text(varied_dir: Path, word_tokenizer: Path) -> None:
     dm = _datamodule(varied_dir, word_tokenizer, max_length=128)
     dm.setup("fit")
     tokenizer = dm.tokenizer
-    for record, ids in zip(dm.split_records("train"), dm.datasets["train"].input_ids):
+    for record, ids in zip(dm.split_records("train"), dm.datasets["train"].input_ids, strict=True):
         assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", *record.text.split(), "[SEP]"]
 
 

@@ -181,7 +181,7 @@ def test_inverse_log_weights_exact() -> None:
     torch.testing.assert_close(weights, expected)
     # Rarer classes weigh more.
     order = sorted(range(len(COUNTS)), key=lambda i: COUNTS[i])
-    assert all(weights[a] > weights[b] for a, b in zip(order, order[1:]))
+    assert all(weights[a] > weights[b] for a, b in zip(order, order[1:], strict=False))
 
 
 def test_explicit_weights_pass_through() -> None:

@@ -66,6 +66,20 @@ def _iter_jsonl(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def _iter_json_array(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    """A ``.json`` file holding one array of objects; positions are reported as record numbers."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+    rows = []
+    for number, obj in enumerate(items, start=1):
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: record {number}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((number, obj))
+    return rows
+
+
 def _iter_csv(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     delimiter = "\t" if path.suffix == ".tsv" else ","
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -88,7 +102,12 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if path.suffix not in SUPPORTED_SUFFIXES:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
     text = _decode(path)
-    rows = _iter_csv(path, text) if path.suffix in (".csv", ".tsv") else _iter_jsonl(path, text)
+    if path.suffix in (".csv", ".tsv"):
+        rows = _iter_csv(path, text)
+    elif path.suffix == ".json" and text.lstrip().startswith("["):
+        rows = _iter_json_array(path, text)
+    else:
+        rows = _iter_jsonl(path, text)
     if not rows:
         raise DataError(f"{path}: file is empty (no records)")
     return rows

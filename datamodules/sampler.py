@@ -20,6 +20,12 @@ class LengthGroupedSampler(Sampler[int]):
     by length (longest first), cut into batches, shuffle the batches (the one partial batch goes last so batch
     boundaries stay aligned). Deterministic for a given ``seed`` and epoch (``set_epoch``), so a resumed run sees
     the same batches as an uninterrupted one.
+
+    Under DDP, Lightning wraps this sampler and gives rank ``r`` every ``world_size``-th index. The unit that is
+    cut and shuffled is therefore a global batch of ``batch_size * world_size`` sorted indices, so every rank's
+    batch still holds texts of similar length. Lightning calls ``set_epoch`` only on its wrapper, so an
+    ``__iter__`` without a new ``set_epoch`` moves to the next epoch by itself (exact resume under DDP would
+    need the epoch from the checkpoint; single-process runs get it through ``set_epoch``).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, mega_batch_factor: int = 50, seed: int = 0) -> None:
@@ -30,25 +36,58 @@ class LengthGroupedSampler(Sampler[int]):
         self.mega_batch_size = batch_size * mega_batch_factor
         self.seed = seed
         self.epoch = 0
+        self._epoch_was_set = True
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self._epoch_was_set = True
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
+        if not self._epoch_was_set:
+            self.epoch += 1
+        self._epoch_was_set = False
+        unit = self.batch_size * _world_size()
+        mega_size = max(self.mega_batch_size, unit) // unit * unit
         generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         batches: list[list[int]] = []
-        for start in range(0, len(order), self.mega_batch_size):
-            mega = sorted(order[start : start + self.mega_batch_size], key=lambda i: -self.lengths[i])
-            batches.extend(mega[i : i + self.batch_size] for i in range(0, len(mega), self.batch_size))
-        full = [b for b in batches if len(b) == self.batch_size]
-        partial = [b for b in batches if len(b) != self.batch_size]
+        for start in range(0, len(order), mega_size):
+            mega = sorted(order[start : start + mega_size], key=lambda i: -self.lengths[i])
+            batches.extend(mega[i : i + unit] for i in range(0, len(mega), unit))
+        full = [b for b in batches if len(b) == unit]
+        partial = [b for b in batches if len(b) != unit]
         shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
         for batch in shuffled + partial:
             yield from batch
+
+
+class EpochRandomSampler(Sampler[int]):
+    """A random permutation per epoch from ``seed`` and the epoch alone (exact resume, unlike a RandomSampler
+    whose generator state advances from epoch to epoch)."""
+
+    def __init__(self, num_items: int, seed: int = 0) -> None:
+        self.num_items = num_items
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def sorted_by_length(lengths: Sequence[int]) -> list[int]:

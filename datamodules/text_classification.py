@@ -17,10 +17,10 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.readers import DataError, Record, read_records, resolve_data_file
-from datamodules.sampler import FixedOrderSampler, LengthGroupedSampler, sorted_by_length
+from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
 from fenlei.io import atomic_write_text
 from fenlei.pretrained import resolve_pretrained
 
@@ -240,10 +240,16 @@ class TextClassificationDataModule(pl.LightningDataModule):
         if stage == "predict":
             if self.predict_path is None:
                 raise DataError("predict_file: no file to predict on (set data.init_args.predict_file)")
-            return self._read(self.predict_path, labelled=self.predict_path == self.test_path)
+            return self._read(self.predict_path, labelled=self._has_labels(self.predict_path))
         if stage not in self._splits:
             raise DataError(f"test_file: no {stage} file found (set data.init_args.test_file)")
         return self._splits[stage]
+
+    def _has_labels(self, path: Path) -> bool:
+        """A prediction file is read with labels when its first record has the label field."""
+        from datamodules.readers import read_rows
+
+        return self.label_field in read_rows(path)[0][1]
 
     def save_labels(self, directory: str | Path) -> Path:
         """Write ``labels.json`` (the label vocabulary in class-id order) into a run directory."""
@@ -272,7 +278,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
         for split in wanted.get(stage or "fit", ["train", "validation"]):
             if split not in self.datasets:
                 records = self.split_records(split)
-                labelled = split != "predict" or all(r.label is not None for r in records)
+                # Prediction files may carry labels; they are used (for metrics) only when all are known classes.
+                labelled = split != "predict" or all(r.label in self.label_to_id for r in records)
                 self.datasets[split] = self._encode(records, labelled)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
@@ -280,7 +287,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         if train and self.length_grouping:
             sampler = LengthGroupedSampler(dataset.lengths, self.batch_size, self.mega_batch_factor, self.seed)
         elif train:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+            sampler = EpochRandomSampler(len(dataset), self.seed)
         else:
             sampler = FixedOrderSampler(sorted_by_length(dataset.lengths))
         return DataLoader(

@@ -6,15 +6,14 @@ import io
 import json
 import os
 import platform
+import random
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import lightning.pytorch as pl
-import torch
-import random
-
 import numpy as np
+import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fenlei.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -136,3 +135,28 @@ class RunFilesCallback(pl.Callback):
                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
             },
         )
+
+
+class PredictionWriter(pl.callbacks.BasePredictionWriter):
+    """Write ``predict/predictions.jsonl`` in the run directory: one row per input row, in input order, with
+    the predicted label, its probability and the top-k labels (written atomically at the end)."""
+
+    def __init__(self, top_k: int = 5) -> None:
+        super().__init__(write_interval="epoch")
+        self.top_k = top_k
+
+    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any) -> None:
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        index = torch.cat([b["index"] for b in batches])
+        probs = torch.cat([b["probs"] for b in batches])
+        order = torch.argsort(index)
+        index, probs = index[order], probs[order]
+        names = getattr(pl_module.hparams, "label_names", None) or [str(i) for i in range(probs.shape[-1])]
+        k = min(self.top_k, probs.shape[-1])
+        top_p, top_i = probs.topk(k, dim=-1)
+        lines = []
+        for row, (p_row, i_row) in zip(index.tolist(), zip(top_p.tolist(), top_i.tolist(), strict=False), strict=False):
+            lines.append(json.dumps({"row": row, "label": names[i_row[0]], "confidence": round(p_row[0], 6),
+                                     "top_k": [{"label": names[i], "p": round(p, 6)} for p, i in zip(p_row, i_row, strict=False)]},
+                                    ensure_ascii=False))
+        atomic_write_text(Path(trainer.default_root_dir) / "predict" / "predictions.jsonl", "\n".join(lines) + "\n")

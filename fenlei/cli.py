@@ -10,6 +10,7 @@ Run directory (``trainer.default_root_dir``; default ``runs/<name of the first -
     wandb/                 the W&B run (offline unless --wandb.mode online)
     run_summary.json       written last, atomically: the fit finished
     test/                  per_class.csv, per_class.md, confusion_matrix.png, metrics.json (after `test`)
+    predict/               predictions.jsonl: row, label, confidence, top_k (after `predict`)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from datamodules.readers import DataError
-from fenlei.callbacks import AtomicCheckpointIO, RngStateCallback, RunFilesCallback
+from fenlei.callbacks import AtomicCheckpointIO, PredictionWriter, RngStateCallback, RunFilesCallback
 
 DEFAULT_RUNS_ROOT = "runs"
 
@@ -61,15 +62,16 @@ class FenleiCLI(LightningCLI):
         config.trainer.default_root_dir = str(run_dir)
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(run_dir / "checkpoints")
-        ckpt_path = config.get("ckpt_path")
-        if self.subcommand == "fit" and ckpt_path is None:
-            archive_previous_run(run_dir)
-        elif ckpt_path == "best" and self.subcommand != "fit":
+        if config.get("ckpt_path") == "best" and self.subcommand != "fit":
             config.ckpt_path = str(best_checkpoint(run_dir))
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         run_dir = config.trainer.default_root_dir
+        if self.subcommand == "fit" and config.get("ckpt_path") is None:
+            # Only now, with the data read and validated and the model built: a fit that fails on bad input
+            # leaves the previous run where it was.
+            archive_previous_run(Path(run_dir))
         if config.trainer.get("logger") in (None, True):
             parsed = self.config[self.subcommand] if self.subcommand else self.config
             kwargs["logger"] = default_loggers(run_dir, parsed, self.subcommand or "fit")
@@ -78,6 +80,8 @@ class FenleiCLI(LightningCLI):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.extend([RngStateCallback(), RunFilesCallback()])
+        if self.subcommand == "predict":
+            trainer.callbacks.append(PredictionWriter())
         if self.subcommand == "fit" and not config.trainer.get("fast_dev_run"):
             # ModelCheckpoint(save_last=True) only refreshes last.ckpt when a top-k checkpoint is saved (Lightning
             # 2.6), so after an epoch without improvement it is stale. A second, unmonitored checkpoint callback

@@ -40,9 +40,8 @@ def write_tiny_model(directory: Path, num_layers: int = 2) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab_file = directory / "vocab.txt"
-    vocab_file.write_text("\n".join(make_vocab()) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    # transformers 5 takes the vocabulary itself (``vocab=``); a ``vocab_file=`` argument is silently ignored.
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(make_vocab())}, do_lower_case=True)
     tokenizer.save_pretrained(directory)
     config = BertConfig(
         vocab_size=len(make_vocab()),

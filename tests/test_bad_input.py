@@ -203,8 +203,6 @@ def test_cli_bad_data_loses_nothing_of_an_earlier_run(
     assert [p.read_bytes() for p in checkpoints] == [b"earlier"]
 
 
-@pytest.mark.xfail(strict=True, reason="FenleiCLI.before_instantiate_classes archives the earlier run before the "
-                                       "data are read, so a fit that fails on bad data still moves it to previous/")
 def test_cli_bad_data_leaves_earlier_run_in_place(
     tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

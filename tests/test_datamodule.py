@@ -355,13 +355,38 @@ def test_epoch_order_changes_and_is_reproducible(varied_dir: Path, tiny_model: P
     assert order(43, 0) != epoch0
 
 
-def test_sampler_reiteration_is_stable_within_epoch(varied_dir: Path, tiny_model: Path) -> None:
-    """Iterating twice without set_epoch gives the same order (a resumed epoch sees the same batches)."""
+def test_sampler_epochs_from_set_epoch_or_from_reiteration(varied_dir: Path, tiny_model: Path) -> None:
+    """set_epoch(e) gives epoch e's order; iterating again without set_epoch (DDP: Lightning only sets the epoch
+    on its wrapper) moves on to epoch e + 1."""
+    from datamodules.sampler import LengthGroupedSampler
+
     dm = _datamodule(varied_dir, tiny_model, batch_size=8)
     dm.setup("fit")
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(2)
-    assert _loader_indices(loader) == _loader_indices(loader)
+    first, second = _loader_indices(loader), _loader_indices(loader)
+    lengths = dm.datasets["train"].lengths
+    fresh2, fresh3 = LengthGroupedSampler(lengths, 8, seed=dm.seed), LengthGroupedSampler(lengths, 8, seed=dm.seed)
+    fresh2.set_epoch(2)
+    fresh3.set_epoch(3)
+    assert first == list(fresh2) and second == list(fresh3) and first != second
+
+
+def test_sampler_keeps_length_groups_per_rank_under_ddp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With world size 2, rank r takes every 2nd index (Lightning's wrapper): its batches still hold similar lengths."""
+    import random
+
+    import datamodules.sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "_world_size", lambda: 2)
+    lengths = [random.Random(i).randint(1, 200) for i in range(800)]
+    order = list(sampler_module.LengthGroupedSampler(lengths, batch_size=8, mega_batch_factor=50, seed=0))
+    assert sorted(order) == list(range(800))
+    for rank in range(2):
+        shard = order[rank::2]
+        spreads = [max(lengths[i] for i in shard[b:b + 8]) - min(lengths[i] for i in shard[b:b + 8])
+                   for b in range(0, len(shard), 8)]
+        assert sum(spreads) / len(spreads) < 10  # random batches of 8 from 1..200 spread ~150
 
 
 @pytest.mark.parametrize("split", ["validation", "test"])

@@ -57,9 +57,19 @@ def test_fit_test_and_repeat_in_same_directory(tiny_model: Path, tiny_data: Path
     correct = sum(round(float(r["recall"]) * int(r["support"])) for r in table)
     assert abs(correct / 16 - metrics["test/acc"]) < 1e-6  # per-class table agrees with the logged accuracy
 
+    # predict: one row per input row, in input order, labels from the vocabulary, top-k sorted.
+    run_lightning_cli(args=["predict", "--config", QUICKSTART, *overrides, "--wandb.mode=disabled", "--ckpt_path=best"])
+    predictions = [json.loads(line) for line in (run_dir / "predict" / "predictions.jsonl").read_text().splitlines()]
+    assert [p["row"] for p in predictions] == list(range(16))
+    for p in predictions:
+        assert p["label"] == p["top_k"][0]["label"] and p["confidence"] == p["top_k"][0]["p"]
+        assert [t["p"] for t in p["top_k"]] == sorted((t["p"] for t in p["top_k"]), reverse=True)
+        assert {t["label"] for t in p["top_k"]} <= {"billing", "bug", "login", "shipping"}
+
     # A second fit in the same directory (existing config.yaml, W&B offline) works and archives the first run.
     fit(run_dir, tiny_model, tiny_data, "--trainer.max_epochs=1")
     previous = list((run_dir / "previous").iterdir())
     assert len(previous) == 1
     assert (previous[0] / "checkpoints" / "last.ckpt").is_file() and (previous[0] / "test" / "per_class.csv").is_file()
+    assert (previous[0] / "predict" / "predictions.jsonl").is_file()
     assert json.loads((run_dir / "run_summary.json").read_text())["epochs"] == 1

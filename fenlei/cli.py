@@ -34,6 +34,10 @@ from fenlei.callbacks import AtomicCheckpointIO, PredictionWriter, RngStateCallb
 DEFAULT_RUNS_ROOT = "runs"
 
 
+class RunError(RuntimeError):
+    """A problem with the run directory or the command (as opposed to a bug): reported in one line, exit 2."""
+
+
 class FenleiCLI(LightningCLI):
     """LightningCLI that links data-derived sizes into the model and fixes where every run's files go."""
 
@@ -111,8 +115,13 @@ def archive_previous_run(run_dir: Path) -> Optional[Path]:
     present = [run_dir / n for n in names if (run_dir / n).exists()]
     if not present:
         return None
-    archive = run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
-    archive.mkdir(parents=True, exist_ok=False)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    archive = run_dir / "previous" / stamp
+    suffix = 1
+    while archive.exists():  # two fits within one second
+        archive = run_dir / "previous" / f"{stamp}-{suffix}"
+        suffix += 1
+    archive.mkdir(parents=True)
     for path in present:
         path.rename(archive / path.name)
     print(f"fenlei: moved the previous run's files to {archive}", file=sys.stderr)
@@ -128,7 +137,7 @@ def best_checkpoint(run_dir: Path) -> Path:
             return Path(best)
     candidates = sorted((run_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise FileNotFoundError(f"--ckpt_path best: no finished fit with a best checkpoint in {run_dir}")
+        raise RunError(f"--ckpt_path best: no finished fit with a best checkpoint in {run_dir}")
     return candidates[-1]
 
 
@@ -180,10 +189,11 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def _find_data_error(err: BaseException) -> Optional[DataError]:
+def _find_user_error(err: BaseException) -> Optional[Exception]:
+    """The DataError or RunError behind an exception (jsonargparse and Lightning may wrap it), if any."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, DataError):
+        if isinstance(err, (DataError, RunError)):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
@@ -191,7 +201,7 @@ def _find_data_error(err: BaseException) -> Optional[DataError]:
 
 
 def run_lightning_cli(args: Optional[list[str]] = None, run: bool = True) -> FenleiCLI:
-    """Build and (by default) run the CLI; data errors become one clear line and exit status 2."""
+    """Build and (by default) run the CLI; data and run-directory errors become one clear line and exit status 2."""
     try:
         cli = FenleiCLI(
             model_class=None,
@@ -204,8 +214,9 @@ def run_lightning_cli(args: Optional[list[str]] = None, run: bool = True) -> Fen
             _finish_wandb()
         return cli
     except Exception as err:  # noqa: BLE001 - re-raised unless it is a data problem we can name precisely
-        data_error = _find_data_error(err)
-        if data_error is None:
+        user_error = _find_user_error(err)
+        if user_error is None:
             raise
-        print(f"fenlei: data error: {data_error}", file=sys.stderr)
+        kind = "data error" if isinstance(user_error, DataError) else "error"
+        print(f"fenlei: {kind}: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None

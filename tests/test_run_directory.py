@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fenlei.cli import run_lightning_cli
@@ -73,3 +74,25 @@ def test_fit_test_and_repeat_in_same_directory(tiny_model: Path, tiny_data: Path
     assert (previous[0] / "checkpoints" / "last.ckpt").is_file() and (previous[0] / "test" / "per_class.csv").is_file()
     assert (previous[0] / "predict" / "predictions.jsonl").is_file()
     assert json.loads((run_dir / "run_summary.json").read_text())["epochs"] == 1
+
+
+def test_ckpt_path_best_without_a_finished_fit_is_a_clear_error(
+    tiny_model: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "never_fitted"
+    with pytest.raises(SystemExit) as exit_info:
+        run_lightning_cli(args=["test", "--config", QUICKSTART, *tiny_overrides(tiny_model, tiny_data, run_dir),
+                                "--ckpt_path=best"])
+    assert exit_info.value.code == 2
+    assert f"no finished fit with a best checkpoint in {run_dir}" in capsys.readouterr().err
+
+
+def test_archive_names_are_unique_within_one_second(tmp_path: Path) -> None:
+    from fenlei.cli import archive_previous_run
+
+    archives = []
+    for _ in range(3):
+        (tmp_path / "metrics.csv").write_text("x\n")
+        archives.append(archive_previous_run(tmp_path))
+    assert len(set(archives)) == 3 and all((a / "metrics.csv").is_file() for a in archives)
+    assert archive_previous_run(tmp_path) is None  # nothing left to move

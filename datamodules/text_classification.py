@@ -108,8 +108,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
         data_dir: Folder holding ``train``, optional ``validation`` and ``test`` files (``.jsonl``, ``.json``,
             ``.csv`` or ``.tsv``), the layout of ``../shared/data``. Optional when the files are given as paths.
         train_file: Train file name (stem or file name inside ``data_dir``) or path.
-        val_file: Validation file; when it does not exist a stratified, seeded split of train is used.
-        test_file: Test file; optional (``test`` then fails with a clear message).
+        val_file: Validation file. When the default ``validation`` does not exist (or ``val_file`` is null), a
+            stratified, seeded split of train is used; any other name must exist.
+        test_file: Test file. The default ``test`` may be absent (``test`` then fails with a clear message); any
+            other name must exist.
         predict_file: Unlabelled (or labelled) file for ``predict``; defaults to the test file.
         text_fields: Field(s) holding the text; several are joined with ``text_separator``.
         text_separator: String placed between joined text fields.
@@ -168,10 +170,20 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.train_path = self._require(train_file, "train_file")
-        self.val_path = resolve_data_file(val_file, data_dir) if val_file else None
-        self.test_path = resolve_data_file(test_file, data_dir) if test_file else None
-        self.predict_path = resolve_data_file(predict_file, data_dir) if predict_file else self.test_path
+        # The default names may be absent (no validation file: split train; no test file: no test). A name the
+        # user chose must exist: a typo must not silently turn into a validation split.
+        self.val_path = self._optional(val_file, "val_file", default="validation")
+        self.test_path = self._optional(test_file, "test_file", default="test")
+        self.predict_path = self._optional(predict_file, "predict_file", default=None) or self.test_path
         self.datasets: dict[str, EncodedDataset] = {}
+
+    def _optional(self, name: Optional[str], field: str, default: Optional[str]) -> Optional[Path]:
+        if not name:
+            return None
+        path = resolve_data_file(name, self.data_dir)
+        if path is None and name != default:
+            return self._require(name, field)
+        return path
 
     def _require(self, name: str, field: str) -> Path:
         path = resolve_data_file(name, self.data_dir)

@@ -213,3 +213,17 @@ def test_cli_bad_data_leaves_earlier_run_in_place(
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "run_summary.json").is_file()
     assert not (run_dir / "previous").exists()
+
+
+def test_explicit_validation_or_test_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    """A misspelt file name must not silently become a validation split (or no test set)."""
+    from datamodules import TextClassificationDataModule
+    from datamodules.readers import DataError as Error
+    from tests.conftest import make_rows, write_jsonl
+
+    write_jsonl(tmp_path / "train.jsonl", make_rows(8, seed=0))
+    for field in ("val_file", "test_file"):
+        with pytest.raises(Error, match=f"{field}: no file 'valdation'"):
+            TextClassificationDataModule(tokenizer="unused", data_dir=str(tmp_path), **{field: "valdation"})
+    dm = TextClassificationDataModule(tokenizer="unused", data_dir=str(tmp_path))  # defaults may be absent
+    assert dm.val_path is None and dm.test_path is None and dm.num_classes == 4

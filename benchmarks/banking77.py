@@ -65,6 +65,17 @@ def hf_run(model: str, data_dir: str, mode: str, args: argparse.Namespace, out: 
     return json.loads(out.read_text())
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its bf16/VNNI flags (what decides CPU training speed here)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = [f for f in ("avx512_vnni", "avx512_bf16", "amx_bf16") if f" {f}" in info]
+    return " ".join([name, *flags]).strip()
+
+
 def read_config(config: str) -> dict[str, Any]:
     import yaml
 
@@ -98,7 +109,7 @@ def main() -> None:
         "benchmark": args.name,
         "command": "python " + " ".join([Path(sys.argv[0]).relative_to(REPO).as_posix() if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
         "date": dt.date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count()},
         "config": args.config,
         "budget": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed},
     }

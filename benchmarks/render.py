@@ -20,6 +20,27 @@ Speed targets are ratios against a baseline measured in the same run, never abso
 """
 
 
+NOTES = {
+    "banking77_minilm": """How fenlei gets there (all in `configs/bench/banking77_minilm.yaml` and the default pipeline):
+mean pooling (MiniLM's native sentence pooling), a head learning rate of 3e-3 next to the encoder's 1e-4, label
+smoothing 0.1, 6% warmup, the embedding block frozen; batches grouped by length, bf16 autocast, fused AdamW, and
+the unused BERT pooler dropped. The HF scripts use `AutoModelForSequenceClassification` (CLS pooler head) with
+Trainer defaults (fused AdamW as well); the tuned one adds `train_sampling_strategy="group_by_length"` and
+`bf16=True` (which on a CPU-only machine also needs `use_cpu=True`).
+
+Caveats: fenlei trains on 90% of train and picks its best epoch on the held-out 10%; the HF scripts train on all
+of train and keep the last epoch, so the comparison handicaps fenlei by 10% of the data. The plain HF script
+reached 91.66% here, below the 92.5% quoted in the issue for a similar script; we report what this run measured.
+The frozen-feature probe (93.0% in the issue) was not re-run here. Each system's accuracy comes from one seed
+(42); run-to-run spread was not measured. With the embeddings trained (everything else equal: `python cli.py fit
+--config configs/bench/banking77_minilm.yaml --model.init_args.freeze_embeddings=false`, then `test --ckpt_path
+best`; same day and machine, not in the results file) fenlei reached 93.57% test accuracy.""",
+    "banking77_mpnet": """MPNet-base (110M parameters, 12 x 768) with the MiniLM recipe, 3 epochs at lr 5e-5 (a budget this
+2-core CPU finishes in about half an hour); no HF Trainer comparison (the plain script would take hours here).
+Published fine-tuned base-size models reach 93.5-94% on Banking77.""",
+}
+
+
 def pct(x: Any) -> str:
     return "–" if x is None else f"{100 * x:.2f}%"
 
@@ -42,7 +63,8 @@ def render_banking77(res: dict[str, Any]) -> str:
     out = [f"## {res['benchmark']}",
            "",
            f"Command: `{res['command']}`  ",
-           f"Date: {res['date']}; machine: {res['machine']['platform']}, {res['machine']['cpus']} CPUs; config `{res['config']}`.  ",
+           f"Date: {res['date']}; machine: {res['machine'].get('processor') or 'CPU'}, {res['machine']['cpus']} cores, "
+           f"{res['machine']['platform']}; config `{res['config']}`.  ",
            f"Budget (both sides): {budget['epochs']} epochs, lr {budget['lr']}, batch {budget['batch_size']}, "
            f"max_length {budget['max_length']}, seed {budget['seed']}.",
            "",
@@ -62,8 +84,8 @@ def render_banking77(res: dict[str, Any]) -> str:
                 f"| test accuracy >= 93.5% | {pct(res['fenlei']['test_accuracy'])} | {tg['fenlei_test_accuracy_ge_0.935']} |",
                 f"| test accuracy >= plain HF Trainer | {ra['accuracy_minus_hf_trainer_pt']:+.2f} pt | {tg['fenlei_accuracy_ge_hf_trainer']} |",
                 ""]
-    if res.get("notes"):
-        out += [res["notes"], ""]
+    if res["benchmark"] in NOTES:
+        out += [NOTES[res["benchmark"]], ""]
     return "\n".join(out)
 
 

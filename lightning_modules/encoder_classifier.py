@@ -149,11 +149,11 @@ class EncoderClassifier(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
-        self.log("val/f1_macro", values.pop("val/f1_macro"), prog_bar=True)
+        f1_macro = values.pop("val/f1_macro")
+        self.log("val/f1_macro", f1_macro, prog_bar=True)
         self.log_dict(values)
-        values["val/f1_macro"] = self.trainer.callback_metrics["val/f1_macro"]
         if not self.trainer.sanity_checking:
-            self.val_f1_best.update(values["val/f1_macro"])
+            self.val_f1_best.update(f1_macro)
             self.log("val/f1_macro_best", self.val_f1_best.compute())
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

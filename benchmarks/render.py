@@ -65,7 +65,7 @@ def render_banking77(res: dict[str, Any]) -> str:
            f"Command: `{res['command']}`  ",
            f"Date: {res['date']}; machine: {res['machine'].get('processor') or 'CPU'}, {res['machine']['cpus']} cores, "
            f"{res['machine']['platform']}; config `{res['config']}`.  ",
-           f"Budget (both sides): {budget['epochs']} epochs, lr {budget['lr']}, batch {budget['batch_size']}, "
+           f"Budget{' (every system)' if 'hf_trainer' in res else ''}: {budget['epochs']} epochs, lr {budget['lr']}, batch {budget['batch_size']}, "
            f"max_length {budget['max_length']}, seed {budget['seed']}.",
            "",
            "| system | test accuracy | test macro-F1 | train samples/s, median (runs) | full-run train s | trained on |",

@@ -99,7 +99,6 @@ def main() -> None:
     args.batch_size = data_args["batch_size"]
     args.max_length = data_args["max_length"]
     args.seed = cfg["seed_everything"]
-    sys.path.insert(0, str(REPO))
     from fenlei.pretrained import resolve_pretrained
 
     model_path = resolve_pretrained(cfg["model"]["init_args"]["pretrained"])

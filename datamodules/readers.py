@@ -130,9 +130,11 @@ def read_records(
     text_fields: Sequence[str],
     label_field: Optional[str],
     text_separator: str = " ",
+    label_required: bool = True,
 ) -> list[Record]:
     """Read records, joining ``text_fields`` with ``text_separator``; ``label_field=None`` reads unlabelled text.
 
+    With ``label_required=False`` a record without the label field gets ``label=None`` (prediction files).
     Raises DataError for a missing field, an empty text (after joining and stripping) or an empty label.
     """
     records = []
@@ -142,7 +144,7 @@ def read_records(
         if not text:
             raise DataError(f"{path}:{lineno}: empty text in field(s) {', '.join(map(repr, text_fields))}")
         label = None
-        if label_field is not None:
+        if label_field is not None and (label_required or label_field in row):
             label = _field_text(path, lineno, row, label_field).strip()
             if not label:
                 raise DataError(f"{path}:{lineno}: empty label in field {label_field!r}")

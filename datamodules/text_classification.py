@@ -194,8 +194,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     # ---- everything below is read once, lazily, at the first access (link_arguments time) ----
 
-    def _read(self, path: Path, labelled: bool = True) -> list[Record]:
-        return read_records(path, self.text_fields, self.label_field if labelled else None, self.text_separator)
+    def _read(self, path: Path, label_required: bool = True) -> list[Record]:
+        return read_records(path, self.text_fields, self.label_field, self.text_separator, label_required)
 
     @cached_property
     def _train_file_records(self) -> list[Record]:
@@ -252,16 +252,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
         if stage == "predict":
             if self.predict_path is None:
                 raise DataError("predict_file: no file to predict on (set data.init_args.predict_file)")
-            return self._read(self.predict_path, labelled=self._has_labels(self.predict_path))
+            return self._read(self.predict_path, label_required=False)
         if stage not in self._splits:
             raise DataError(f"test_file: no {stage} file found (set data.init_args.test_file)")
         return self._splits[stage]
-
-    def _has_labels(self, path: Path) -> bool:
-        """A prediction file is read with labels when its first record has the label field."""
-        from datamodules.readers import read_rows
-
-        return self.label_field in read_rows(path)[0][1]
 
     def save_labels(self, directory: str | Path) -> Path:
         """Write ``labels.json`` (the label vocabulary in class-id order) into a run directory."""

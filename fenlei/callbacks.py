@@ -111,8 +111,8 @@ class RunFilesCallback(pl.Callback):
             summary = run_dir / "run_summary.json"
             summary.unlink(missing_ok=True)  # a resumed or repeated fit is not finished until it says so again
             datamodule = trainer.datamodule
-            if datamodule is not None and hasattr(datamodule, "label_names"):
-                atomic_write_text(run_dir / "labels.json", json.dumps(datamodule.label_names, ensure_ascii=False, indent=1) + "\n")
+            if datamodule is not None and hasattr(datamodule, "save_labels"):
+                datamodule.save_labels(run_dir)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.fast_dev_run:

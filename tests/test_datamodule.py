@@ -416,3 +416,17 @@ def test_eval_loaders_cover_split_validation(tmp_path: Path, tiny_model: Path) -
     dm.setup("fit")
     assert sorted(_loader_indices(dm.val_dataloader())) == list(range(17))
     assert sorted(_loader_indices(dm.train_dataloader())) == list(range(83 - 17))
+
+
+def test_predict_file_with_or_without_labels(tmp_path: Path, tiny_model: Path) -> None:
+    """An unlabelled prediction file is read as text only; a labelled one keeps its (known) labels."""
+    write_jsonl(tmp_path / "train.jsonl", make_rows(16, seed=0))
+    write_jsonl(tmp_path / "pool.jsonl", [{"text": r["text"]} for r in make_rows(6, seed=1)])
+    write_jsonl(tmp_path / "labelled.jsonl", make_rows(6, seed=2))
+    unlabelled = _datamodule(tmp_path, tiny_model, predict_file="pool")
+    unlabelled.setup("predict")
+    assert [r.label for r in unlabelled.split_records("predict")] == [None] * 6
+    assert unlabelled.datasets["predict"].labels is None
+    labelled = _datamodule(tmp_path, tiny_model, predict_file="labelled")
+    labelled.setup("predict")
+    assert labelled.datasets["predict"].labels == [labelled.label_to_id[r["label"]] for r in make_rows(6, seed=2)]

@@ -1,17 +1,27 @@
-"""fenlei command line: ``python cli.py {fit,validate,test,predict} --config CONFIG.yaml [--config PRESET.yaml]``.
+"""fenlei command line.
+
+    python cli.py {fit,validate,test,predict} --config CONFIG.yaml [--config PRESET.yaml] ...   (LightningCLI)
+    python cli.py data {dedup,mask,split,stats,oversample,augment} ...                        (data tools)
 
 Kept thin and lazy: each subcommand imports only what it needs (importing lightning and transformers costs
-seconds, which deployment commands must not pay).
+seconds, which deployment and data commands must not pay).
 """
 
 from __future__ import annotations
 
-LIGHTNING_SUBCOMMANDS = {"fit", "validate", "test", "predict"}
+import importlib
+import sys
+
+# Subcommands outside LightningCLI: name -> module with ``main(argv) -> int`` (imported only when used).
+EXTRA_COMMANDS = {"data": "fenlei.data_tools"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fenlei.cli import run_lightning_cli
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in EXTRA_COMMANDS:
+        sys.exit(importlib.import_module(EXTRA_COMMANDS[args[0]]).main(args[1:]))
 
+    from fenlei.cli import run_lightning_cli
 
     run_lightning_cli(args=argv)
 

@@ -1,6 +1,19 @@
-"""LightningDataModules and the file readers behind them."""
+"""LightningDataModules and the file readers behind them.
+
+``readers`` and ``splits`` are torch-free (the data tools and deployment code import them); the DataModule,
+which needs torch and Lightning, is imported on first access.
+"""
+
+from typing import Any
 
 from datamodules.readers import DataError
-from datamodules.text_classification import TextClassificationDataModule
 
 __all__ = ["DataError", "TextClassificationDataModule"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TextClassificationDataModule":
+        from datamodules.text_classification import TextClassificationDataModule
+
+        return TextClassificationDataModule
+    raise AttributeError(f"module 'datamodules' has no attribute {name!r}")

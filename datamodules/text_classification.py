@@ -9,7 +9,6 @@ before a Trainer, a logger or a run directory exists.
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.readers import DataError, Record, read_records, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
+from datamodules.splits import label_sort_key, stratified_split
 from fenlei.io import atomic_write_text
 from fenlei.pretrained import resolve_pretrained
 
@@ -69,35 +69,6 @@ class PadCollator:
         if "labels" in items[0]:
             batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=torch.long)
         return batch
-
-
-def _label_sort_key(label: str) -> tuple[int, Any]:
-    # Integer-like labels sort numerically ("2" before "10"); others alphabetically, after numbers.
-    try:
-        return (0, int(label))
-    except ValueError:
-        return (1, label)
-
-
-def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices into (train, validation), taking ``round(fraction * n_c)`` of every class, seeded.
-
-    A class with a single example stays in train (it could not be learned otherwise); every class with two or
-    more examples puts at least one into validation.
-    """
-    by_class: dict[str, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_class.setdefault(label, []).append(index)
-    rng = random.Random(seed)
-    train_idx: list[int] = []
-    val_idx: list[int] = []
-    for label in sorted(by_class, key=_label_sort_key):
-        members = by_class[label]
-        rng.shuffle(members)
-        n_val = 0 if len(members) < 2 else min(len(members) - 1, max(1, round(fraction * len(members))))
-        val_idx.extend(members[:n_val])
-        train_idx.extend(members[n_val:])
-    return sorted(train_idx), sorted(val_idx)
 
 
 class TextClassificationDataModule(pl.LightningDataModule):
@@ -232,7 +203,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
             if len(set(self.fixed_labels)) != len(self.fixed_labels):
                 raise DataError("labels: the fixed label list has duplicates")
             return [str(label) for label in self.fixed_labels]
-        return sorted({r.label for r in self._train_file_records}, key=_label_sort_key)
+        return sorted({r.label for r in self._train_file_records}, key=label_sort_key)
 
     @property
     def num_classes(self) -> int:

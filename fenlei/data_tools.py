@@ -1,0 +1,507 @@
+"""Data tools for labelled text files: ``python cli.py data {dedup,mask,split,stats,oversample,augment} ...``.
+
+Pure Python and the standard library (``transformers`` is imported only inside :class:`BackTranslationAugmenter`):
+the commands start in well under a second and never load torch or Lightning.
+
+Every operation reads JSONL or CSV/TSV through ``datamodules.readers`` (errors name the file and line), writes
+JSONL (``ensure_ascii=False``) atomically, keeps every input field of a row, and refuses to write over its input.
+Errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from datamodules.readers import DataError, _field_text, read_rows
+from datamodules.splits import label_sort_key, stratified_split_n
+from fenlei.io import atomic_write_json, atomic_write_text
+
+Row = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------- files
+
+
+def check_not_input(input_path: str | Path, output_path: str | Path) -> None:
+    """Raise DataError if ``output_path`` is the input file (after resolving links and ``..``)."""
+    inp, out = Path(input_path).resolve(), Path(output_path).resolve()
+    same = inp == out
+    if not same and inp.exists() and out.exists():
+        try:
+            same = inp.samefile(out)
+        except OSError:
+            same = False
+    if same:
+        raise DataError(f"{output_path}: output is the input file {input_path}; refusing to overwrite the input")
+
+
+def load(path: str | Path) -> list[tuple[int, Row]]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    return read_rows(path)
+
+
+def write_jsonl(path: str | Path, rows: Sequence[Row]) -> Path:
+    """Write rows as JSONL (UTF-8, ``ensure_ascii=False``), atomically."""
+    return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def _labels(path: Path, rows: list[tuple[int, Row]], label_field: str) -> list[str]:
+    labels = []
+    for lineno, row in rows:
+        label = _field_text(path, lineno, row, label_field).strip()
+        if not label:
+            raise DataError(f"{path}:{lineno}: empty label in field {label_field!r}")
+        labels.append(label)
+    return labels
+
+
+# --------------------------------------------------------------------------------------------------- dedup
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, lower-case, punctuation (any Unicode ``P*`` category, Chinese full-width included) removed,
+    whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    return " ".join(text.split())
+
+
+def dedup_rows(
+    rows: Sequence[Row], keys: Sequence[str], labels: Optional[Sequence[Optional[str]]] = None
+) -> tuple[list[Row], dict[str, int]]:
+    """Keep the first row of every key; report removed rows, duplicate groups and groups with conflicting labels."""
+    first: dict[str, int] = {}
+    group_labels: dict[str, set] = {}
+    group_size: Counter = Counter()
+    kept: list[Row] = []
+    for index, (row, key) in enumerate(zip(rows, keys, strict=True)):
+        group_size[key] += 1
+        if labels is not None and labels[index] is not None:
+            group_labels.setdefault(key, set()).add(labels[index])
+        if key not in first:
+            first[key] = index
+            kept.append(row)
+    groups = [k for k, n in group_size.items() if n > 1]
+    report = {
+        "input": len(rows),
+        "kept": len(kept),
+        "removed": len(rows) - len(kept),
+        "duplicate_groups": len(groups),
+        "conflicting_label_groups": sum(1 for k in groups if len(group_labels.get(k, ())) > 1),
+    }
+    return kept, report
+
+
+def cmd_dedup(args: argparse.Namespace) -> dict[str, Any]:
+    check_not_input(args.input, args.output)
+    path = Path(args.input)
+    rows = load(path)
+    texts = [_field_text(path, lineno, row, args.text_field) for lineno, row in rows]
+    keys = [normalize_text(t) if args.normalize else t for t in texts]
+    labels = [str(row[args.label_field]).strip() if row.get(args.label_field) is not None else None for _, row in rows]
+    kept, report = dedup_rows([row for _, row in rows], keys, labels)
+    write_jsonl(args.output, kept)
+    mode = "normalized" if args.normalize else "exact"
+    print(
+        f"dedup ({mode}): {report['input']} rows, removed {report['removed']}, kept {report['kept']}; "
+        f"{report['duplicate_groups']} duplicate groups, {report['conflicting_label_groups']} with conflicting labels"
+        f" -> {args.output}"
+    )
+    return report
+
+
+# --------------------------------------------------------------------------------------------------- mask
+
+_B = r"(?<![0-9A-Za-z])"  # no letter or digit just before (Chinese characters may touch a number)
+_E = r"(?![0-9A-Za-z])"  # no letter or digit just after
+
+EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])", re.ASCII)
+# Order numbers: a keyword (kept) followed by the number, or "#" followed by 4+ digits.
+ORDER_KEYWORD_RE = re.compile(
+    r"((?:订单号|订单编号|订单|单号)[\s:：]*|(?<![A-Za-z])(?i:order)(?:\s*(?i:no\.?|number|num|id))?[\s:：]*)"
+    + r"(#?\s?[A-Za-z]{0,3}\d[A-Za-z0-9-]{3,})"
+    + _E
+)
+ORDER_HASH_RE = re.compile(r"(?<![0-9A-Za-z&])#\s?\d{4,}" + _E)
+PHONE_RES = [
+    # Chinese mobile: 13812345678, 138-1234-5678, 138 1234 5678, +86 138..., 0086-138...
+    re.compile(_B + r"(?:(?:\+|00)86[\s-]?)?1[3-9]\d(?:[\s-]?\d{4}){2}" + _E),
+    # International with "+": +1 (555) 123-4567, +44 20 7946 0958
+    re.compile(r"(?<![0-9A-Za-z+])\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,4}" + _E),
+    # North-American style without country code: (555) 123-4567, 555-123-4567
+    re.compile(r"(?:\(\d{3}\)\s?|" + _B + r"\d{3}[-.])\d{3}[-.]\d{4}" + _E),
+    # Landline with area code: 010-12345678, 0755-1234567, (010) 12345678
+    re.compile(r"(?:\(0\d{2,3}\)\s?|" + _B + r"0\d{2,3}-)\d{7,8}" + _E),
+]
+ID_RES = [
+    re.compile(_B + r"\d{17}[\dXx]" + _E),  # Chinese resident ID
+    re.compile(_B + r"\d{12,}" + _E),  # any long digit run
+    # long letter+digit runs (account or device IDs): 12+ characters, at least 6 digits
+    re.compile(_B + r"(?=[A-Za-z0-9]*[A-Za-z])(?=(?:[A-Za-z]*\d){6})[A-Za-z0-9]{12,}" + _E),
+]
+PLACEHOLDERS = ("[PHONE]", "[EMAIL]", "[ORDER]", "[ID]")
+
+
+def _phone_digits_ok(match: re.Match) -> bool:
+    return 7 <= sum(ch.isdigit() for ch in match.group(0)) <= 15
+
+
+def mask_text(text: str, counts: Optional[Counter] = None) -> str:
+    """Replace e-mails, order numbers, phone numbers and long ID-like runs by placeholders; count them."""
+    counts = counts if counts is not None else Counter()
+
+    def sub(pattern: re.Pattern, placeholder: str, s: str, check=None, keep_group: Optional[int] = None) -> str:
+        def repl(match: re.Match) -> str:
+            if check is not None and not check(match):
+                return match.group(0)
+            counts[placeholder] += 1
+            return (match.group(keep_group) if keep_group else "") + placeholder
+
+        return pattern.sub(repl, s)
+
+    text = sub(EMAIL_RE, "[EMAIL]", text)
+    text = sub(ORDER_KEYWORD_RE, "[ORDER]", text, keep_group=1)
+    text = sub(ORDER_HASH_RE, "[ORDER]", text)
+    for pattern in PHONE_RES:
+        text = sub(pattern, "[PHONE]", text, check=_phone_digits_ok)
+    for pattern in ID_RES:
+        text = sub(pattern, "[ID]", text)
+    return text
+
+
+def cmd_mask(args: argparse.Namespace) -> dict[str, Any]:
+    check_not_input(args.input, args.output)
+    path = Path(args.input)
+    rows = load(path)
+    counts: Counter = Counter()
+    out = []
+    for lineno, row in rows:
+        new = dict(row)
+        for field in args.fields:
+            if field not in row:
+                raise DataError(
+                    f"{path}:{lineno}: missing field {field!r} (fields present: {', '.join(sorted(map(str, row)))})"
+                )
+            value = row[field]
+            if isinstance(value, str):
+                new[field] = mask_text(value, counts)
+            elif isinstance(value, int) and not isinstance(value, bool):  # a bare number may be a phone or ID
+                masked = mask_text(str(value), counts)
+                new[field] = value if masked == str(value) else masked
+        out.append(new)
+    write_jsonl(args.output, out)
+    report = {p: counts.get(p, 0) for p in PLACEHOLDERS}
+    print(f"mask: {len(out)} rows; " + ", ".join(f"{p} {n}" for p, n in report.items()) + f" -> {args.output}")
+    return report
+
+
+# --------------------------------------------------------------------------------------------------- split
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def cmd_split(args: argparse.Namespace) -> dict[str, Any]:
+    if len(args.ratios) != 3:
+        raise DataError(f"--ratios needs three numbers (train validation test), got {len(args.ratios)}")
+    out_dir = Path(args.out_dir)
+    outputs = [out_dir / f"{name}.jsonl" for name in SPLIT_NAMES]
+    for output in outputs:
+        check_not_input(args.input, output)
+    path = Path(args.input)
+    rows = load(path)
+    labels = _labels(path, rows, args.label_field)
+    try:
+        parts = stratified_split_n(labels, args.ratios, args.seed)
+    except ValueError as err:
+        raise DataError(f"--ratios: {err}") from None
+    report: dict[str, Any] = {}
+    for name, output, indices in zip(SPLIT_NAMES, outputs, parts, strict=True):
+        write_jsonl(output, [rows[i][1] for i in indices])
+        report[name] = {"rows": len(indices), "classes": len({labels[i] for i in indices})}
+    summary = ", ".join(f"{name} {r['rows']} rows / {r['classes']} classes" for name, r in report.items())
+    print(f"split: {len(rows)} rows, {len(set(labels))} classes -> {summary} in {out_dir}")
+    return report
+
+
+# --------------------------------------------------------------------------------------------------- stats
+
+
+def class_stats(labels: Sequence[str], min_count: int) -> dict[str, Any]:
+    counts = Counter(labels)
+    ordered = sorted(counts, key=label_sort_key)
+    largest, smallest = max(counts.values()), min(counts.values())
+    return {
+        "rows": len(labels),
+        "classes": len(counts),
+        "counts": {label: counts[label] for label in ordered},
+        "max_count": largest,
+        "min_count": smallest,
+        "imbalance_ratio": largest / smallest,
+        "threshold": min_count,
+        "below_threshold": [label for label in ordered if counts[label] < min_count],
+    }
+
+
+def stats_markdown(stats: dict[str, Any]) -> str:
+    lines = ["| label | count | share | below threshold |", "|---|---:|---:|---|"]
+    for label, count in stats["counts"].items():
+        flag = "yes" if label in stats["below_threshold"] else ""
+        lines.append(f"| {label} | {count} | {count / stats['rows']:.2%} | {flag} |")
+    lines += [
+        "",
+        f"{stats['rows']} rows, {stats['classes']} classes; imbalance ratio (max/min) "
+        f"{stats['imbalance_ratio']:.2f} ({stats['max_count']}/{stats['min_count']}); "
+        f"{len(stats['below_threshold'])} classes under {stats['threshold']}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
+    if args.output:
+        check_not_input(args.input, args.output)
+    path = Path(args.input)
+    rows = load(path)
+    stats = class_stats(_labels(path, rows, args.label_field), args.min_count)
+    print(stats_markdown(stats))
+    if args.output:
+        atomic_write_json(args.output, stats)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------- oversample
+
+
+def oversample_rows(
+    rows: Sequence[Row], labels: Sequence[str], min_per_class: int, seed: int
+) -> tuple[list[Row], dict[str, int]]:
+    """Originals in order, then seeded duplicates (``"oversampled": true``) bringing each class to ``min_per_class``.
+
+    Duplicates cycle through a shuffled copy of the class, so every example is repeated as evenly as possible.
+    """
+    by_class: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    rng = random.Random(seed)
+    out = [dict(row) for row in rows]
+    added: dict[str, int] = {}
+    for label in sorted(by_class, key=label_sort_key):
+        members = list(by_class[label])
+        need = min_per_class - len(members)
+        if need <= 0:
+            continue
+        rng.shuffle(members)
+        for i in range(need):
+            out.append({**rows[members[i % len(members)]], "oversampled": True})
+        added[label] = need
+    return out, added
+
+
+def cmd_oversample(args: argparse.Namespace) -> dict[str, Any]:
+    check_not_input(args.input, args.output)
+    if args.min_per_class < 1:
+        raise DataError(f"--min_per_class must be at least 1, got {args.min_per_class}")
+    path = Path(args.input)
+    rows = load(path)
+    labels = _labels(path, rows, args.label_field)
+    out, added = oversample_rows([row for _, row in rows], labels, args.min_per_class, args.seed)
+    write_jsonl(args.output, out)
+    print(
+        f"oversample: {len(rows)} rows -> {len(out)} rows; {sum(added.values())} duplicates added to "
+        f"{len(added)} classes under {args.min_per_class} -> {args.output}"
+    )
+    return {"input": len(rows), "output": len(out), "added": added}
+
+
+# --------------------------------------------------------------------------------------------------- augment
+
+
+class Augmenter:
+    """Text augmentation: ``augment(texts)`` returns one new text per input text, in order."""
+
+    def augment(self, texts: Sequence[str]) -> list[str]:
+        raise NotImplementedError
+
+
+class BackTranslationAugmenter(Augmenter):
+    """Back-translation with local MarianMT folders: ``model_path`` translates source -> pivot and
+    ``pivot_model_path`` pivot -> source. Without a pivot model the forward translation alone is returned.
+
+    The folders are checked at construction (a clear DataError if missing); transformers is imported, and the
+    models loaded, on the first ``augment`` call only.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        pivot_model_path: Optional[str | Path] = None,
+        batch_size: int = 16,
+        max_length: int = 256,
+    ) -> None:
+        self.model_paths = [Path(model_path)] + ([Path(pivot_model_path)] if pivot_model_path else [])
+        for option, p in zip(("--backtranslate_model", "--pivot_model"), self.model_paths, strict=False):
+            if not p.is_dir():
+                raise DataError(f"{p}: {option} model not found (expected a local MarianMT folder with config.json)")
+            if not (p / "config.json").is_file():
+                raise DataError(f"{p}: {option} is not a model folder (no config.json)")
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._models: Optional[list] = None
+
+    def _load(self) -> list:
+        if self._models is None:
+            from transformers import MarianMTModel, MarianTokenizer
+
+            self._models = [
+                (MarianTokenizer.from_pretrained(p), MarianMTModel.from_pretrained(p)) for p in self.model_paths
+            ]
+        return self._models
+
+    def _translate(self, tokenizer, model, texts: list[str]) -> list[str]:
+        out: list[str] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = tokenizer(
+                texts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+            )
+            generated = model.generate(**batch, max_length=self.max_length)
+            out.extend(tokenizer.batch_decode(generated, skip_special_tokens=True))
+        return out
+
+    def augment(self, texts: Sequence[str]) -> list[str]:
+        result = list(texts)
+        for tokenizer, model in self._load():
+            result = self._translate(tokenizer, model, result)
+        return result
+
+
+def augment_rows(rows: Sequence[Row], text_field: str, augmenter: Augmenter) -> tuple[list[Row], int]:
+    """Originals, then one augmented copy per row (``"augmented": true``) whose text differs from the original."""
+    texts = [str(row[text_field]) for row in rows]
+    new_texts = augmenter.augment(texts)
+    if len(new_texts) != len(texts):
+        raise DataError(f"augmenter returned {len(new_texts)} texts for {len(texts)} inputs")
+    out = [dict(row) for row in rows]
+    added = 0
+    for row, old, new in zip(rows, texts, new_texts, strict=True):
+        if new and new.strip() and new.strip() != old.strip():
+            out.append({**row, text_field: new, "augmented": True})
+            added += 1
+    return out, added
+
+
+def cmd_augment(args: argparse.Namespace, augmenter: Optional[Augmenter] = None) -> dict[str, Any]:
+    check_not_input(args.input, args.output)
+    path = Path(args.input)
+    rows = load(path)
+    for lineno, row in rows:
+        _field_text(path, lineno, row, args.text_field)
+    if augmenter is None:
+        augmenter = BackTranslationAugmenter(args.backtranslate_model, args.pivot_model, batch_size=args.batch_size)
+    out, added = augment_rows([row for _, row in rows], args.text_field, augmenter)
+    write_jsonl(args.output, out)
+    print(f"augment: {len(rows)} rows, {added} augmented rows added -> {args.output}")
+    return {"input": len(rows), "added": added}
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cli.py data",
+        description="Data tools for labelled text files (JSONL or CSV/TSV in, JSONL out; inputs are never overwritten).",
+    )
+    sub = parser.add_subparsers(dest="operation", metavar="OPERATION", required=True)
+
+    def add(name: str, help_text: str, output: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--input", required=True, help="input file (.jsonl, .json, .csv or .tsv)")
+        if output:
+            p.add_argument("--output", required=True, help="output JSONL file (must not be the input)")
+        return p
+
+    p = add("dedup", "Remove duplicate texts, keeping the first occurrence.")
+    p.add_argument(
+        "--normalize", action="store_true", help="compare NFKC, lower-cased texts without punctuation or extra spaces"
+    )
+    p.add_argument("--text_field", default="text", help="field holding the text (default: text)")
+    p.add_argument(
+        "--label_field", default="label", help="label field, for the conflicting-label count (default: label)"
+    )
+    p.set_defaults(func=cmd_dedup)
+
+    p = add("mask", "Mask phone numbers, e-mails, order numbers and long IDs as [PHONE], [EMAIL], [ORDER], [ID].")
+    p.add_argument("--fields", nargs="+", default=["text"], help="fields to mask (default: text)")
+    p.set_defaults(func=cmd_mask)
+
+    p = add(
+        "split",
+        "Stratified, seeded train/validation/test split into OUT_DIR/{train,validation,test}.jsonl.",
+        output=False,
+    )
+    p.add_argument("--out_dir", required=True, help="output folder")
+    p.add_argument(
+        "--ratios",
+        nargs=3,
+        type=float,
+        default=[0.7, 0.15, 0.15],
+        metavar="R",
+        help="train validation test (default: 0.7 0.15 0.15)",
+    )
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--label_field", default="label")
+    p.set_defaults(func=cmd_split)
+
+    p = add("stats", "Class counts, imbalance ratio and classes under a threshold, as a markdown table.", output=False)
+    p.add_argument("--label_field", default="label")
+    p.add_argument("--min_count", type=int, default=80, help="classes with fewer examples are listed (default: 80)")
+    p.add_argument("--output", help="also write the numbers as JSON here")
+    p.set_defaults(func=cmd_stats)
+
+    p = add(
+        "oversample",
+        'Duplicate examples of small classes (seeded) up to --min_per_class; duplicates get "oversampled": true.',
+    )
+    p.add_argument("--min_per_class", type=int, required=True)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--label_field", default="label")
+    p.set_defaults(func=cmd_oversample)
+
+    p = add("augment", 'Back-translation augmentation with local MarianMT models; new rows get "augmented": true.')
+    p.add_argument(
+        "--backtranslate_model", required=True, help="local MarianMT folder translating source -> pivot language"
+    )
+    p.add_argument("--pivot_model", help="local MarianMT folder translating pivot -> source language")
+    p.add_argument("--text_field", default="text")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.set_defaults(func=cmd_augment)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one data operation; returns the exit status (0, or 2 after printing the error)."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        args.func(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

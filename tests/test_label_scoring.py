@@ -1,0 +1,233 @@
+"""Label scoring with decoder LMs: tiny random Llama / Gemma 3 models and a word-level tokenizer made here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from lightning_modules.label_scoring import predict_labels, score_labels, tokenize_labels
+
+WORDS = [
+    "<pad>",
+    "<eos>",
+    "<unk>",
+    "ticket",
+    "category",
+    ":",
+    "my",
+    "card",
+    "was",
+    "charged",
+    "twice",
+    "please",
+    "send",
+    "the",
+    "pdf",
+    "cannot",
+    "log",
+    "in",
+    "billing",
+    "refund",
+    "invoice",
+    "login",
+    "problem",
+    "shipping",
+    "very",
+    "late",
+    "bug",
+    "report",
+]
+LABELS = ["billing refund", "billing invoice", "login", "shipping very late", "bug"]  # 1, 2 and 3 tokens
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def _llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _gemma3():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(1)
+    cfg = Gemma3TextConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=64,
+        sliding_window=16,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def _prompts(tokenizer) -> list[list[int]]:
+    texts = [
+        "ticket : my card was charged twice category :",
+        "please send the pdf category :",
+        "cannot log in category :",
+        "category :",
+    ]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _brute_force(model, prompt: list[int], label_ids: list[list[int]]) -> torch.Tensor:
+    """Reference: run the model on each full prompt+label sequence and sum the label tokens' log-softmax."""
+    scores = []
+    for ids in label_ids:
+        seq = torch.tensor([prompt + ids])
+        with torch.no_grad():
+            logp = model(input_ids=seq).logits[0].float().log_softmax(-1)
+        scores.append(sum(logp[len(prompt) - 1 + t, tok] for t, tok in enumerate(ids)))
+    return torch.stack(scores)
+
+
+def _pad(prompts: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        sl = slice(width - len(p), width) if side == "left" else slice(0, len(p))
+        ids[i, sl], mask[i, sl] = torch.tensor(p), 1
+    return ids, mask
+
+
+def test_tokenize_labels_lengths_and_shared_prefix(tokenizer):
+    ids = tokenize_labels(tokenizer, LABELS)
+    assert [len(x) for x in ids] == [2, 2, 1, 3, 1]
+    assert ids[0][0] == ids[1][0] and ids[0] != ids[1]
+
+
+def test_tokenize_labels_rejects_duplicate_and_empty(tokenizer):
+    with pytest.raises(ValueError, match="identically"):
+        tokenize_labels(tokenizer, ["login", "xyzzy", "plugh"])  # both unknown words -> [<unk>]
+    with pytest.raises(ValueError, match="no tokens"):
+        tokenize_labels(tokenizer, ["login", "   "])
+    with pytest.raises(ValueError, match="identically"):
+        tokenize_labels(tokenizer, ["login", "login "])
+
+
+@pytest.mark.parametrize("strategy", ["kv_cache", "concat"])
+@pytest.mark.parametrize("length_normalise", [False, True])
+def test_score_matches_brute_force_llama(tokenizer, strategy, length_normalise):
+    model, label_ids = _llama(), tokenize_labels(tokenizer, LABELS)
+    lengths = torch.tensor([len(x) for x in label_ids], dtype=torch.float32)
+    for prompt in _prompts(tokenizer):
+        got = score_labels(model, torch.tensor(prompt), label_ids, length_normalise, strategy=strategy)
+        want = _brute_force(model, prompt, label_ids)
+        if length_normalise:
+            want = want / lengths
+        assert got.shape == (1, len(LABELS))
+        torch.testing.assert_close(got[0], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["kv_cache", "concat"])
+def test_score_matches_brute_force_gemma3(tokenizer, strategy):
+    model, label_ids = _gemma3(), tokenize_labels(tokenizer, LABELS)
+    for prompt in _prompts(tokenizer)[:2]:
+        got = score_labels(model, torch.tensor(prompt), label_ids, strategy=strategy)
+        torch.testing.assert_close(got[0], _brute_force(model, prompt, label_ids), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("strategy", ["kv_cache", "concat"])
+def test_batched_prompts_equal_one_by_one(tokenizer, side, strategy):
+    model, label_ids = _llama(), tokenize_labels(tokenizer, LABELS)
+    prompts = _prompts(tokenizer)
+    ids, mask = _pad(prompts, side)
+    batched = score_labels(model, ids, label_ids, attention_mask=mask, strategy=strategy)
+    single = torch.cat([score_labels(model, torch.tensor(p), label_ids, strategy=strategy) for p in prompts])
+    assert batched.shape == (len(prompts), len(LABELS))
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_picks_trained_label_including_shared_prefix(tokenizer):
+    """Train the tiny LM on "prompt + correct label"; the shared-prefix pair is decided by the second token."""
+    model, label_ids = _llama(seed=3), tokenize_labels(tokenizer, LABELS)
+    prompts = _prompts(tokenizer)[:3] + [
+        tokenizer("ticket : bug report category :", add_special_tokens=False)["input_ids"]
+    ]
+    gold = [0, 1, 2, 4]  # billing refund, billing invoice (same first token), login, bug
+    seqs = [p + label_ids[g] for p, g in zip(prompts, gold, strict=True)]
+    ids, mask = _pad(seqs, "right")
+    targets = ids.masked_fill(mask == 0, -100)
+    for p, row in zip(prompts, targets, strict=True):
+        row[: len(p)] = -100  # loss on the label tokens only
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = model(input_ids=ids, attention_mask=mask, labels=targets).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    pids, pmask = _pad(prompts, "left")
+    pred = predict_labels(model, pids, label_ids, attention_mask=pmask)
+    assert pred.index.tolist() == gold
+    assert pred.log_probs.shape == (4, len(LABELS))
+    # The two billing labels share their first-token term; the second token separates them.
+    assert pred.log_probs[0, 0] > pred.log_probs[0, 1] and pred.log_probs[1, 1] > pred.log_probs[1, 0]
+    assert (pred.log_probs <= 0).all()
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("strategy", ["kv_cache", "concat"])
+def test_gemma3_sliding_window_batched_long_and_short(tokenizer, side, strategy):
+    """Prompt longer than the sliding window (16) next to a short one: the short row's padding exceeds the window."""
+    model, label_ids = _gemma3(), tokenize_labels(tokenizer, LABELS)
+    long_text = (
+        "ticket : my card was charged twice please send the pdf cannot log in my card was charged twice again"
+        " please send the pdf category :"
+    )
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in (long_text, "ticket : my card category :")]
+    assert len(prompts[0]) - len(prompts[1]) > 16
+    ids, mask = _pad(prompts, side)
+    got = score_labels(model, ids, label_ids, attention_mask=mask, strategy=strategy)
+    want = torch.stack([_brute_force(model, p, label_ids) for p in prompts])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_tokenize_labels_leading_space_variant():
+    """Byte-level pre-tokenisation: " billing" (Ġbilling) and "billing" are different tokens; the prefix picks one."""
+    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>", "billing", "Ġbilling", "Ġrefund", "refund"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    spaced = tokenize_labels(fast, ["billing refund"])
+    bare = tokenize_labels(fast, ["billing refund"], prefix="")
+    assert spaced == [[vocab["Ġbilling"], vocab["Ġrefund"]]]
+    assert bare == [[vocab["billing"], vocab["Ġrefund"]]]
+
+
+def test_predict_single_prompt_returns_allowed_index(tokenizer):
+    model, label_ids = _llama(), tokenize_labels(tokenizer, LABELS)
+    pred = predict_labels(model, torch.tensor(_prompts(tokenizer)[0]), label_ids)
+    assert pred.index.shape == (1,) and 0 <= int(pred.index) < len(LABELS)
+    torch.testing.assert_close(pred.log_probs.softmax(-1).sum(-1), torch.ones(1))
+    with pytest.raises(ValueError, match="strategy"):
+        score_labels(model, torch.tensor(_prompts(tokenizer)[0]), label_ids, strategy="beam")

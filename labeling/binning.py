@@ -262,6 +262,12 @@ class EdgeBinner(Binner):
         self._num_bins = len(self.bin_edges) - 1
 
 
+def _positive_int(value: Any, name: str) -> int:
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 class EqualWidthBinner(EdgeBinner):
     """``num_bins`` equal-width bins over the train range (like ``pd.cut(train, num_bins)``).
 
@@ -274,9 +280,7 @@ class EqualWidthBinner(EdgeBinner):
 
     def __init__(self, num_bins: int, log1p: bool = False) -> None:
         super().__init__(log1p=log1p)
-        if int(num_bins) != num_bins or num_bins < 1:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-        self.requested_num_bins = int(num_bins)
+        self.requested_num_bins = _positive_int(num_bins, "num_bins")
 
     def _fit(self, y: np.ndarray, features: np.ndarray | None) -> None:
         z = _maybe_log1p(y, self.log1p)
@@ -306,9 +310,7 @@ class QuantileBinner(EdgeBinner):
 
     def __init__(self, num_bins: int, log1p: bool = False) -> None:
         super().__init__(log1p=log1p)
-        if int(num_bins) != num_bins or num_bins < 1:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-        self.requested_num_bins = int(num_bins)
+        self.requested_num_bins = _positive_int(num_bins, "num_bins")
 
     def _fit(self, y: np.ndarray, features: np.ndarray | None) -> None:
         edges = np.unique(np.quantile(y, np.linspace(0.0, 1.0, self.requested_num_bins + 1)))

@@ -150,13 +150,12 @@ def default_loggers(run_dir: str, config: Any, subcommand: str) -> list[Logger]:
     resuming = subcommand == "fit" and config.get("ckpt_path") is not None
     version = "" if subcommand == "fit" else subcommand
     loggers: list[Logger] = [RunCSVLogger(save_dir=run_dir, name="", version=version, keep_existing=resuming)]
-    mode = config.get("wandb", {}).get("mode", "offline") if hasattr(config, "get") else "offline"
+    mode = config.wandb.mode  # the parser defines --wandb.mode and --wandb.project with defaults
     if mode != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
-        project = config.get("wandb", {}).get("project", "fenlei")
         loggers.append(
-            WandbLogger(save_dir=run_dir, project=project, name=Path(run_dir).name, offline=mode == "offline",
-                        log_model=False)
+            WandbLogger(save_dir=run_dir, project=config.wandb.project, name=Path(run_dir).name,
+                        offline=mode == "offline", log_model=False)
         )
     return loggers
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from datamodules.readers import DataError
 
-__all__ = ["DataError", "TextClassificationDataModule"]
+__all__ = ["DataError", "NumericTargetDataModule", "TextClassificationDataModule"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from datamodules.text_classification import TextClassificationDataModule
 
         return TextClassificationDataModule
+    if name == "NumericTargetDataModule":
+        from datamodules.numeric_target import NumericTargetDataModule
+
+        return NumericTargetDataModule
     raise AttributeError(f"module 'datamodules' has no attribute {name!r}")

@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.markers import FeatureMarkers
 from datamodules.readers import DataError, Record, read_records, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
@@ -28,9 +29,12 @@ from fenlei.pretrained import resolve_pretrained
 class EncodedDataset(Dataset):
     """Token ids (unpadded) and label ids; ``index`` maps a prediction back to its input row."""
 
-    def __init__(self, input_ids: list[list[int]], labels: Optional[list[int]]) -> None:
+    def __init__(
+        self, input_ids: list[list[int]], labels: Optional[list[int]], targets: Optional[list[float]] = None
+    ) -> None:
         self.input_ids = input_ids
         self.labels = labels
+        self.targets = targets  # numeric targets (NumericTargetDataModule), next to their bin ids in ``labels``
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -39,6 +43,8 @@ class EncodedDataset(Dataset):
         item: dict[str, Any] = {"input_ids": self.input_ids[index], "index": index}
         if self.labels is not None:
             item["labels"] = self.labels[index]
+        if self.targets is not None:
+            item["targets"] = self.targets[index]
         return item
 
     @property
@@ -68,6 +74,8 @@ class PadCollator:
         }
         if "labels" in items[0]:
             batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=torch.long)
+        if "targets" in items[0]:
+            batch["targets"] = torch.tensor([item["targets"] for item in items], dtype=torch.float32)
         return batch
 
 
@@ -97,6 +105,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
         mega_batch_factor: Number of batches sorted together when grouping by length.
         num_workers: DataLoader workers (0 is fastest here: texts are tokenized once in ``setup``).
         seed: Seed for the validation split and the batch order.
+        markers: Feature markers (``datamodules.markers.FeatureMarkers`` arguments; ``{}`` for the defaults):
+            prefix marker tokens such as ``[CALCULATE] [HOW]`` to every text by keyword rules. The markers are
+            added to the tokenizer as special tokens and the model's embeddings are resized (``vocab_size`` is
+            linked to the model).
     """
 
     def __init__(
@@ -119,6 +131,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         mega_batch_factor: int = 50,
         num_workers: int = 0,
         seed: int = 42,
+        markers: Optional[dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         if not text_fields:
@@ -140,6 +153,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.mega_batch_factor = mega_batch_factor
         self.num_workers = num_workers
         self.seed = seed
+        self.markers = FeatureMarkers.from_config(markers)
         self.train_path = self._require(train_file, "train_file")
         # The default names may be absent (no validation file: split train; no test file: no test). A name the
         # user chose must exist: a typo must not silently turn into a validation split.
@@ -243,10 +257,24 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
+        if self.markers is not None:
+            # Special tokens: never split into word pieces, never lower-cased away.
+            tokenizer.add_tokens(self.markers.tokens, special_tokens=True)
+        return tokenizer
+
+    @property
+    def vocab_size(self) -> Optional[int]:
+        """Tokenizer size when markers add tokens (the model resizes its embeddings to it), else None."""
+        return len(self.tokenizer) if self.markers is not None else None
+
+    def model_text(self, text: str) -> str:
+        """The text as the model sees it (with feature markers when configured)."""
+        return self.markers(text) if self.markers is not None else text
 
     def _encode(self, records: list[Record], labelled: bool) -> EncodedDataset:
-        encoded = self.tokenizer([r.text for r in records], truncation=True, max_length=self.max_length)
+        texts = [self.model_text(r.text) for r in records]
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         labels = [self.label_to_id[r.label] for r in records] if labelled else None
         return EncodedDataset(encoded["input_ids"], labels)
 

@@ -43,7 +43,7 @@ class FenleiCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Known only once the data files are read: apply at instantiate time (lazy properties on the DataModule).
-        for attribute in ("num_classes", "label_names", "class_counts"):
+        for attribute in ("num_classes", "label_names", "class_counts", "vocab_size"):
             parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(

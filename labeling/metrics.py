@@ -109,3 +109,47 @@ def ordinal_decode(regressed_values: Any, num_bins: int) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         raise ValueError("regressed_values contain NaN or infinite values")
     return np.clip(np.floor(values + 0.5), 0, int(num_bins) - 1).astype(np.int64)
+
+
+def numeric_target_report(
+    true_bins: Any,
+    predicted_bins: Any,
+    true_targets: Any,
+    predicted_values: Any,
+    num_bins: int,
+    train_median: float,
+) -> dict[str, float]:
+    """Every figure a numeric-target run reports, bins and target units side by side.
+
+    ``predicted_values`` are point predictions in target units: the predicted bin's train median for bin
+    predictors, the regressor's output for regressors. ``f1_macro`` averages per-bin F1 over the bins that occur in
+    the targets or the predictions (scikit-learn's definition); ``min_bin_f1`` is the worst of those, so a scheme
+    that never predicts a rare bin shows it. ``constant_mae`` is always predicting the train median: a labelling
+    whose ``target_mae`` is not clearly below it says little about the number.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.metrics import f1_score
+
+    t, p = _bins(true_bins, "true_bins"), _bins(predicted_bins, "predicted_bins")
+    y = _1d(true_targets, "true_targets")
+    yhat = _1d(predicted_values, "predicted_values")
+    _same_length(t, p)
+    _same_length(y, yhat)
+    _same_length(t, y)
+    present = sorted(set(t.tolist()) | set(p.tolist()))
+    per_bin = f1_score(t, p, labels=present, average=None, zero_division=0)
+    residual = y - yhat
+    total = float(((y - y.mean()) ** 2).sum())
+    spearman = spearmanr(y, yhat).statistic if len(np.unique(yhat)) > 1 and len(np.unique(y)) > 1 else 0.0
+    return {
+        "acc": exact_bin_accuracy(t, p),
+        "f1_macro": float(per_bin.mean()),
+        "min_bin_f1": float(per_bin.min()),
+        "mae_bins": mae_in_bins(t, p),
+        "qwk": quadratic_weighted_kappa(t, p, num_bins),
+        "target_mae": float(np.abs(residual).mean()),
+        "target_rmse": float(np.sqrt((residual**2).mean())),
+        "target_r2": float(1.0 - (residual**2).sum() / total) if total > 0 else 0.0,
+        "target_spearman": float(0.0 if np.isnan(spearman) else spearman),
+        "constant_mae": float(np.abs(y - float(train_median)).mean()),
+    }

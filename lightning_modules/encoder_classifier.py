@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torchmetrics import MaxMetric
 
-from fenlei.pretrained import resolve_pretrained
-from lightning_modules.backbones import embeddings, set_trainable, transformer_layers
+from lightning_modules.encoder_base import EncoderModule, from_cli, masked_mean  # noqa: F401 - masked_mean re-exported
 from lightning_modules.metrics import calibration_safe_probs, classification_metrics
-from lightning_modules.optim import Schedule, build_scheduler, param_groups
+from lightning_modules.optim import Schedule
 from losses import ClassificationLoss, CrossEntropyLoss
 
 
-def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
-def build_head(hidden_size: int, num_classes: int, head: str, head_hidden_size: Optional[int], dropout: float) -> nn.Module:
-    if head == "linear":
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
-    if head == "mlp":
-        width = head_hidden_size or hidden_size
-        return nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, num_classes))
-    raise ValueError(f"unknown head {head!r}; choose linear or mlp")
-
-
-class EncoderClassifier(pl.LightningModule):
+class EncoderClassifier(EncoderModule):
     """Text classifier over a pretrained encoder.
 
     Args:
@@ -39,6 +23,7 @@ class EncoderClassifier(pl.LightningModule):
         num_classes: Number of classes (linked from the DataModule; not set in YAML).
         label_names: Class names in id order (linked from the DataModule; stored in checkpoints for export).
         class_counts: Training examples per class (linked; feeds class-weighted losses).
+        vocab_size: Tokenizer size when the DataModule added marker tokens (linked); the embeddings are resized.
         pooling: ``cls`` (first token) or ``mean`` (mean over non-padding tokens; native for sentence encoders).
         head: ``linear`` (dropout + linear) or ``mlp`` (Linear-GELU-Dropout-Linear).
         head_hidden_size: Width of the MLP head's hidden layer (default: the encoder's hidden size).
@@ -62,6 +47,7 @@ class EncoderClassifier(pl.LightningModule):
         num_classes: int = 2,
         label_names: Optional[list[str]] = None,
         class_counts: Optional[list[int]] = None,
+        vocab_size: Optional[int] = None,
         pooling: Literal["cls", "mean"] = "cls",
         head: Literal["linear", "mlp"] = "linear",
         head_hidden_size: Optional[int] = None,
@@ -78,44 +64,18 @@ class EncoderClassifier(pl.LightningModule):
         fused_adamw: bool = True,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["loss"] if isinstance(loss, nn.Module) and not _from_cli() else None)
+        self.save_hyperparameters(ignore=["loss"] if isinstance(loss, nn.Module) and not from_cli() else None)
         if label_names is not None and len(label_names) != num_classes:
             raise ValueError(f"{len(label_names)} label names for num_classes={num_classes}")
-        from transformers import AutoModel
-
-        self.backbone = AutoModel.from_pretrained(resolve_pretrained(pretrained))
-        if getattr(self.backbone, "pooler", None) is not None:
-            # The BERT pooler is unused here; dropping it saves compute and avoids DDP's unused-parameter error.
-            self.backbone.pooler = None
-        self.backbone.train()  # from_pretrained returns eval mode, and Lightning 2.6 keeps module modes as found
-        hidden_size = self.backbone.config.hidden_size
-        self.head = build_head(hidden_size, num_classes, head, head_hidden_size, dropout)
+        self._build_encoder(num_classes)
         self.loss_fn = loss if loss is not None else CrossEntropyLoss()
         if class_counts is not None:
             self.loss_fn.set_class_counts(class_counts)
-        self._apply_freezing()
         self.train_metrics = classification_metrics(num_classes, prefix="train/")
         self.val_metrics = classification_metrics(num_classes, prefix="val/")
         self.test_metrics = classification_metrics(num_classes, prefix="test/")
         self.val_f1_best = MaxMetric()
         self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    # ---- model ----
-
-    def _apply_freezing(self) -> None:
-        layers = transformer_layers(self.backbone)
-        n = self.hparams.freeze_layers
-        if not 0 <= n <= len(layers):
-            raise ValueError(f"freeze_layers={n} but the encoder has {len(layers)} layers")
-        if self.hparams.freeze_embeddings or n > 0:
-            set_trainable(embeddings(self.backbone), False)
-        for layer in layers[:n]:
-            set_trainable(layer, False)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = hidden[:, 0] if self.hparams.pooling == "cls" else masked_mean(hidden, attention_mask)
-        return self.head(pooled)
 
     # ---- steps ----
 
@@ -189,44 +149,3 @@ class EncoderClassifier(pl.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"]).float()
         return {"index": batch["index"], "probs": torch.softmax(logits, dim=-1)}
-
-    # ---- optimisation ----
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        layers = transformer_layers(self.backbone)
-        depth = len(layers)
-        blocks: list[tuple[str, nn.Module, float]] = [("head", self.head, hp.head_lr or hp.lr)]
-        blocks += [(f"layer{i}", layer, hp.lr * hp.layerwise_lr_decay ** (depth - 1 - i)) for i, layer in enumerate(layers)]
-        blocks.append(("embeddings", embeddings(self.backbone), hp.lr * hp.layerwise_lr_decay**depth))
-        covered = {id(p) for _, module, _ in blocks for p in module.parameters()}
-        rest = _ParamBag([(n, p) for n, p in self.backbone.named_parameters() if id(p) not in covered])
-        if len(list(rest.parameters())):
-            blocks.append(("backbone_other", rest, hp.lr))
-        groups = param_groups(blocks, hp.weight_decay)
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, fused=hp.fused_adamw or None)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(hp.warmup * total) if hp.warmup < 1 else int(hp.warmup)
-        scheduler = build_scheduler(optimizer, warmup, total, hp.schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-class _ParamBag(nn.Module):
-    """Holds leftover named parameters (e.g. a final LayerNorm) so they get an optimizer group too."""
-
-    def __init__(self, named: list[tuple[str, nn.Parameter]]) -> None:
-        super().__init__()
-        self._named = named
-
-    def named_parameters(self, *args: Any, **kwargs: Any):  # type: ignore[override]
-        yield from self._named
-
-    def parameters(self, *args: Any, **kwargs: Any):  # type: ignore[override]
-        for _, param in self._named:
-            yield param
-
-
-def _from_cli() -> bool:
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-    return _given_hyperparameters.get() is not None

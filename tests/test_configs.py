@@ -15,6 +15,8 @@ ALL_YAML = sorted(CONFIG_DIR.rglob("*.yaml"))
 PRESET_DIRS = {"debug", "trainer"}
 EXPERIMENTS = [p for p in ALL_YAML if p.parent.name not in PRESET_DIRS]
 PRESETS = [p for p in ALL_YAML if p.parent.name in PRESET_DIRS]
+# Numeric-target configs need numeric data: tests/test_numeric_target.py runs each of them on its own tiny data.
+CLASSIFICATION_EXPERIMENTS = [p for p in EXPERIMENTS if p.parent.name != "gsm8k"]
 GPU_PRESETS = {"ddp_gpu.yaml", "fsdp.yaml"}
 
 
@@ -46,7 +48,7 @@ def test_print_config(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert printed["data"]["class_path"].startswith("datamodules.")
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=_id)
+@pytest.mark.parametrize("path", CLASSIFICATION_EXPERIMENTS, ids=_id)
 def test_fast_dev_run_with_tiny_model(path: Path, tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
     args = ["fit", "--config", str(path), "--config", str(CONFIG_DIR / "debug/fast_dev_run.yaml")]
     cli = run_lightning_cli(args=args + tiny_overrides(tiny_model, tiny_data, tmp_path / "run"))

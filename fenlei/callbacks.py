@@ -151,12 +151,16 @@ class PredictionWriter(pl.callbacks.BasePredictionWriter):
         probs = torch.cat([b["probs"] for b in batches])
         order = torch.argsort(index)
         index, probs = index[order], probs[order]
+        # Numeric-target modules also predict a number (the regressor's output or the bin's median).
+        values = torch.cat([b["values"] for b in batches])[order].tolist() if "values" in batches[0] else None
         names = getattr(pl_module.hparams, "label_names", None) or [str(i) for i in range(probs.shape[-1])]
         k = min(self.top_k, probs.shape[-1])
         top_p, top_i = probs.topk(k, dim=-1)
         lines = []
-        for row, (p_row, i_row) in zip(index.tolist(), zip(top_p.tolist(), top_i.tolist(), strict=False), strict=False):
-            lines.append(json.dumps({"row": row, "label": names[i_row[0]], "confidence": round(p_row[0], 6),
-                                     "top_k": [{"label": names[i], "p": round(p, 6)} for p, i in zip(p_row, i_row, strict=False)]},
-                                    ensure_ascii=False))
+        for n, (row, (p_row, i_row)) in enumerate(zip(index.tolist(), zip(top_p.tolist(), top_i.tolist(), strict=False), strict=False)):
+            record = {"row": row, "label": names[i_row[0]], "confidence": round(p_row[0], 6),
+                      "top_k": [{"label": names[i], "p": round(p, 6)} for p, i in zip(p_row, i_row, strict=False)]}
+            if values is not None:
+                record["value"] = round(float(values[n]), 4)
+            lines.append(json.dumps(record, ensure_ascii=False))
         atomic_write_text(Path(trainer.default_root_dir) / "predict" / "predictions.jsonl", "\n".join(lines) + "\n")

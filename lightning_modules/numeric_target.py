@@ -167,7 +167,8 @@ class NumericTargetModule(EncoderModule):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         outputs = self(batch["input_ids"], batch["attention_mask"]).float()
-        return {"index": batch["index"], "probs": self.bin_probs(outputs)}
+        _, values = self.decode(outputs)
+        return {"index": batch["index"], "probs": self.bin_probs(outputs), "values": values.float()}
 
 
 _COMMON_DOC = """

@@ -269,3 +269,9 @@ def test_regressor_fit_and_test_report_target_units(tiny_model: Path, numeric_da
     targets = np.array([r["label"] for r in numeric_rows(24, 2)], dtype=float)
     train = NumericTargetDataModule(tokenizer=str(tiny_model), data_dir=str(numeric_data)).train_targets
     assert metrics["test/constant_mae"] == pytest.approx(np.abs(targets - np.median(train)).mean())
+
+    # predict: one row per input row, with the regressed number next to its bin.
+    run_lightning_cli(args=["predict", "--config", config, *args, "--ckpt_path=best"])
+    rows = [json.loads(line) for line in (run_dir / "predict" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == list(range(24))
+    assert all(isinstance(r["value"], float) and r["label"].split(":")[0].isdigit() for r in rows)

@@ -1,0 +1,158 @@
+"""Benchmark: every labelling scheme / module of issue 3 on gsm8k_lengths, judged by what it is for: the number.
+
+For each ``configs/gsm8k/*.yaml`` (same encoder and budget): ``fit``, ``test`` on gsm8k's test split, and a transfer
+``test`` of the same checkpoint on ``../shared/data/alpaca_eval_lengths/test.jsonl`` (the gsm8k-fitted bins
+applied to alpaca targets). Runs one after another (each holds ``/tmp/fenlei_cpu.lock`` while it trains, so other
+heavy jobs on the machine queue instead of sharing the two cores). Resumable: a config whose three steps are done
+is skipped; ``--force`` reruns.
+
+Writes ``benchmarks/results/gsm8k_lengths.json`` as ``{"runs": [{"name", "accuracy", "macro_f1", "min_bin_f1",
+"mae_bins", "qwk", "target_mae", "constant_mae", "train_s", ..., "transfer_alpaca": {...}}]}`` and re-renders
+BENCHMARKS.md::
+
+    python benchmarks/gsm8k_lengths.py                      # all configs, about an hour on the 2-core CPU here
+    python benchmarks/gsm8k_lengths.py --only quantile_ce regression_mse
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fenlei.io import atomic_write_json  # noqa: E402
+
+CONFIGS = REPO / "configs" / "gsm8k"
+WORK = REPO / "benchmarks" / "work" / "gsm8k"
+RESULT = REPO / "benchmarks" / "results" / "gsm8k_lengths.json"
+ALPACA = "../shared/data/alpaca_eval_lengths/test.jsonl"
+LOCK = Path("/tmp/fenlei_cpu.lock")
+PYTHON = sys.executable
+
+
+@contextlib.contextmanager
+def cpu_lock():
+    with LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run(cmd: list[str], log: Path) -> float:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with cpu_lock():
+        started = time.perf_counter()
+        with log.open("w") as handle:
+            proc = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+    return elapsed
+
+
+def test_metrics(directory: Path) -> dict[str, float]:
+    raw = json.loads((directory / "test" / "metrics.json").read_text())
+    return {k.removeprefix("test/"): v for k, v in raw.items() if k.startswith("test/")}
+
+
+def one_config(config: Path, force: bool) -> dict[str, Any]:
+    name = config.stem
+    run_dir = WORK / name
+    transfer_dir = run_dir / "transfer_alpaca"
+    base = [f"--trainer.default_root_dir={run_dir}", "--wandb.mode=disabled"]
+    if force or not (run_dir / "run_summary.json").is_file():
+        print(f"[{name}] fit", flush=True)
+        run([PYTHON, "cli.py", "fit", "--config", str(config), *base], run_dir.parent / f"{name}.fit.log")
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    if force or not (run_dir / "test" / "metrics.json").is_file():
+        print(f"[{name}] test", flush=True)
+        run([PYTHON, "cli.py", "test", "--config", str(config), *base, "--ckpt_path=best"], run_dir.parent / f"{name}.test.log")
+    if force or not (transfer_dir / "test" / "metrics.json").is_file():
+        print(f"[{name}] transfer test on alpaca_eval_lengths", flush=True)
+        run([PYTHON, "cli.py", "test", "--config", str(config), f"--trainer.default_root_dir={transfer_dir}",
+             "--wandb.mode=disabled", f"--data.init_args.test_file={ALPACA}",
+             f"--data.init_args.binning_file={run_dir / 'binning.json'}",
+             f"--ckpt_path={summary['best_checkpoint']}"], run_dir.parent / f"{name}.transfer.log")
+    binning = json.loads((run_dir / "binning.json").read_text())
+    report = binning["train_report"]
+    metrics = test_metrics(run_dir)
+    model = yaml.safe_load(config.read_text())["model"]
+    return {
+        "name": name,
+        "description": config.read_text().splitlines()[1].lstrip("# ").strip(),
+        "module": model["class_path"].rsplit(".", 1)[-1],
+        "scheme": report["scheme"],
+        "num_bins": report["num_bins"],
+        "train_bin_sizes": report["bin_sizes"],
+        "balance": report["balance"],
+        "silhouette": report["silhouette"],
+        "outliers_removed": binning.get("outliers_removed", 0),
+        "accuracy": metrics["acc"],
+        "macro_f1": metrics["f1_macro"],
+        "min_bin_f1": metrics["min_bin_f1"],
+        "mae_bins": metrics["mae_bins"],
+        "qwk": metrics["qwk"],
+        "target_mae": metrics["target_mae"],
+        "constant_mae": metrics["constant_mae"],
+        "target_mae_vs_constant": metrics["target_mae"] / metrics["constant_mae"],
+        "target_spearman": metrics["target_spearman"],
+        "train_s": summary["train_seconds"],
+        "best_epoch_score": summary["best_score"],
+        "transfer_alpaca": test_metrics(transfer_dir),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="config stems to run (default: all in configs/gsm8k)")
+    parser.add_argument("--force", action="store_true", help="rerun steps that already finished")
+    args = parser.parse_args()
+    configs = sorted(CONFIGS.glob("*.yaml"))
+    if args.only:
+        configs = [c for c in configs if c.stem in set(args.only)]
+    previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {"runs": []}
+    runs = {r["name"]: r for r in previous.get("runs", [])}
+    for config in configs:
+        runs[config.stem] = one_config(config, args.force)
+        result = {
+            "benchmark": "gsm8k_lengths",
+            "command": "python benchmarks/gsm8k_lengths.py",
+            "date": dt.date.today().isoformat(),
+            "machine": {"platform": platform.platform(), "processor": _cpu_model(), "cpus": os.cpu_count()},
+            "data": {"train_test": "../shared/data/gsm8k_lengths (label = answer words)", "transfer": ALPACA},
+            "budget": {"encoder": "packaged:minilm", "epochs": 3, "batch_size": 32, "max_length": 128, "seed": 42},
+            "runs": sorted(runs.values(), key=lambda r: r["target_mae"]),
+        }
+        atomic_write_json(RESULT, result)  # after every config: a killed benchmark keeps what it measured
+    subprocess.run([PYTHON, "benchmarks/render.py"], cwd=REPO, check=False)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,10 @@
 
     python cli.py {fit,validate,test,predict} --config CONFIG.yaml [--config PRESET.yaml] ...   (LightningCLI)
     python cli.py data {dedup,mask,split,stats,oversample,augment} ...                        (data tools)
+    python cli.py sweep SWEEP.yaml --count N [-- ARGS]        (local W&B-format sweeps; ops.sweep)
+    python cli.py ablate SPEC.yaml                             (variants x seeds -> table + chart; ops.ablate)
+    python cli.py compare RUN_OR_BUNDLE... --data FILE         (F1, top-k, latency, size; ops.compare)
+    python cli.py al {select,merge} ...                        (active-learning queue; ops.active_learning)
 
 Kept thin and lazy: each subcommand imports only what it needs (importing lightning and transformers costs
 seconds, which deployment and data commands must not pay).
@@ -13,7 +17,8 @@ import importlib
 import sys
 
 # Subcommands outside LightningCLI: name -> module with ``main(argv) -> int`` (imported only when used).
-EXTRA_COMMANDS = {"data": "fenlei.data_tools"}
+EXTRA_COMMANDS = {"data": "fenlei.data_tools", "sweep": "ops.sweep", "ablate": "ops.ablate", "compare": "ops.compare",
+                  "al": "ops.active_learning"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -97,6 +97,38 @@ class FenleiCLI(LightningCLI):
         if trainer.loggers:
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
         return trainer
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Save ``config.yaml`` as usual and also put the resolved config into every W&B run's config.
+
+    Lightning logs only the model's and DataModule's hyperparameters; trainer settings, the seed, the loss and the
+    ``--config`` files would be missing in W&B. Keys are dotted jsonargparse keys (``model.init_args.lr``), the
+    names sweeps use, so W&B's parallel-coordinates and importance views line up with the sweep parameters.
+    """
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not wandb_loggers:
+            return
+        import yaml
+
+        resolved = flatten_config(yaml.safe_load(self.parser.dump(self.config, skip_none=False)) or {})
+        for logger in wandb_loggers:
+            # allow_val_change: a W&B sweep agent has already put the swept keys into the run config.
+            logger.experiment.config.update(resolved, allow_val_change=True)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"init_args": {"lr": 1e-4}}}`` -> ``{"model.init_args.lr": 1e-4}`` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def default_run_dir(config_paths: Optional[list[Any]]) -> Path:
@@ -205,6 +237,7 @@ def run_lightning_cli(args: Optional[list[str]] = None, run: bool = True) -> Fen
         cli = FenleiCLI(
             model_class=None,
             datamodule_class=None,
+            save_config_callback=LoggerSaveConfigCallback,
             save_config_kwargs={"overwrite": True},
             args=args,
             run=run,

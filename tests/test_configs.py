@@ -12,7 +12,7 @@ from tests.conftest import REPO_ROOT, tiny_overrides
 
 CONFIG_DIR = REPO_ROOT / "configs"
 ALL_YAML = sorted(CONFIG_DIR.rglob("*.yaml"))
-PRESET_DIRS = {"debug", "trainer"}
+PRESET_DIRS = {"debug", "trainer", "logger"}
 EXPERIMENTS = [p for p in ALL_YAML if p.parent.name not in PRESET_DIRS]
 PRESETS = [p for p in ALL_YAML if p.parent.name in PRESET_DIRS]
 # Numeric-target configs need numeric data: tests/test_numeric_target.py runs each of them on its own tiny data.
@@ -57,7 +57,8 @@ def test_fast_dev_run_with_tiny_model(path: Path, tiny_model: Path, tiny_data: P
     assert cli.model.hparams.label_names == ["billing", "bug", "login", "shipping"]
 
 
-@pytest.mark.parametrize("path", [p for p in PRESETS if p.name not in GPU_PRESETS], ids=_id)
+@pytest.mark.parametrize("path", [p for p in PRESETS if p.name not in GPU_PRESETS and p.parent.name != "logger"],
+                         ids=_id)
 def test_presets_stack_on_quickstart(path: Path, tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
     """Debug and CPU trainer presets merge over an experiment config (parse only for multi-process presets)."""
     args = ["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--config", str(path)]
@@ -69,3 +70,15 @@ def test_presets_stack_on_quickstart(path: Path, tiny_model: Path, tiny_data: Pa
     cli = run_lightning_cli(args=args + overrides + ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
                                                      "--trainer.limit_val_batches=1"])
     assert cli.trainer.state.finished
+
+
+@pytest.mark.parametrize("path", [p for p in PRESETS if p.parent.name == "logger"], ids=_id)
+def test_logger_presets_set_the_wandb_mode(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """configs/logger/*.yaml stack after an experiment and only choose the W&B mode (parse only: no network)."""
+    with pytest.raises(SystemExit):
+        run_lightning_cli(args=["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--config", str(path),
+                                "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = {"wandb_offline.yaml": "offline", "wandb_online.yaml": "online", "csv_only.yaml": "disabled"}
+    assert printed["wandb"]["mode"] == expected[path.name]
+    assert yaml.safe_load(path.read_text()).keys() == {"wandb"}

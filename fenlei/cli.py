@@ -68,6 +68,7 @@ class FenleiCLI(LightningCLI):
             config.checkpoint.dirpath = str(run_dir / "checkpoints")
         if config.get("ckpt_path") == "best" and self.subcommand != "fit":
             config.ckpt_path = str(best_checkpoint(run_dir))
+        avoid_emulated_bf16(config.trainer)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -129,6 +130,37 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def cpu_has_native_bf16() -> Optional[bool]:
+    """Whether the CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo); None if unknown."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def avoid_emulated_bf16(trainer_config: Any) -> None:
+    """Fall back from bf16 autocast to fp32 on a CPU without native bf16, loudly.
+
+    Configs that were tuned on CPUs with AVX-512 BF16 ask for ``bf16-mixed``; on an AVX2-only CPU torch emulates
+    bf16 and a MiniLM training step was measured about 6x slower than in fp32. The change is written into the
+    saved config.yaml; ``FENLEI_KEEP_BF16=1`` keeps bf16 anyway.
+    """
+    precision = str(trainer_config.get("precision"))
+    if precision not in ("bf16-mixed", "bf16", "bf16-true") or os.environ.get("FENLEI_KEEP_BF16"):
+        return
+    accelerator = str(trainer_config.get("accelerator") or "auto")
+    if accelerator not in ("cpu", "auto") or cpu_has_native_bf16() is not False:
+        return
+    import torch
+
+    if accelerator == "auto" and torch.cuda.is_available():
+        return
+    print(f"fenlei: this CPU has no native bf16 (no avx512_bf16/amx_bf16); trainer.precision {precision} -> 32-true "
+          "(set FENLEI_KEEP_BF16=1 to keep it)", file=sys.stderr)
+    trainer_config.precision = "32-true"
 
 
 def default_run_dir(config_paths: Optional[list[Any]]) -> Path:

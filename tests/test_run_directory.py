@@ -96,3 +96,16 @@ def test_archive_names_are_unique_within_one_second(tmp_path: Path) -> None:
         archives.append(archive_previous_run(tmp_path))
     assert len(set(archives)) == 3 and all((a / "metrics.csv").is_file() for a in archives)
     assert archive_previous_run(tmp_path) is None  # nothing left to move
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_falls_back_to_fp32_on_cpus_without_native_bf16(native: bool, tiny_model: Path, tiny_data: Path,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fenlei.cli
+
+    monkeypatch.setattr(fenlei.cli, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.delenv("FENLEI_KEEP_BF16", raising=False)
+    cli = run_lightning_cli(args=["--config", QUICKSTART, *tiny_overrides(tiny_model, tiny_data, tmp_path / "run"),
+                                  "--trainer.precision=bf16-mixed"], run=False)
+    assert cli.config.trainer.precision == ("bf16-mixed" if native else "32-true")
+    assert str(cli.trainer.precision) == ("bf16-mixed" if native else "32-true")

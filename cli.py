@@ -6,6 +6,9 @@
     python cli.py ablate SPEC.yaml                             (variants x seeds -> table + chart; ops.ablate)
     python cli.py compare RUN_OR_BUNDLE... --data FILE         (F1, top-k, latency, size; ops.compare)
     python cli.py al {select,merge} ...                        (active-learning queue; ops.active_learning)
+    python cli.py export --ckpt_path CKPT --out BUNDLE         (ONNX fp32 + INT8 bundle, parity gate; deploy.export)
+    python cli.py infer --bundle BUNDLE --input F --output F   (batch inference, torch-free; deploy.infer)
+    python cli.py serve --bundle BUNDLE --host H --port P      (FastAPI service, torch-free; deploy.serve)
 
 Kept thin and lazy: each subcommand imports only what it needs (importing lightning and transformers costs
 seconds, which deployment and data commands must not pay).
@@ -18,7 +21,7 @@ import sys
 
 # Subcommands outside LightningCLI: name -> module with ``main(argv) -> int`` (imported only when used).
 EXTRA_COMMANDS = {"data": "fenlei.data_tools", "sweep": "ops.sweep", "ablate": "ops.ablate", "compare": "ops.compare",
-                  "al": "ops.active_learning"}
+                  "al": "ops.active_learning", "export": "deploy.export", "infer": "deploy.infer", "serve": "deploy.serve"}
 
 
 def main(argv: list[str] | None = None) -> None:

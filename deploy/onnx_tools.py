@@ -1,0 +1,165 @@
+"""ONNX steps of the export: torch -> ONNX (legacy exporter), graph fusion, dynamic/static INT8 quantization.
+
+Only ``export_onnx`` needs torch; the rest uses onnx + onnxruntime. Kept apart from ``deploy.export`` so the
+benchmark can build the naive baseline and fenlei's path from the same pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OPSET = 17
+INPUT_NAMES = ["input_ids", "attention_mask"]
+# HF model types whose graphs the onnxruntime "bert" fusions understand (attention, skip-layernorm, bias-gelu).
+BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "mpnet", "electra", "ernie", "deberta"}
+# Name fragments of classification-head modules in exported node names (fenlei ``head``, HF ``classifier``/``score``).
+HEAD_PATTERNS = ("/head/", "/classifier/", "/score/", "/pre_classifier/", "/score", "/classifier")
+
+
+def export_onnx(model: Any, example: tuple[Any, Any], path: Path, opset: int = OPSET) -> None:
+    """Export ``model(input_ids, attention_mask) -> logits`` with the legacy TorchScript exporter.
+
+    ``dynamo=False`` because the dynamo exporter needs ``onnxscript``, which fenlei does not depend on (PITFALLS).
+    The example must have batch >= 2 and sequence > 1, otherwise those dimensions get specialised to constants.
+    """
+    import warnings
+
+    import torch
+
+    ids, mask = example
+    if ids.shape[0] < 2 or ids.shape[1] < 2:
+        raise ValueError(f"export example must have batch >= 2 and sequence > 1, got {tuple(ids.shape)}")
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings and the legacy exporter's deprecation notice
+        torch.onnx.export(model, (ids, mask), str(path), dynamo=False, input_names=INPUT_NAMES, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+
+
+def optimize_fp32(src: Path, dst: Path, model_type: str | None, num_heads: int, hidden_size: int) -> dict[str, Any]:
+    """Fuse the transformer graph with onnxruntime's optimizer (Attention, SkipLayerNormalization, BiasGelu).
+
+    Fusion before quantization is what makes the INT8 model fast: quantize_dynamic then turns the fused Attention
+    into QAttention instead of quantizing many small MatMuls. Unknown architectures get ORT's basic level only.
+    Returns a description of what was done (for metadata.json).
+    """
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fusion = model_type in BERT_LIKE
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    if fusion:
+        optimized = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
+    else:
+        optimized = optimize_model(str(src), model_type="bert", opt_level=1, only_onnxruntime=True)
+    optimized.save_model_to_file(str(dst))
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(dst), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    fused = {k: counts[k] for k in ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu",
+                                     "FastGelu", "EmbedLayerNormalization", "LayerNormalization") if k in counts}
+    return {"tool": "onnxruntime.transformers.optimizer", "fusion": "bert" if fusion else "none (ORT basic only)",
+            "fused_ops": fused, "num_nodes": sum(counts.values())}
+
+
+def head_nodes(path: Path) -> list[str]:
+    """Names of the classification head's MatMul/Gemm nodes (kept in fp32 with ``keep_head_fp32``).
+
+    Found by module name in the exported node names; if none matches, the last MatMul/Gemm before the output.
+    """
+    import onnx
+
+    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    linear = [n for n in nodes if n.op_type in ("MatMul", "Gemm")]
+    named = [n.name for n in linear if any(p in n.name for p in HEAD_PATTERNS)]
+    return named or ([linear[-1].name] if linear else [])
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool, reduce_range: bool, exclude: Sequence[str]) -> None:
+    """Dynamic INT8 (weights S8, activations quantized at run time): onnxruntime's advice for transformers."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # DefaultTensorType: fused contrib ops (Attention, SkipLayerNormalization) have no ONNX shape inference, so the
+    # quantizer must be told their outputs are float.
+    with _QuietQuantizer():
+        quantize_dynamic(str(src), str(dst), per_channel=per_channel, reduce_range=reduce_range,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+
+
+class FeedReader:
+    """onnxruntime ``CalibrationDataReader`` over pre-encoded batches (feeds dicts)."""
+
+    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]) -> None:
+        self._feeds = list(feeds)
+        self._it = iter(self._feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
+
+
+class _QuietQuantizer:
+    """onnxruntime.quantization logs advice through the root logger at WARNING; keep export output readable."""
+
+    def __enter__(self) -> None:
+        self.level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().setLevel(self.level)
+
+
+def preprocess_for_static(src: Path, dst: Path) -> None:
+    """Shape inference + ORT basic optimisation, the pre-processing onnxruntime asks for before static quantization.
+
+    Static QDQ starts from the *unfused* graph: the quantizer cannot type the outputs of fused contrib ops and
+    would skip them, and onnxruntime fuses the QDQ pattern itself when it loads the model.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with _QuietQuantizer():
+        # Symbolic shape inference fails on the exported attention-mask arithmetic; ONNX shape inference suffices.
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+def quantize_static_int8(src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]], per_channel: bool,
+                         reduce_range: bool, exclude: Sequence[str], method: str = "minmax") -> None:
+    """Static INT8, QDQ format, S8S8 (onnxruntime's first static choice on x86), calibrated on ``feeds``.
+
+    ``src`` should be the output of :func:`preprocess_for_static`.
+    """
+    from onnx import TensorProto
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ValueError(f"calibration method must be one of {', '.join(methods)}, got {method!r}")
+
+    class _Reader(FeedReader, CalibrationDataReader):
+        pass
+
+    with _QuietQuantizer():
+        quantize_static(str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(exclude), calibrate_method=methods[method],
+                        extra_options={"DefaultTensorType": TensorProto.FLOAT})
+
+
+def batched_feeds(encode: Callable[[list[str]], dict[str, np.ndarray]], texts: Sequence[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+    return [encode(list(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]

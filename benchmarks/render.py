@@ -179,9 +179,63 @@ def render_gsm8k_lengths(res: dict[str, Any]) -> str:
            f"constant predictor (train median) on gsm8k test: MAE {num(constant, 2)} words.", "",
            "| config | module | bins | accuracy | macro-F1 | worst bin F1 | MAE in bins | QWK | target MAE (words) "
            "| / constant | train s | alpaca: accuracy | alpaca: target MAE | alpaca: constant MAE |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+           "The labellings themselves, fitted on the training split (`binning.json` of each run):", "",
+           "| config | train bin sizes | balance (1 = equal) | silhouette | train rows removed as outliers |",
+           "|---|---|---|---|---|",
+           *[f"| `{r['name']}` | {r['train_bin_sizes']} | {num(r['balance'], 3)} | {num(r['silhouette'], 3)} "
+             f"| {r['outliers_removed']} |" for r in res["runs"]],
+           ""]
     if res["benchmark"] in NOTES:
         out += [NOTES[res["benchmark"]], ""]
+    return "\n".join(out)
+
+
+def render_endava_tickets(res: dict[str, Any]) -> str:
+    """Decoder LMs as classifiers (benchmarks/decoder_endava.py): probe vs LoRA generative vs LoRA seq-cls."""
+    sub = res["subset"]
+    out = [f"## {res['benchmark']} (decoder LMs as classifiers)", "", f"Command: `{res['command']}`  ",
+           f"Date: {res['date']}; machine: {res['machine']}; model `{res['model']}`.  ",
+           f"Stratified subset: {sub['train']['rows']} of {sub['train']['of']} train and {sub['test']['rows']} of "
+           f"{sub['test']['of']} test tickets, text cut to {res['settings']['max_length']} tokens, one epoch "
+           f"(lr {res['settings']['lr']}, batch {res['settings']['batch_size']}).", "",
+           "| route | category accuracy | category macro-F1 | parse failures | hallucinations | examples/s (inference) |",
+           "|---|---|---|---|---|---|"]
+    for key, label in (("label_scoring", "LoRA generative, label scoring"), ("free_generation", "LoRA generative, free generation")):
+        if key in res:
+            r = res[key]
+            out.append(f"| {label} | {pct(r['accuracy'])} | {pct(r['f1_macro'])} | {pct(r['parse_failure_rate'])} | "
+                       f"{pct(r['hallucination_rate'])} | {num(r['examples_per_s'], 2)} |")
+    if "seqcls_lora" in res:
+        r = res["seqcls_lora"]
+        out.append(f"| LoRA sequence classification | {pct(r['accuracy'])} | {pct(r['f1_macro'])} | – | – | {num(r['examples_per_s'], 2)} |")
+    probe = res.get("linear_probe", {}).get("category")
+    if probe:
+        speed = probe["extraction"]["test"]["examples_per_s"]
+        for head, r in probe["heads"].items():
+            out.append(f"| linear probe ({head}, layer {probe['layer']}, {probe['pooling']} pooling) | {pct(r['accuracy'])} | "
+                       f"{pct(r['f1_macro'])} | – | – | {num(speed, 2)} (feature extraction) |")
+    out.append("")
+    fields = sorted({f for k in ("label_scoring", "free_generation") if k in res for f in res[k]["fields"]})
+    if fields:
+        out += ["Per field (generative; accuracy / macro-F1 / parse failures / hallucinations):", "",
+                "| field | label scoring | free generation | probe (logreg) |", "|---|---|---|---|"]
+        for f in fields:
+            cells = []
+            for k in ("label_scoring", "free_generation"):
+                r = res.get(k, {}).get("fields", {}).get(f)
+                cells.append("–" if r is None else f"{pct(r['accuracy'])} / {pct(r['f1_macro'])} / "
+                             f"{pct(r['parse_failure_rate'])} / {pct(r['hallucination_rate'])}")
+            pr = res.get("linear_probe", {}).get(f, {}).get("heads", {}).get("logreg")
+            cells.append("–" if pr is None else f"{pct(pr['accuracy'])} / {pct(pr['f1_macro'])}")
+            out.append(f"| {f} | " + " | ".join(cells) + " |")
+        out.append("")
+    if "target" in res:
+        t = res["target"]
+        out += [f"Target ({t['definition']}): speed-up {t['speedup']}x, accuracy difference {t['accuracy_delta']:+.4f}; "
+                f"met: {t['met']}.", ""]
+    if res.get("notes"):
+        out += [res["notes"], ""]
     return "\n".join(out)
 
 
@@ -197,6 +251,8 @@ def main() -> None:
             sections.append(render_clinc150_oos(res))
         elif res.get("benchmark") == "gsm8k_lengths":
             sections.append(render_gsm8k_lengths(res))
+        elif res.get("benchmark") == "endava_tickets":
+            sections.append(render_endava_tickets(res))
     (ROOT / "BENCHMARKS.md").write_text("\n".join(sections))
 
 

@@ -9,6 +9,8 @@
     python cli.py export --ckpt_path CKPT --out BUNDLE         (ONNX fp32 + INT8 bundle, parity gate; deploy.export)
     python cli.py infer --bundle BUNDLE --input F --output F   (batch inference, torch-free; deploy.infer)
     python cli.py serve --bundle BUNDLE --host H --port P      (FastAPI service, torch-free; deploy.serve)
+    python cli.py probe --model M --data_dir D [--layer 0.5]   (linear probe on frozen LM features; probe.run)
+    python cli.py merge --ckpt_path CKPT --out DIR             (merge a LoRA generative classifier into an HF model)
 
 Kept thin and lazy: each subcommand imports only what it needs (importing lightning and transformers costs
 seconds, which deployment and data commands must not pay).
@@ -21,7 +23,8 @@ import sys
 
 # Subcommands outside LightningCLI: name -> module with ``main(argv) -> int`` (imported only when used).
 EXTRA_COMMANDS = {"data": "fenlei.data_tools", "sweep": "ops.sweep", "ablate": "ops.ablate", "compare": "ops.compare",
-                  "al": "ops.active_learning", "export": "deploy.export", "infer": "deploy.infer", "serve": "deploy.serve"}
+                  "al": "ops.active_learning", "export": "deploy.export", "infer": "deploy.infer", "serve": "deploy.serve",
+                  "probe": "probe.run", "merge": "lightning_modules.generative_classifier"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
@@ -44,7 +45,8 @@ LOCK = Path("/tmp/fenlei_cpu.lock")
 PYTHON = sys.executable
 # Run order (results are written after every config, so a cut-short benchmark keeps the most telling ones).
 RUN_FIRST = ["quantile_ce", "regression_mse", "equal_width_ce", "kmeans_features_outliers", "manual_weighted_ce",
-             "bin_index_regression", "coral_manual", "kmeans_features", "regression_huber_log", "two_stage_quantile"]
+             "bin_index_regression", "coral_manual", "kmeans_features", "regression_huber_log", "markers_quantile",
+             "corn_manual", "mlp_head_frozen", "two_stage_quantile"]
 
 
 @contextlib.contextmanager
@@ -75,11 +77,31 @@ def test_metrics(directory: Path) -> dict[str, float]:
     return {k.removeprefix("test/"): v for k, v in raw.items() if k.startswith("test/")}
 
 
-def one_config(config: Path, force: bool) -> dict[str, Any]:
+def subset(source: Path, target: Path, rows: int | None, seed: int) -> Path:
+    """A seeded random subset of a JSONL file (all of it when ``rows`` is None), written under benchmarks/work."""
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if rows is not None and rows < len(lines):
+        keep = sorted(random.Random(seed).sample(range(len(lines)), rows))
+        lines = [lines[i] for i in keep]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
+def budget_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = [f"--data.init_args.data_dir={WORK / 'data'}", f"--trainer.max_epochs={args.epochs}",
+                 f"--data.init_args.max_length={args.max_length}"]
+    if args.freeze_layers is not None:
+        overrides.append(f"--model.init_args.freeze_layers={args.freeze_layers}")
+    return overrides
+
+
+def one_config(config: Path, args: argparse.Namespace) -> dict[str, Any]:
+    force = args.force
     name = config.stem
     run_dir = WORK / name
     transfer_dir = run_dir / "transfer_alpaca"
-    base = [f"--trainer.default_root_dir={run_dir}", "--wandb.mode=disabled"]
+    base = [f"--trainer.default_root_dir={run_dir}", "--wandb.mode=disabled", *budget_overrides(args)]
     if force or not (run_dir / "run_summary.json").is_file():
         print(f"[{name}] fit", flush=True)
         run([PYTHON, "cli.py", "fit", "--config", str(config), *base], run_dir.parent / f"{name}.fit.log")
@@ -90,7 +112,7 @@ def one_config(config: Path, force: bool) -> dict[str, Any]:
     if force or not (transfer_dir / "test" / "metrics.json").is_file():
         print(f"[{name}] transfer test on alpaca_eval_lengths", flush=True)
         run([PYTHON, "cli.py", "test", "--config", str(config), f"--trainer.default_root_dir={transfer_dir}",
-             "--wandb.mode=disabled", f"--data.init_args.test_file={ALPACA}",
+             "--wandb.mode=disabled", *budget_overrides(args), f"--data.init_args.test_file={WORK / 'alpaca_test.jsonl'}",
              f"--data.init_args.binning_file={run_dir / 'binning.json'}",
              f"--ckpt_path={summary['best_checkpoint']}"], run_dir.parent / f"{name}.transfer.log")
     binning = json.loads((run_dir / "binning.json").read_text())
@@ -128,21 +150,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="config stems to run (default: all in configs/gsm8k)")
     parser.add_argument("--force", action="store_true", help="rerun steps that already finished")
+    parser.add_argument("--train_rows", type=int, default=None, help="seeded subset of gsm8k train (default: all)")
+    parser.add_argument("--test_rows", type=int, default=None, help="seeded subset of gsm8k test (default: all)")
+    parser.add_argument("--transfer_rows", type=int, default=None, help="seeded subset of alpaca_eval (default: all)")
+    parser.add_argument("--epochs", type=int, default=2, help="overrides trainer.max_epochs of every config")
+    parser.add_argument("--max_length", type=int, default=128, help="overrides data.init_args.max_length")
+    parser.add_argument("--freeze_layers", type=int, default=None,
+                        help="overrides model.init_args.freeze_layers of every config (a cheaper budget on slow CPUs)")
     args = parser.parse_args()
+    source = REPO / "../shared/data/gsm8k_lengths"
+    subset(source / "train.jsonl", WORK / "data" / "train.jsonl", args.train_rows, seed=1)
+    subset(source / "test.jsonl", WORK / "data" / "test.jsonl", args.test_rows, seed=2)
+    subset(REPO / ALPACA, WORK / "alpaca_test.jsonl", args.transfer_rows, seed=3)
     configs = sorted(CONFIGS.glob("*.yaml"), key=lambda c: (RUN_FIRST.index(c.stem) if c.stem in RUN_FIRST else 99, c.stem))
     if args.only:
         configs = [c for c in configs if c.stem in set(args.only)]
     previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {"runs": []}
     runs = {r["name"]: r for r in previous.get("runs", [])}
+    skipped = {}
     for config in configs:
-        runs[config.stem] = one_config(config, args.force)
+        if "StagedUnfreezing" in config.read_text() and args.epochs < 2:
+            skipped[config.stem] = f"needs >= 2 epochs (stage 1 + stage 2); this budget has {args.epochs}"
+            continue
+        runs[config.stem] = one_config(config, args)
         result = {
             "benchmark": "gsm8k_lengths",
-            "command": "python benchmarks/gsm8k_lengths.py",
             "date": dt.date.today().isoformat(),
             "machine": {"platform": platform.platform(), "processor": _cpu_model(), "cpus": os.cpu_count()},
             "data": {"train_test": "../shared/data/gsm8k_lengths (label = answer words)", "transfer": ALPACA},
-            "budget": {"encoder": "packaged:minilm", "epochs": 2, "batch_size": 32, "max_length": 128, "seed": 42},
+            "command": " ".join(["python", "benchmarks/gsm8k_lengths.py", *sys.argv[1:]]),
+            "budget": {"encoder": "packaged:minilm", "epochs": args.epochs, "batch_size": 32,
+                       "max_length": args.max_length, "seed": 42, "freeze_layers": args.freeze_layers, "train_rows": args.train_rows or "all",
+                       "test_rows": args.test_rows or "all", "transfer_rows": args.transfer_rows or "all"},
+            "skipped": skipped,
             "runs": sorted(runs.values(), key=lambda r: r["target_mae"]),
         }
         atomic_write_json(RESULT, result)  # after every config: a killed benchmark keeps what it measured

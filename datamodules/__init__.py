@@ -8,7 +8,7 @@ from typing import Any
 
 from datamodules.readers import DataError
 
-__all__ = ["DataError", "NumericTargetDataModule", "TextClassificationDataModule"]
+__all__ = ["DataError", "NumericTargetDataModule", "PromptClassificationDataModule", "TextClassificationDataModule"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from datamodules.numeric_target import NumericTargetDataModule
 
         return NumericTargetDataModule
+    if name == "PromptClassificationDataModule":
+        from datamodules.prompt_classification import PromptClassificationDataModule
+
+        return PromptClassificationDataModule
     raise AttributeError(f"module 'datamodules' has no attribute {name!r}")

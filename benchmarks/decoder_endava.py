@@ -1,0 +1,229 @@
+"""Decoder LMs as classifiers on Endava help-desk tickets (issue 4): linear probe vs LoRA generative (label
+scoring and free generation) vs LoRA sequence classification, all on the packaged gemma-3-270m.
+
+    flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_endava.py            # writes the results file
+    .venv/bin/python benchmarks/decoder_endava.py --model tests/tiny --smoke              # plumbing check only
+
+Subset (this 2-core CPU cannot fine-tune a 270M decoder on all 4327 tickets in a session): a stratified sample
+of ``--train_size`` train and ``--test_size`` test tickets (per category, seeded; ``datamodules.splits``), text cut
+to ``--max_length`` tokens, one epoch. The generative model predicts category, urgency and impact as one JSON
+object; label scoring decodes the fields in order, each conditioned on the values chosen before it.
+Writes ``benchmarks/results/endava_tickets.json`` (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "endava_tickets_partial"
+FIELDS = ["label", "urgency", "impact"]
+NAMES = {"label": "category", "urgency": "urgency", "impact": "impact"}
+
+
+def stratified_subset(rows: list[dict], size: int, seed: int) -> list[dict]:
+    from datamodules.splits import stratified_split
+
+    if size >= len(rows):
+        return rows
+    _, picked = stratified_split([str(r["label"]) for r in rows], size / len(rows), seed)
+    return [rows[i] for i in picked]
+
+
+def write_subset(out: Path, train_size: int, test_size: int, seed: int) -> dict[str, Any]:
+    from fenlei.io import atomic_write_text
+
+    info = {}
+    for split, size in (("train", train_size), ("test", test_size)):
+        rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text().splitlines() if line.strip()]
+        sub = stratified_subset(rows, size, seed)
+        atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sub))
+        counts: dict[str, int] = {}
+        for r in sub:
+            counts[str(r["label"])] = counts.get(str(r["label"]), 0) + 1
+        info[split] = {"rows": len(sub), "of": len(rows), "category_counts": dict(sorted(counts.items()))}
+    return info
+
+
+def run_probe(model: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from probe.run import build_parser, run
+
+    out: dict[str, Any] = {}
+    for field in FIELDS:  # the features are extracted once; the other two fields reuse the cache
+        argv = ["--model", model, "--data_dir", str(data_dir), "--label_field", field, "--layer", str(args.probe_layer),
+                "--pooling", "mean", "--max_length", str(args.max_length), "--head", "logreg", "mlp",
+                "--class_weight", "balanced", "--batch_size", "8"]
+        start = time.perf_counter()
+        report = run(build_parser().parse_args(argv))
+        report["wall_seconds"] = round(time.perf_counter() - start, 2)
+        out[NAMES[field]] = report
+    return out
+
+
+def _trainer(run_dir: Path, args: argparse.Namespace) -> Any:
+    import lightning.pytorch as pl
+
+    return pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      default_root_dir=str(run_dir), enable_progress_bar=False, limit_val_batches=0,
+                      num_sanity_val_steps=0, max_steps=args.max_steps or -1, log_every_n_steps=10)
+
+
+def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from datamodules.prompt_classification import PromptClassificationDataModule
+    from lightning_modules.generative_classifier import GenerativeClassifier
+
+    dm = PromptClassificationDataModule(tokenizer=model, data_dir=str(data_dir), val_file=None,
+                                        label_fields=FIELDS, field_names=NAMES, max_length=args.max_length,
+                                        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size)
+    module = GenerativeClassifier(pretrained=model, num_classes=dm.num_classes, label_names=dm.label_names,
+                                  lora_r=16, lora_alpha=16, lr=args.lr, warmup=0.1,
+                                  test_decoding=["score", "generate"], max_new_tokens=args.max_new_tokens)
+    trainer = _trainer(run_dir, args)
+    adapter = run_dir / "adapter"
+    previous: dict[str, Any] = {}
+    if args.reuse_adapter and (adapter / "adapter_config.json").is_file():
+        # Evaluate an adapter trained by an earlier run of this script (same subset and settings).
+        from peft import load_peft_weights, set_peft_model_state_dict
+
+        set_peft_model_state_dict(module.model, load_peft_weights(str(adapter)))
+        previous = json.loads(Path(args.out).read_text()).get("generative_lora", {}) if Path(args.out).is_file() else {}
+        train_seconds = previous.get("train_seconds")
+    else:
+        start = time.perf_counter()
+        trainer.fit(module, dm)
+        train_seconds = time.perf_counter() - start
+        module.save_adapter(adapter)
+    trainer.test(module, dm, verbose=False)
+    results = module.compute_metrics("test")
+    prompt = dm.prompt_text("<ticket text>")
+    return {"results": results, "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+            "train_examples_per_s": round(len(dm.datasets["train"]) / train_seconds, 2) if "train" in dm.datasets else
+            previous.get("train_examples_per_s"),
+            "label_scoring_path": "prompt encoded once; the KV cache is extended field by field",
+            "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
+            "field_labels": dict(zip([NAMES[f] for f in FIELDS], dm.field_labels, strict=True)),
+            "prompt_template": prompt, "mean_prompt_tokens": round(sum(dm.datasets["test"].lengths) / len(dm.datasets["test"]), 1)}
+
+
+def run_seqcls(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from datamodules.text_classification import TextClassificationDataModule
+    from lightning_modules.decoder_seqcls import DecoderSequenceClassifier
+
+    dm = TextClassificationDataModule(tokenizer=model, data_dir=str(data_dir), val_file=None,
+                                      max_length=args.max_length, batch_size=args.batch_size,
+                                      eval_batch_size=args.eval_batch_size)
+    module = DecoderSequenceClassifier(pretrained=model, num_classes=dm.num_classes, label_names=dm.label_names,
+                                       class_counts=dm.class_counts, lr=args.lr, warmup=0.1)
+    trainer = _trainer(run_dir, args)
+    start = time.perf_counter()
+    trainer.fit(module, dm)
+    train_seconds = time.perf_counter() - start
+    dm.setup("test")
+    module.eval()
+    preds, targets, seconds = [], [], 0.0
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            t0 = time.perf_counter()
+            preds.append(module(batch["input_ids"], batch["attention_mask"]).argmax(-1))
+            seconds += time.perf_counter() - t0
+            targets.append(batch["labels"])
+    from probe.heads import classification_report
+
+    p, t = torch.cat(preds).numpy(), torch.cat(targets).numpy()
+    report = classification_report(t, p)
+    report.update(examples_per_s=round(len(p) / seconds, 2), train_seconds=round(train_seconds, 1),
+                  train_examples_per_s=round(len(dm.datasets["train"]) / train_seconds, 2),
+                  note="test labels unseen in the train subset count as wrong")
+    return report
+
+
+def summarise(gen: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, name in (("score", "label_scoring"), ("generate", "free_generation")):
+        res = gen["results"].get(key)
+        if res is None:
+            continue
+        out[name] = {"accuracy": res["accuracy"], "f1_macro": res["f1_macro"],
+                     "parse_failure_rate": res["parse_failure_rate"], "hallucination_rate": res["hallucination_rate"],
+                     "examples_per_s": round(res["examples_per_s"], 3), "num_examples": res["num_examples"],
+                     "fields": res["fields"]}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="packaged:gemma3-270m")
+    p.add_argument("--train_size", type=int, default=600)
+    p.add_argument("--test_size", type=int, default=300)
+    p.add_argument("--max_length", type=int, default=64, help="text tokens kept per ticket")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--eval_batch_size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--max_new_tokens", type=int, default=24)
+    p.add_argument("--max_steps", type=int, default=0, help="cap on training steps (0: one full epoch)")
+    p.add_argument("--probe_layer", default="0.5")
+    p.add_argument("--parts", nargs="+", default=["probe", "generative", "seqcls"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "endava_tickets.json"))
+    p.add_argument("--reuse_adapter", action="store_true", help="evaluate the adapter saved by an earlier run")
+    p.add_argument("--smoke", action="store_true", help="tiny run, results not written to benchmarks/results")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import lightning.pytorch as pl
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pl.seed_everything(args.seed)
+    work = ROOT / "benchmarks" / "work" / ("decoder_endava_smoke" if args.smoke else "decoder_endava")
+    data_dir = work / "data"
+    previous = json.loads(Path(args.out).read_text()) if args.reuse_adapter and Path(args.out).is_file() else {}
+    result: dict[str, Any] = {**previous,
+        "benchmark": "endava_tickets", "model": args.model,
+        "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_endava.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "subset": write_subset(data_dir, args.train_size, args.test_size, args.seed),
+    }
+    if previous.get("command"):  # --reuse_adapter: the probe / seq-cls figures and the adapter came from this run
+        result["trained_by"] = previous.get("trained_by", previous["command"])
+    out = Path(args.out) if not args.smoke else work / "endava_tickets.json"
+
+    def save() -> None:
+        from fenlei.io import atomic_write_text
+
+        atomic_write_text(out, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+
+    if "probe" in args.parts:
+        result["linear_probe"] = run_probe(args.model, data_dir, args)
+        save()
+    if "generative" in args.parts:
+        gen = run_generative(args.model, data_dir, work / "generative", args)
+        result["generative_lora"] = {k: v for k, v in gen.items() if k != "results"}
+        result.update(summarise(gen))
+        if "label_scoring" in result and "free_generation" in result:
+            ls, fg = result["label_scoring"], result["free_generation"]
+            speedup = ls["examples_per_s"] / max(fg["examples_per_s"], 1e-9)
+            result["target"] = {"speedup": round(speedup, 2), "accuracy_delta": round(ls["accuracy"] - fg["accuracy"], 4),
+                                "met": bool(speedup >= 5 and ls["accuracy"] >= fg["accuracy"]),
+                                "definition": "label scoring >= 5x the examples/s of free generation at equal or better first-field accuracy"}
+        save()
+    if "seqcls" in args.parts:
+        result["seqcls_lora"] = run_seqcls(args.model, data_dir, work / "seqcls", args)
+        save()
+    print(json.dumps({k: result[k] for k in ("label_scoring", "free_generation", "target") if k in result}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

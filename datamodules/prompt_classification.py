@@ -1,0 +1,444 @@
+"""Prompt DataModule for generative (decoder LM) classifiers: one prompt, one JSON answer with one or more fields.
+
+Each example becomes ``prompt ids + answer ids``; the LM loss is taken on the answer ids only (``labels`` is -100
+on the prompt and on padding). The prompt lists the allowed values of every field; with a tokenizer that has a
+chat template the instruction is the user turn (``apply_chat_template(..., add_generation_prompt=True)``),
+otherwise a plain instruction template is used.
+
+The answer is built from separately tokenized pieces, so training targets and label scoring use the very same ids
+(BPE merges cannot cross a piece boundary)::
+
+    {"category": "  <label ids>  "  , "urgency": "  <label ids>  "  }  <eos>
+    `- opener 0 -'                 `-- opener 1 --'                 `- closer
+
+Every label is scored together with the closing quote that follows it, so no label is a prefix of another
+(``"1"`` vs ``"11"``: without the quote, ``"11"`` could never beat ``"1"``). Multi-field decoding scores field
+``k`` after the prompt, the openers and the values chosen for fields ``0..k-1`` (the answer is conditioned on
+them, exactly as in training).
+
+Label remapping (``label_maps``, e.g. five priority levels to three) is applied when the files are read; label
+sets are the sorted (mapped) training values unless given in ``labels``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.readers import DataError, read_rows, resolve_data_file
+from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, sorted_by_length
+from datamodules.splits import label_sort_key, stratified_split
+
+DEFAULT_INSTRUCTION = (
+    "Classify the text. Answer with a JSON object with the fields {field_list}, each one of the allowed values.\n"
+    "{allowed}\nText: {text}"
+)
+PLAIN_SUFFIX = "\nAnswer:"
+
+
+@dataclass
+class AnswerSpec:
+    """Everything needed to build, score and parse answers; plain data, stored in the model's checkpoint."""
+
+    fields: list[str]  # data field names, first = primary (its metrics drive checkpointing)
+    names: list[str]  # names shown in the prompt and used as JSON keys
+    labels: list[list[str]]  # allowed values per field, class-id order
+    openers: list[list[int]]  # ids before each field's value
+    closer: list[int]  # ids after the last value (before EOS)
+    quote: list[int]  # ids of the closing quote that ends every value
+    label_ids: list[list[list[int]]]  # per field, per label: the value's ids (without the quote)
+    eos_id: Optional[int]
+
+    def scored_ids(self, field: int) -> list[list[int]]:
+        """Label sequences scored for ``field``: value ids + closing quote (prefix-free)."""
+        return [ids + self.quote for ids in self.label_ids[field]]
+
+    def answer_ids(self, choice: list[int]) -> list[int]:
+        out: list[int] = []
+        for k, c in enumerate(choice):
+            out += self.openers[k] + self.label_ids[k][c] + self.quote
+        out += self.closer
+        if self.eos_id is not None:
+            out.append(self.eos_id)
+        return out
+
+    def prefix_ids(self, choice: list[int], field: int) -> list[int]:
+        """Answer ids up to the value of ``field`` (values of the earlier fields as chosen)."""
+        out: list[int] = []
+        for k in range(field):
+            out += self.openers[k] + self.label_ids[k][choice[k]] + self.quote
+        return out + self.openers[field]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnswerSpec:
+        return cls(**data)
+
+
+def build_answer_spec(tokenizer: Any, fields: list[str], names: list[str], labels: list[list[str]]) -> AnswerSpec:
+    def ids(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    openers = [ids('{"' + names[0] + '": "')] + [ids(', "' + n + '": "') for n in names[1:]]
+    quote, closer = ids('"'), ids("}")
+    label_ids = []
+    for k, values in enumerate(labels):
+        per = [ids(v) for v in values]
+        seen: dict[tuple[int, ...], str] = {}
+        for value, seq in zip(values, per, strict=True):
+            if not seq:
+                raise DataError(f"field {fields[k]!r}: label {value!r} tokenizes to nothing")
+            if tuple(seq) in seen:
+                raise DataError(f"field {fields[k]!r}: labels {seen[tuple(seq)]!r} and {value!r} tokenize identically")
+            seen[tuple(seq)] = value
+        label_ids.append(per)
+    return AnswerSpec(list(fields), list(names), [list(v) for v in labels], openers, closer, quote, label_ids,
+                      tokenizer.eos_token_id)
+
+
+def parse_answer(text: str, spec: AnswerSpec) -> list[Optional[str]]:
+    """Field values from generated text: the first JSON object, else a ``"name": "value"`` regex per field.
+
+    ``None`` = the field could not be parsed (a parse failure); a returned value may still be outside the label
+    set (a hallucination) - the caller decides.
+    """
+    import re
+
+    start = text.find("{")
+    if start >= 0:
+        end = text.find("}", start)
+        if end >= 0:
+            try:
+                obj = json.loads(text[start : end + 1])
+                if isinstance(obj, dict):
+                    obj = {str(k).strip(): v for k, v in obj.items()}
+                    return [None if obj.get(n) is None else str(obj.get(n)).strip() for n in spec.names]
+            except json.JSONDecodeError:
+                pass
+    out: list[Optional[str]] = []
+    for name in spec.names:
+        match = re.search(r'"?\s*' + re.escape(name) + r'\s*"?\s*:\s*"?([^",}\n]*)', text)
+        out.append(match.group(1).strip() if match and match.group(1).strip() else None)
+    return out
+
+
+class PromptDataset(Dataset):
+    def __init__(self, prompts: list[list[int]], choices: Optional[list[list[int]]], spec: AnswerSpec) -> None:
+        self.prompts, self.choices, self.spec = prompts, choices, spec
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"prompt": self.prompts[index], "index": index}
+        if self.choices is not None:
+            choice = self.choices[index]
+            item["targets"] = choice
+            # A value unseen in train (-1, evaluation splits only) has no answer ids: the row is kept for the
+            # metrics (scored as wrong) but contributes nothing to the loss.
+            item["answer"] = self.spec.answer_ids([max(c, 0) for c in choice])
+            item["answer_in_loss"] = min(choice) >= 0
+        return item
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(p) for p in self.prompts]
+
+
+class PromptCollator:
+    """Batches with ``input_ids/attention_mask/labels`` (prompt + answer, right-padded, labels -100 on prompt and
+    pad) for the LM loss, ``prompt_ids/prompt_mask`` (prompt only, left-padded) for decoding, ``targets``
+    ``[B, num_fields]`` (-1 where unknown) and ``index``."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        n = len(items)
+        width = max(len(it["prompt"]) for it in items)
+        prompt_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        prompt_mask = torch.zeros((n, width), dtype=torch.long)
+        for r, it in enumerate(items):
+            p = it["prompt"]
+            prompt_ids[r, width - len(p) :] = torch.tensor(p)
+            prompt_mask[r, width - len(p) :] = 1
+        batch = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+                 "index": torch.tensor([it["index"] for it in items])}
+        if "answer" in items[0]:
+            full = [it["prompt"] + it["answer"] for it in items]
+            w = max(map(len, full))
+            ids = torch.full((n, w), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((n, w), dtype=torch.long)
+            labels = torch.full((n, w), -100, dtype=torch.long)
+            for r, (it, seq) in enumerate(zip(items, full, strict=True)):
+                ids[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = 1
+                if it["answer_in_loss"]:
+                    labels[r, len(it["prompt"]) : len(seq)] = torch.tensor(it["answer"])  # answer tokens only
+            batch.update(input_ids=ids, attention_mask=mask, labels=labels,
+                         targets=torch.tensor([it["targets"] for it in items], dtype=torch.long))
+        return batch
+
+
+class PromptClassificationDataModule(pl.LightningDataModule):
+    """Labelled text as instruction/chat prompts with a JSON answer (one or several label fields).
+
+    Args:
+        tokenizer: Tokenizer of the decoder LM (hub id, folder, ``.gguf`` or ``packaged:gemma3-270m``).
+        data_dir: Folder holding ``train``, optional ``validation`` and ``test`` files.
+        train_file: Train file name or path.
+        val_file: Validation file; when the default ``validation`` is absent, a stratified split of train.
+        test_file: Test file (the default may be absent).
+        predict_file: File for ``predict`` (default: the test file).
+        text_fields: Field(s) holding the text, joined with ``text_separator``.
+        text_separator: String between joined text fields.
+        label_fields: Label field(s), first = primary (``val/f1_macro`` and the linked ``num_classes`` /
+            ``label_names`` refer to it). Several fields are predicted together as one JSON object.
+        field_names: Name of each field in the prompt and JSON (default: the field name; e.g. ``{label: category}``).
+        labels: Fixed label set per field (order = class ids); default: the sorted mapped training values.
+        label_maps: ``{field: {old: new}}`` remapping raw values (e.g. priority 0,1 -> high; 2 -> medium ...).
+            Values not in a field's map are kept.
+        instruction: Prompt template with ``{field_list}``, ``{allowed}`` (one line per field) and ``{text}``.
+        use_chat_template: ``auto`` (the tokenizer's chat template when it has one), ``always`` or ``never``.
+        max_length: Maximum number of TEXT tokens (the text is cut, never the instruction or the answer).
+        val_fraction: Fraction of each class moved to validation when there is no validation file.
+        batch_size: Training batch size.
+        eval_batch_size: Batch size for validation/test/predict (default ``batch_size``).
+        num_workers: DataLoader workers.
+        seed: Seed for the validation split and the batch order.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        data_dir: Optional[str] = None,
+        train_file: str = "train",
+        val_file: Optional[str] = "validation",
+        test_file: Optional[str] = "test",
+        predict_file: Optional[str] = None,
+        text_fields: list[str] = ["text"],  # noqa: B006 - jsonargparse shows literal defaults in --help
+        text_separator: str = " ",
+        label_fields: list[str] = ["label"],  # noqa: B006
+        field_names: Optional[dict[str, str]] = None,
+        labels: Optional[dict[str, list[str]]] = None,
+        label_maps: Optional[dict[str, dict[str, str]]] = None,
+        instruction: str = DEFAULT_INSTRUCTION,
+        use_chat_template: str = "auto",
+        max_length: int = 128,
+        val_fraction: float = 0.1,
+        batch_size: int = 8,
+        eval_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if not label_fields:
+            raise ValueError("label_fields must name at least one field")
+        if use_chat_template not in ("auto", "always", "never"):
+            raise ValueError("use_chat_template must be auto, always or never")
+        self.save_hyperparameters()
+        self.tokenizer_name = tokenizer
+        self.data_dir = data_dir
+        self.text_fields, self.text_separator = list(text_fields), text_separator
+        self.label_fields = list(label_fields)
+        self.field_names = [(field_names or {}).get(f, f) for f in self.label_fields]
+        self.fixed_labels = labels or {}
+        self.label_maps = {f: {str(k): str(v) for k, v in m.items()} for f, m in (label_maps or {}).items()}
+        unknown = set(self.label_maps) - set(self.label_fields)
+        if unknown:
+            raise DataError(f"label_maps: field(s) {sorted(unknown)} are not in label_fields {self.label_fields}")
+        self.instruction, self.use_chat_template = instruction, use_chat_template
+        self.max_length, self.val_fraction, self.seed = max_length, val_fraction, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train_path = self._find(train_file, "train_file", required=True)
+        self.val_path = self._find(val_file, "val_file", required=val_file not in (None, "validation"))
+        self.test_path = self._find(test_file, "test_file", required=test_file not in (None, "test"))
+        self.predict_path = self._find(predict_file, "predict_file", required=True) if predict_file else self.test_path
+        self.datasets: dict[str, PromptDataset] = {}
+
+    def _find(self, name: Optional[str], field: str, required: bool) -> Optional[Path]:
+        if not name:
+            return None
+        path = resolve_data_file(name, self.data_dir)
+        if path is None and required:
+            where = f" in data_dir {self.data_dir!r}" if self.data_dir else ""
+            raise DataError(f"{field}: no file {name!r}{where} (tried suffixes .jsonl, .json, .csv, .tsv)")
+        return path
+
+    # ---- reading (lazy: at link_arguments time) ----
+
+    def _read(self, path: Path, labelled: bool = True) -> list[tuple[str, Optional[list[str]]]]:
+        out = []
+        for line, row in read_rows(path):
+            parts = []
+            for f in self.text_fields:
+                if f not in row or row[f] is None:
+                    raise DataError(f"{path}:{line}: missing field {f!r}")
+                parts.append(str(row[f]).strip())
+            text = self.text_separator.join(p for p in parts if p)
+            if not text:
+                raise DataError(f"{path}:{line}: empty text in field(s) {', '.join(map(repr, self.text_fields))}")
+            values: Optional[list[str]] = None
+            if labelled or all(f in row for f in self.label_fields):
+                values = []
+                for f in self.label_fields:
+                    if f not in row or row[f] is None or str(row[f]).strip() == "":
+                        raise DataError(f"{path}:{line}: missing or empty label field {f!r}")
+                    raw = str(row[f]).strip()
+                    values.append(self.label_maps.get(f, {}).get(raw, raw))
+            out.append((text, values))
+        return out
+
+    @cached_property
+    def _splits(self) -> dict[str, list[tuple[str, Optional[list[str]]]]]:
+        train = self._read(self.train_path)
+        splits = {"train": train}
+        if self.val_path is not None:
+            splits["validation"] = self._read(self.val_path)
+        else:
+            tr, va = stratified_split([v[0] for _, v in train], self.val_fraction, self.seed)  # type: ignore[index]
+            splits["train"], splits["validation"] = [train[i] for i in tr], [train[i] for i in va]
+        if self.test_path is not None:
+            splits["test"] = self._read(self.test_path)
+        return splits
+
+    @cached_property
+    def field_labels(self) -> list[list[str]]:
+        """Allowed values per field (class-id order)."""
+        train = self._read(self.train_path)
+        out = []
+        for k, f in enumerate(self.label_fields):
+            fixed = self.fixed_labels.get(f)
+            if fixed is not None:
+                out.append([str(v) for v in fixed])
+            else:
+                out.append(sorted({v[k] for _, v in train}, key=label_sort_key))  # type: ignore[index]
+        return out
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.field_labels[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def class_counts(self) -> list[int]:
+        counts = Counter(v[0] for _, v in self._splits["train"])  # type: ignore[index]
+        return [counts.get(label, 0) for label in self.label_names]
+
+    @property
+    def vocab_size(self) -> Optional[int]:
+        return None  # prompts add no tokens
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from fenlei.causal_lm import load_tokenizer
+
+        return load_tokenizer(self.tokenizer_name, padding_side="left")
+
+    @cached_property
+    def answer_spec(self) -> AnswerSpec:
+        return build_answer_spec(self.tokenizer, self.label_fields, self.field_names, self.field_labels)
+
+    # ---- prompts ----
+
+    def _chat(self) -> bool:
+        has = bool(getattr(self.tokenizer, "chat_template", None))
+        if self.use_chat_template == "always" and not has:
+            raise DataError(f"use_chat_template=always but tokenizer {self.tokenizer_name!r} has no chat template")
+        return has and self.use_chat_template != "never"
+
+    def prompt_text(self, text: str) -> str:
+        """The full prompt string for one text (before the answer)."""
+        allowed = "\n".join(f"{n}: {', '.join(v)}" for n, v in zip(self.field_names, self.field_labels, strict=True))
+        body = self.instruction.format(field_list=", ".join(self.field_names), allowed=allowed, text=text)
+        if self._chat():
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return body + PLAIN_SUFFIX
+
+    def encode_prompt(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_length:  # cut the text, never the instruction or the answer
+            text = self.tokenizer.decode(ids[: self.max_length])
+        prompt = self.prompt_text(text)
+        if self._chat():  # the chat template writes its own BOS
+            return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return bos + list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def _encode(self, rows: list[tuple[str, Optional[list[str]]]], split: str) -> PromptDataset:
+        prompts = [self.encode_prompt(text) for text, _ in rows]
+        index = [{v: i for i, v in enumerate(values)} for values in self.field_labels]
+        choices: Optional[list[list[int]]] = None
+        if all(v is not None for _, v in rows):
+            choices = []
+            for line, (_, values) in enumerate(rows, start=1):
+                row_choice = []
+                for k, v in enumerate(values or []):
+                    if v not in index[k]:
+                        if split == "train":
+                            raise DataError(f"{split} record {line}: {self.label_fields[k]} {v!r} not in {self.field_labels[k]}")
+                        row_choice.append(-1)  # unseen in train: scored as wrong, never trained on
+                    else:
+                        row_choice.append(index[k][v])
+                choices.append(row_choice)
+        return PromptDataset(prompts, choices, self.answer_spec)
+
+    def prepare_data(self) -> None:
+        self._splits  # noqa: B018 - read and validate every file first
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}
+        for split in wanted.get(stage or "fit", ["train", "validation"]):
+            if split in self.datasets:
+                continue
+            if split == "predict":
+                if self.predict_path is None:
+                    raise DataError("predict_file: no file to predict on")
+                rows = self._read(self.predict_path, labelled=False)
+            else:
+                if split not in self._splits:
+                    raise DataError(f"test_file: no {split} file found (set data.init_args.test_file)")
+                rows = self._splits[split]
+            self.datasets[split] = self._encode(rows, split)
+
+    def save_labels(self, directory: str | Path) -> Path:
+        from fenlei.io import atomic_write_text
+
+        path = Path(directory) / "labels.json"
+        atomic_write_text(path, json.dumps(self.label_names, ensure_ascii=False, indent=1) + "\n")
+        return path
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = EpochRandomSampler(len(dataset), self.seed) if train else FixedOrderSampler(sorted_by_length(dataset.lengths))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
+                          collate_fn=PromptCollator(pad), num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", False)

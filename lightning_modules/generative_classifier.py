@@ -1,0 +1,513 @@
+"""Generative classifier: a decoder LM with a LoRA or prefix (P-tuning v2) adapter answers a prompt with JSON.
+
+Training: the ordinary LM loss on the answer tokens only (the DataModule sets ``labels`` to -100 on the prompt and
+on padding). Decoding, both kept for comparison:
+
+- ``score`` (label scoring, :mod:`lightning_modules.label_scoring`): the log-probability of every allowed value
+  (plus its closing quote) after the prompt, prompt encoded once per field, KV cache reused across the labels.
+  Always a valid label: parse failures and hallucinations are zero by construction. Several fields are decoded in
+  order, each conditioned on the values chosen for the earlier fields.
+- ``generate`` (free greedy generation, ``model.generate``) and a JSON/regex parser: outputs that cannot be parsed
+  count as parse failures, parsed values outside the label set as hallucinations (both count as wrong).
+
+Metrics per decoding and field: accuracy, macro-F1 (over the classes present in the targets or the valid
+predictions), parse-failure rate, hallucination rate, examples/s. ``val/f1_macro`` (checkpoint monitor) is the
+first field under the first ``val_decoding``.
+
+Checkpoints hold only the trainable (adapter) weights; ``strict_loading`` is off so the frozen base comes from
+``pretrained``. At the end of ``fit`` the adapter is also written with ``save_pretrained`` to ``<run>/adapter``.
+``python cli.py merge --ckpt_path CKPT --out DIR`` writes a merged HF model (LoRA only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import lightning.pytorch as pl
+import torch
+
+from lightning_modules.label_scoring import score_labels
+from lightning_modules.optim import Schedule, build_scheduler
+
+Decoding = Literal["score", "generate"]
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def build_peft_config(method: str, r: int, alpha: int, dropout: float, target_modules: Optional[list[str]],
+                      num_virtual_tokens: int, task_type: str = "CAUSAL_LM",
+                      modules_to_save: Optional[list[str]] = None) -> Any:
+    from peft import LoraConfig, PrefixTuningConfig
+
+    if method == "lora":
+        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules or DEFAULT_TARGETS,
+                          task_type=task_type, modules_to_save=modules_to_save)
+    if method == "prefix":  # P-tuning v2: trainable key/value prefixes in every layer
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=num_virtual_tokens)
+    raise ValueError(f"unknown peft_method {method!r}; choose lora or prefix")
+
+
+def adapter_state_dict(module: torch.nn.Module, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Only the trainable entries of ``state_dict`` (the frozen base is reloaded from ``pretrained``)."""
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state_dict.items() if k in trainable}
+
+
+def _left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for r, seq in enumerate(rows):
+        ids[r, width - len(seq) :] = torch.tensor(seq, dtype=torch.long, device=device)
+        mask[r, width - len(seq) :] = 1
+    return ids, mask
+
+
+class _Tally:
+    """Accumulates one decoding's predictions over an epoch."""
+
+    def __init__(self) -> None:
+        self.preds: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.failed: list[torch.Tensor] = []
+        self.hallucinated: list[torch.Tensor] = []
+        self.seconds = 0.0
+
+    def compute(self, names: list[str]) -> dict[str, Any]:
+        from sklearn.metrics import f1_score
+
+        preds, targets = torch.cat(self.preds), torch.cat(self.targets)
+        failed, halluc = torch.cat(self.failed), torch.cat(self.hallucinated)
+        n = len(preds)
+        out: dict[str, Any] = {"examples_per_s": n / max(self.seconds, 1e-9), "num_examples": n, "fields": {}}
+        for k, name in enumerate(names):
+            p, t = preds[:, k].numpy(), targets[:, k].numpy()
+            classes = sorted((set(t.tolist()) | set(p.tolist())) - {-1})
+            out["fields"][name] = {
+                "accuracy": float(((p == t) & (t >= 0)).mean()),  # a target unseen in train (-1) is never right
+                "f1_macro": float(f1_score(t, p, labels=classes, average="macro", zero_division=0)) if classes else 0.0,
+                "parse_failure_rate": float(failed[:, k].float().mean()),
+                "hallucination_rate": float(halluc[:, k].float().mean()),
+            }
+        first = out["fields"][names[0]]
+        out.update(accuracy=first["accuracy"], f1_macro=first["f1_macro"],
+                   parse_failure_rate=float(failed.any(1).float().mean()),
+                   hallucination_rate=float(halluc.any(1).float().mean()))
+        return out
+
+
+class GenerativeClassifier(pl.LightningModule):
+    """Decoder LM + PEFT adapter that answers a classification prompt; decoded by label scoring or generation.
+
+    Args:
+        pretrained: Causal LM: hub id (e.g. ``google/functiongemma-270m-it``), folder, ``.gguf`` file or
+            ``packaged:gemma3-270m`` / ``packaged:smollm2-135m``.
+        tokenizer_path: Tokenizer for decoding generated text and for ``merge`` when the module is used without its
+            DataModule (default: ``pretrained``; named so as not to clash with the DataModule's ``tokenizer``).
+        num_classes: Classes of the first field (linked from the DataModule).
+        label_names: Labels of the first field (linked).
+        class_counts: Linked; unused (kept so the CLI link has a target).
+        vocab_size: Linked; unused (prompts add no tokens).
+        peft_method: ``lora`` or ``prefix`` (prefix tuning / P-tuning v2).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (scale = alpha / r).
+        lora_dropout: Dropout on the LoRA input.
+        target_modules: Linear layers that get LoRA (default q/k/v/o/gate/up/down projections; never lm_head or
+            embed_tokens of tied-embedding models such as Gemma: merging would corrupt the tie).
+        num_virtual_tokens: Prefix length per layer for ``prefix``.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup: Warmup fraction (< 1) or steps.
+        schedule: Decay after warmup.
+        val_decoding: Decodings run in validation (first = checkpoint monitor).
+        test_decoding: Decodings run in test (compare ``score`` with ``generate``).
+        max_new_tokens: Generation budget for ``generate``.
+        length_normalise: Score labels by mean instead of summed token log-prob.
+        gradient_checkpointing: Trade compute for memory on long prompts.
+        answer_spec: Filled from the DataModule at setup and stored in checkpoints (not set in YAML).
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        tokenizer_path: Optional[str] = None,
+        num_classes: int = 2,
+        label_names: Optional[list[str]] = None,
+        class_counts: Optional[list[int]] = None,
+        vocab_size: Optional[int] = None,
+        peft_method: Literal["lora", "prefix"] = "lora",
+        lora_r: int = 16,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        target_modules: Optional[list[str]] = None,
+        num_virtual_tokens: int = 16,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup: float = 0.06,
+        schedule: Schedule = "linear",
+        val_decoding: list[Decoding] = ["score"],  # noqa: B006 - jsonargparse shows literal defaults
+        test_decoding: list[Decoding] = ["score", "generate"],  # noqa: B006
+        max_new_tokens: int = 24,
+        length_normalise: bool = False,
+        gradient_checkpointing: bool = False,
+        answer_spec: Optional[dict[str, Any]] = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        from peft import get_peft_model
+
+        from fenlei.causal_lm import load_causal_lm
+
+        base = load_causal_lm(pretrained)
+        if gradient_checkpointing:
+            base.gradient_checkpointing_enable()
+            base.enable_input_require_grads()
+        config = build_peft_config(peft_method, lora_r, lora_alpha, lora_dropout, target_modules, num_virtual_tokens)
+        self.model = get_peft_model(base, config)
+        self.model.train()  # from_pretrained returns eval mode; Lightning 2.6 keeps module modes as found
+        self.strict_loading = False  # checkpoints hold the adapter only
+        self._tokenizer: Any = None
+        self._tallies: dict[str, _Tally] = {}
+
+    # ---- plumbing ----
+
+    @property
+    def spec(self) -> Any:
+        from datamodules.prompt_classification import AnswerSpec
+
+        if self.hparams.get("answer_spec") is None:
+            raise RuntimeError("no answer_spec: train or load with a PromptClassificationDataModule")
+        return AnswerSpec.from_dict(self.hparams.answer_spec)
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from fenlei.causal_lm import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.hparams.tokenizer_path or self.hparams.pretrained)
+        return self._tokenizer
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "answer_spec"):
+            self.hparams["answer_spec"] = datamodule.answer_spec.to_dict()
+            self._tokenizer = datamodule.tokenizer
+
+    @property
+    def scoring_strategy(self) -> str:
+        # Prefix tuning injects its own key/value prefixes, which a reused, repeated prompt cache cannot carry.
+        return "concat" if self.hparams.peft_method == "prefix" else "kv_cache"
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``[B, T, V]`` (positions from the mask, so either padding side works)."""
+        positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+        kwargs = {} if self.hparams.peft_method == "prefix" else {"position_ids": positions}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+
+    def lm_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the answer tokens (``labels != -100``).
+
+        The batch is re-packed to LEFT padding so every row's answer ends at the last position; then only the
+        last ``longest answer + 1`` positions need logits (``logits_to_keep``). With Gemma's 262k vocabulary the
+        LM head over the whole prompt would cost more than the transformer itself. Positions come from the mask,
+        so they equal those of the unpadded sequence (and of label scoring).
+        """
+        if self.hparams.peft_method == "prefix":  # PEFT prompt learning ignores position_ids: keep right padding
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        order = attention_mask.argsort(dim=1, stable=True)  # pads first, real tokens keep their order
+        ids, mask, labels = input_ids.gather(1, order), attention_mask.gather(1, order), labels.gather(1, order)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        answer_len = int((labels != -100).sum(1).max())
+        if answer_len == 0:  # only rows whose values never occur in train (evaluation): nothing to score
+            return torch.zeros((), device=input_ids.device)
+        keep = answer_len + 1
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+        targets = labels[:, ids.shape[1] - keep + 1 :]
+        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                                                 ignore_index=-100)
+
+    # ---- decoding ----
+
+    @staticmethod
+    def _prompts(batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        return [row[mask.bool()].tolist() for row, mask in zip(batch["prompt_ids"], batch["prompt_mask"], strict=True)]
+
+    def _fits_window(self, prompts: list[list[int]]) -> bool:
+        """Whether prompt + longest answer fits every sliding-window layer (then the multi-field cache path, whose
+        continuations leave padding holes in the cache, is exact)."""
+        config = self.model.get_base_model().config
+        config = getattr(config, "text_config", config)
+        window = getattr(config, "sliding_window", None)
+        spec = self.spec
+        longest = max(map(len, prompts)) + sum(len(o) for o in spec.openers) + len(spec.closer) + sum(
+            max(map(len, ids)) + len(spec.quote) for ids in spec.label_ids)
+        return window is None or longest <= window
+
+    @torch.no_grad()
+    def decode_score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Label scoring: ``[B, F]`` class ids and each field's ``[B, C_k]`` label log-probs.
+
+        The prompt is encoded once: field ``k``'s labels are scored from a copy of the cache, then the chosen
+        value, its closing quote and the next field's opener are appended to the cache (one short forward) for
+        field ``k + 1``. Prefix tuning (and a prompt too long for a sliding window) re-encodes per field instead.
+        """
+        if self.scoring_strategy == "kv_cache" and self._fits_window(self._prompts(batch)):
+            return self._decode_score_cached(batch)
+        return self._decode_score_per_field(batch)
+
+    @torch.no_grad()
+    def _decode_score_cached(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        import copy
+
+        from lightning_modules.label_scoring import _cache_kwarg, _pad_labels, score_after_cache
+
+        spec, prompts = self.spec, self._prompts(batch)
+        pad, device = self.tokenizer.pad_token_id or 0, batch["prompt_ids"].device
+        ids, mask = _left_pad([p + spec.openers[0] for p in prompts], pad, device)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        last_logp = out.logits[:, -1].float().log_softmax(-1)
+        lengths = mask.sum(1)
+        n, fields = len(prompts), len(spec.fields)
+        choice = torch.zeros(n, fields, dtype=torch.long)
+        all_scores = []
+        for k in range(fields):
+            labels, label_mask = _pad_labels(spec.scored_ids(k), device)
+            work = copy.deepcopy(cache) if k < fields - 1 else cache  # scoring repeats the cache in place
+            scores = score_after_cache(self.model, work, mask, lengths, last_logp, labels, label_mask).sum(-1)
+            if self.hparams.length_normalise:
+                scores = scores / label_mask.sum(1).to(scores.dtype)
+            choice[:, k] = scores.argmax(-1).cpu()
+            all_scores.append(scores)
+            if k == fields - 1:
+                break
+            conts = [spec.label_ids[k][c] + spec.quote + spec.openers[k + 1] for c in choice[:, k].tolist()]
+            width = max(map(len, conts))
+            cont_ids = torch.full((n, width), pad, dtype=torch.long, device=device)
+            cont_mask = torch.zeros_like(cont_ids)
+            for r, seq in enumerate(conts):
+                cont_ids[r, : len(seq)] = torch.tensor(seq, device=device)
+                cont_mask[r, : len(seq)] = 1
+            mask = torch.cat([mask, cont_mask], 1)  # pads of short continuations stay masked holes in the cache
+            step = self.model(input_ids=cont_ids, attention_mask=mask, use_cache=True,
+                              position_ids=lengths.unsqueeze(1) + torch.arange(width, device=device),
+                              **{_cache_kwarg(self.model): cache})
+            cache = step.cache if getattr(step, "cache", None) is not None else step.past_key_values
+            last = cont_mask.sum(1) - 1
+            last_logp = step.logits[torch.arange(n, device=device), last].float().log_softmax(-1)
+            lengths = lengths + cont_mask.sum(1)
+        return choice, all_scores
+
+    @torch.no_grad()
+    def _decode_score_per_field(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        spec, prompts = self.spec, self._prompts(batch)
+        pad = self.tokenizer.pad_token_id or 0
+        choice = torch.zeros(len(prompts), len(spec.fields), dtype=torch.long)
+        all_scores = []
+        for k in range(len(spec.fields)):
+            rows = [p + spec.prefix_ids(choice[b].tolist(), k) for b, p in enumerate(prompts)]
+            ids, mask = _left_pad(rows, pad, batch["prompt_ids"].device)
+            scores = score_labels(self.model, ids, spec.scored_ids(k), self.hparams.length_normalise, mask,
+                                  strategy=self.scoring_strategy)
+            choice[:, k] = scores.argmax(-1).cpu()
+            all_scores.append(scores)
+        return choice, all_scores
+
+    @torch.no_grad()
+    def decode_generate(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """Greedy generation + parser: ``[B, F]`` class ids (-1 = failed or hallucinated), failure and
+        hallucination masks, and the generated texts."""
+        from datamodules.prompt_classification import parse_answer
+
+        spec, tok = self.spec, self.tokenizer
+        out = self.model.generate(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"],
+                                  max_new_tokens=self.hparams.max_new_tokens, do_sample=False,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        texts = tok.batch_decode(out[:, batch["prompt_ids"].shape[1] :], skip_special_tokens=True)
+        n, f = len(texts), len(spec.fields)
+        preds = torch.full((n, f), -1, dtype=torch.long)
+        failed = torch.zeros((n, f), dtype=torch.bool)
+        halluc = torch.zeros((n, f), dtype=torch.bool)
+        for b, text in enumerate(texts):
+            for k, value in enumerate(parse_answer(text, spec)):
+                if value is None:
+                    failed[b, k] = True
+                elif value in spec.labels[k]:
+                    preds[b, k] = spec.labels[k].index(value)
+                else:
+                    halluc[b, k] = True
+        return preds, failed, halluc, texts
+
+    def _run_decoding(self, name: str, batch: dict[str, torch.Tensor], stage: str) -> None:
+        tally = self._tallies.setdefault(f"{stage}/{name}", _Tally())
+        start = time.perf_counter()
+        if name == "score":
+            preds, _ = self.decode_score(batch)
+            failed = halluc = torch.zeros_like(preds, dtype=torch.bool)
+        elif name == "generate":
+            preds, failed, halluc, _ = self.decode_generate(batch)
+        else:
+            raise ValueError(f"unknown decoding {name!r}; choose score or generate")
+        tally.seconds += time.perf_counter() - start
+        tally.preds.append(preds)
+        tally.targets.append(batch["targets"].cpu())
+        tally.failed.append(failed)
+        tally.hallucinated.append(halluc)
+
+    # ---- steps ----
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.lm_loss(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str, decodings: list[str]) -> None:
+        loss = self.lm_loss(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(batch["input_ids"]))
+        for name in decodings:
+            self._run_decoding(name, batch, stage)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", list(self.hparams.val_decoding))
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test", list(self.hparams.test_decoding))
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset("test")
+
+    def _reset(self, stage: str) -> None:
+        for key in [k for k in self._tallies if k.startswith(stage + "/")]:
+            del self._tallies[key]
+
+    def compute_metrics(self, stage: str) -> dict[str, dict[str, Any]]:
+        """Per-decoding metrics of the finished epoch: ``{"score": {...}, "generate": {...}}``."""
+        names = self.spec.names
+        return {key.split("/", 1)[1]: tally.compute(names) for key, tally in self._tallies.items()
+                if key.startswith(stage + "/") and tally.preds}
+
+    def _log_metrics(self, stage: str, decodings: list[str]) -> dict[str, dict[str, Any]]:
+        results = self.compute_metrics(stage)
+        flat: dict[str, float] = {}
+        for dec, res in results.items():
+            flat[f"{stage}/{dec}/examples_per_s"] = res["examples_per_s"]
+            for field, values in res["fields"].items():
+                for metric, value in values.items():
+                    flat[f"{stage}/{dec}/{field}/{metric}"] = value
+        if decodings and decodings[0] in results:
+            primary = results[decodings[0]]
+            flat[f"{stage}/f1_macro"], flat[f"{stage}/acc"] = primary["f1_macro"], primary["accuracy"]
+        self.log_dict(flat)
+        return results
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", list(self.hparams.val_decoding))
+
+    def on_test_epoch_end(self) -> None:
+        results = self._log_metrics("test", list(self.hparams.test_decoding))
+        if self.trainer.is_global_zero and not self.trainer.fast_dev_run and results:
+            from fenlei.io import atomic_write_text
+
+            out = Path(self.trainer.default_root_dir) / "test"
+            atomic_write_text(out / "decoding_metrics.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+            if "score" in results:  # the per-class report of the first field under label scoring
+                from fenlei.reporting import write_test_report
+
+                tally = self._tallies["test/score"]
+                names = self.spec.labels[0]
+                write_test_report(out, torch.cat(tally.targets)[:, 0].numpy(), torch.cat(tally.preds)[:, 0].numpy(),
+                                  names, {"test/acc": results["score"]["accuracy"],
+                                          "test/f1_macro": results["score"]["f1_macro"]}, loggers=self.loggers)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        _, scores = self.decode_score(batch)
+        return {"index": batch["index"], "probs": torch.softmax(scores[0].float(), dim=-1)}
+
+    # ---- optimisation and checkpoints ----
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(hp.warmup * total) if hp.warmup < 1 else int(hp.warmup)
+        scheduler = build_scheduler(optimizer, warmup, total, hp.schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = adapter_state_dict(self, checkpoint["state_dict"])
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
+            self.save_adapter(Path(self.trainer.default_root_dir) / "adapter")
+
+    def save_adapter(self, directory: Path) -> Path:
+        """``save_pretrained`` of the adapter (+ tokenizer and answer_spec.json), written atomically."""
+        def write(tmp: Path) -> None:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            if self.hparams.get("answer_spec") is not None:
+                (tmp / "answer_spec.json").write_text(json.dumps(self.hparams.answer_spec, ensure_ascii=False))
+
+        return _atomic_dir(directory, write)
+
+    def merged_model(self) -> Any:
+        """The base model with the LoRA weights merged in (plain ``transformers`` model, no PEFT needed)."""
+        if self.hparams.peft_method != "lora":
+            raise ValueError("only LoRA adapters can be merged; prefix tuning needs the PEFT model at inference")
+        return self.model.merge_and_unload()
+
+
+def _atomic_dir(directory: Path, write: Any) -> Path:
+    """Write a folder via a temporary sibling and a rename; an existing folder is replaced only when done."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    write(tmp)
+    if directory.exists():
+        old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-old-"))
+        os.replace(directory, old / directory.name)
+        os.replace(tmp, directory)
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
+    return directory
+
+
+def main(argv: list[str]) -> int:
+    """``python cli.py merge --ckpt_path CKPT --out DIR``: merged HF model (AutoModelForCausalLM) + tokenizer."""
+    parser = argparse.ArgumentParser(prog="cli.py merge", description=main.__doc__)
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a GenerativeClassifier fit")
+    parser.add_argument("--out", required=True, help="output folder (written atomically)")
+    args = parser.parse_args(argv)
+    if not Path(args.ckpt_path).is_file():
+        print(f"fenlei: error: --ckpt_path {args.ckpt_path}: no such file", file=sys.stderr)
+        return 2
+    module = GenerativeClassifier.load_from_checkpoint(args.ckpt_path, map_location="cpu")
+    try:
+        merged = module.merged_model()
+    except ValueError as err:
+        print(f"fenlei: error: {err}", file=sys.stderr)
+        return 2
+
+    def write(tmp: Path) -> None:
+        merged.save_pretrained(tmp)
+        module.tokenizer.save_pretrained(tmp)
+        if module.hparams.get("answer_spec") is not None:
+            (tmp / "answer_spec.json").write_text(json.dumps(module.hparams.answer_spec, ensure_ascii=False))
+
+    _atomic_dir(Path(args.out), write)
+    print(f"fenlei: merged model written to {args.out}")
+    return 0

@@ -1,0 +1,239 @@
+"""Generative classifier on tiny random Llama / Gemma 3 models: prompts, answer-only loss, label scoring after
+training (multi-token labels sharing a prefix, several fields), generation metrics, adapter checkpoints, merge."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from datamodules.prompt_classification import AnswerSpec, PromptClassificationDataModule, parse_answer
+from datamodules.readers import DataError
+from lightning_modules.generative_classifier import GenerativeClassifier
+from lightning_modules.generative_classifier import main as merge_main
+from tests.conftest import CLASS_WORDS, write_jsonl
+from tests.decoder_support import SIMPLE_CHAT_TEMPLATE, write_tiny_decoder
+
+# "billing" and "shipping" become two-token labels that share their first token ("billing").
+LABEL_MAPS = {"label": {"billing": "billing refund", "shipping": "billing invoice"}}
+URGENCY = {"billing": "high", "bug": "high", "login": "low", "shipping": "low"}
+
+
+def _rows(n: int, seed: int, words_per_class: int = 2) -> list[dict]:
+    """Texts of one class word (+ a filler word): a constructed case that a random 2-layer LM with LoRA learns in
+    a few dozen steps (long prompts need far more steps than a unit test can afford)."""
+    rng = random.Random(seed)
+    labels = list(CLASS_WORDS)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        word = rng.choice(CLASS_WORDS[label][:words_per_class])
+        rows.append({"text": f"{word} {rng.choice(['please', 'help', 'today'])}", "label": label,
+                     "urgency": URGENCY[label]})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def prompt_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("prompt_data")
+    write_jsonl(root / "train.jsonl", _rows(32, 1))
+    write_jsonl(root / "validation.jsonl", _rows(8, 2))
+    write_jsonl(root / "test.jsonl", _rows(12, 3))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_decoder(tmp_path_factory.mktemp("tiny_llama_gen"), "llama", seed=0)
+
+
+def _dm(model: Path, data: Path, **kwargs) -> PromptClassificationDataModule:
+    args = dict(tokenizer=str(model), data_dir=str(data), label_fields=["label", "urgency"],
+                field_names={"label": "category"}, label_maps=LABEL_MAPS, batch_size=8)
+    args.update(kwargs)
+    return PromptClassificationDataModule(**args)
+
+
+def test_labels_are_minus_100_exactly_on_prompt_and_padding(tiny_llama, prompt_data):
+    dm = _dm(tiny_llama, prompt_data)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    spec = dm.answer_spec
+    for row in range(len(batch["index"])):
+        prompt = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()].tolist()
+        answer = spec.answer_ids(batch["targets"][row].tolist())
+        ids, mask, labels = batch["input_ids"][row], batch["attention_mask"][row], batch["labels"][row]
+        n = int(mask.sum())
+        assert ids[:n].tolist() == prompt + answer
+        assert (labels[: len(prompt)] == -100).all() and (labels[n:] == -100).all()  # prompt and padding
+        assert labels[len(prompt) : n].tolist() == answer  # every answer token is a target
+        assert answer[-1] == dm.tokenizer.eos_token_id
+    text = dm.tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
+    assert "category : billing invoice, billing refund, bug, login" in text  # allowed labels in the prompt
+
+
+def test_lm_loss_equals_hf_loss_on_answer_tokens(tiny_llama, prompt_data):
+    dm = _dm(tiny_llama, prompt_data)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    module = GenerativeClassifier(pretrained=str(tiny_llama)).eval()
+    with torch.no_grad():
+        ours = module.lm_loss(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        hf = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        # Changing a prompt token's target must not change the loss: only answer tokens count.
+        assert torch.isclose(ours, hf, atol=1e-5)
+
+
+def test_label_maps_multi_field_and_chat_template(tiny_llama, prompt_data, tmp_path):
+    dm = _dm(tiny_llama, prompt_data)
+    assert dm.field_labels == [["billing invoice", "billing refund", "bug", "login"], ["high", "low"]]
+    assert dm.num_classes == 4 and dm.vocab_size is None and sum(dm.class_counts) == 32
+    ids = dm.answer_spec.label_ids[0]
+    assert ids[0][0] == ids[1][0] and len(ids[0]) == 2  # shared first token, two tokens each
+    assert "< user >" not in dm.prompt_text("refund")
+    chat_model = write_tiny_decoder(tmp_path / "chat", "llama", chat_template=SIMPLE_CHAT_TEMPLATE)
+    chat = _dm(chat_model, prompt_data)
+    assert chat.prompt_text("refund").startswith("<bos>< user >") and chat.prompt_text("refund").endswith("< model > ")
+    assert "< user >" not in _dm(chat_model, prompt_data, use_chat_template="never").prompt_text("refund")
+    with pytest.raises(DataError, match="label_maps"):
+        _dm(tiny_llama, prompt_data, label_maps={"priority": {"1": "high"}})
+
+
+def test_parse_answer():
+    spec = AnswerSpec(["label", "urgency"], ["category", "urgency"], [["a b", "c"], ["high", "low"]], [[], []], [], [],
+                      [[], []], None)
+    assert parse_answer('{"category": "a b", "urgency": "low"} trailing', spec) == ["a b", "low"]
+    assert parse_answer('category: "c", urgency: "zzz"', spec) == ["c", "zzz"]  # regex fallback
+    assert parse_answer("no idea", spec) == [None, None]
+    assert parse_answer('{ " category " : " a b ", " urgency " : " low " }', spec) == ["a b", "low"]  # spaced
+    assert parse_answer('{"category": "c", "urgency": "lo', spec) == ["c", "lo"]  # cut off: regex fallback
+
+
+def _fit(model_dir: Path, data: Path, run_dir: Path, epochs: int, batch_size: int = 32, **kwargs
+         ) -> tuple[GenerativeClassifier, pl.Trainer, PromptClassificationDataModule]:
+    pl.seed_everything(0)
+    # A short instruction: a random 2-layer model learns to attend to one text word within a few dozen steps.
+    dm = _dm(model_dir, data, instruction="text : {text}", batch_size=batch_size)
+    module = GenerativeClassifier(pretrained=str(model_dir), num_classes=dm.num_classes, label_names=dm.label_names,
+                                  lr=kwargs.pop("lr", 1e-2), warmup=0, max_new_tokens=24, **kwargs)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                              monitor=None)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, default_root_dir=str(run_dir),
+                         callbacks=[checkpoint], enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, check_val_every_n_epoch=epochs)
+    trainer.fit(module, dm)
+    return module, trainer, dm
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_llama, prompt_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("gen_run")
+    module, trainer, dm = _fit(tiny_llama, prompt_data, run_dir, epochs=40)
+    return module, trainer, dm, run_dir
+
+
+def test_training_beats_chance_and_reports_every_metric(trained):
+    module, trainer, dm, run_dir = trained
+    trainer.test(module, dm, verbose=False)
+    results = module.compute_metrics("test")
+    score = results["score"]
+    assert score["fields"]["category"]["accuracy"] >= 0.6, score  # chance 0.25; incl. the two "billing ..." labels
+    assert score["parse_failure_rate"] == 0 and score["hallucination_rate"] == 0
+    gen = results["generate"]
+    for key in ("accuracy", "f1_macro", "parse_failure_rate", "hallucination_rate", "examples_per_s"):
+        assert key in gen and key in score
+    assert gen["parse_failure_rate"] < 1.0  # the adapter learned the JSON format
+    saved = json.loads((run_dir / "test" / "decoding_metrics.json").read_text())
+    assert saved["score"]["fields"]["category"]["accuracy"] == score["fields"]["category"]["accuracy"]
+    assert (run_dir / "test" / "per_class.csv").is_file()
+
+
+def _sequence_logp(model, ids: list[int], start: int) -> float:
+    """Brute force: one forward over the whole sequence, summing log p of tokens ``start..``."""
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    return float(sum(logp[t - 1, ids[t]] for t in range(start, len(ids))))
+
+
+def test_multi_field_label_scoring_matches_brute_force(trained):
+    """Each field's scores equal log p(value + closing quote | prompt, earlier chosen values), computed by brute
+    force on the full sequences; two-token labels sharing their first token are separated correctly."""
+    module, _, dm, _ = trained
+    module.eval()
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    choice, scores = module.decode_score(batch)
+    spec = dm.answer_spec
+    for row in range(4):
+        prompt = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()].tolist()
+        chosen: list[int] = []
+        for k in range(len(spec.fields)):
+            prefix = prompt + spec.prefix_ids(chosen + [0] * (len(spec.fields) - len(chosen)), k)
+            want = torch.tensor([_sequence_logp(module.model, prefix + seq, len(prefix)) for seq in spec.scored_ids(k)])
+            torch.testing.assert_close(scores[k][row].cpu(), want, atol=1e-4, rtol=1e-4)
+            chosen.append(int(want.argmax()))
+        assert choice[row].tolist() == chosen
+    # The cached path (prompt encoded once, extended field by field) equals re-encoding the prompt per field.
+    per_choice, per_scores = module._decode_score_per_field(batch)
+    assert torch.equal(per_choice, choice)
+    for a, b in zip(per_scores, scores, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained, tmp_path):
+    module, _, dm, run_dir = trained
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["state_dict"] and all("lora_" in k for k in state["state_dict"])  # no frozen base weights
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    ids, mask = batch["prompt_ids"], batch["prompt_mask"]
+    module.eval()
+    with torch.no_grad():
+        want = module(ids, mask)
+        reloaded = GenerativeClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+        torch.testing.assert_close(reloaded(ids, mask), want, atol=1e-5, rtol=1e-5)
+        assert reloaded.spec.labels == dm.field_labels
+        base = GenerativeClassifier(pretrained=module.hparams.pretrained).eval()
+        assert not torch.allclose(base(ids, mask), want, atol=1e-3)  # the adapter changed something
+    assert merge_main(["--ckpt_path", str(ckpt), "--out", str(tmp_path / "merged")]) == 0
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        got = merged(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+    assert merge_main(["--ckpt_path", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix"])
+def test_gemma3_fit_and_score(method, prompt_data, tmp_path):
+    """Gemma 3 (sliding-window layers) with LoRA, and prefix tuning (P-tuning v2; scored by the concat path)."""
+    model_dir = write_tiny_decoder(tmp_path / "gemma", "gemma3", seed=1)
+    module, trainer, dm = _fit(model_dir, prompt_data, tmp_path / "run", epochs=1, batch_size=8, peft_method=method,
+                                  lr=1e-2, num_virtual_tokens=4, test_decoding=["score"])
+    assert module.scoring_strategy == ("concat" if method == "prefix" else "kv_cache")
+    trainer.test(module, dm, verbose=False)
+    score = module.compute_metrics("test")["score"]
+    assert score["num_examples"] == 12 and score["hallucination_rate"] == 0
+
+
+def test_value_unseen_in_train_is_scored_wrong_and_left_out_of_the_loss(tiny_llama, prompt_data, tmp_path):
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "refund please", "label": "billing", "urgency": "high"},
+                                          {"text": "crash today", "label": "bug", "urgency": "critical"}])
+    dm = _dm(tiny_llama, prompt_data, test_file=str(tmp_path / "test.jsonl"))
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    unseen = int((batch["targets"] == -1).any(1).nonzero()[0])
+    assert batch["targets"][unseen].tolist()[1] == -1
+    assert (batch["labels"][unseen] == -100).all() and (batch["labels"][1 - unseen] != -100).any()
+    module = GenerativeClassifier(pretrained=str(tiny_llama)).eval()
+    only_unseen = {k: v[unseen : unseen + 1] for k, v in batch.items()}
+    assert float(module.lm_loss(only_unseen["input_ids"], only_unseen["attention_mask"], only_unseen["labels"])) == 0.0

@@ -22,8 +22,9 @@ Speed targets are ratios against a baseline measured in the same run, never abso
 
 NOTES = {
     "gsm8k_lengths": """**Budget, and what it means.** On 2026-11-27 this machine was an AVX2-only EPYC (no AVX-512, VNNI or
-bf16, unlike the day before), and fine-tuning MiniLM ran at about 5 samples/s in fp32, so the full budget of the
-configs (2 epochs over 6,726 rows, max_length 128) would have taken hours per config. The benchmark therefore
+bf16, unlike the day before), shared with other jobs: a first attempt fine-tuning all of MiniLM ran at 5.3
+samples/s in fp32, so the configs' own budget (2 epochs over 6,726 rows, max_length 128) would have taken hours
+per config. The benchmark therefore
 ran every config with one reduced, identical budget (the command's overrides): a seeded 1,500-row subset of
 gsm8k train (1,350 train / 150 validation), 1 epoch (43 optimizer steps, 42 after outlier removal), max_length 64, the bottom 5 of 6 encoder layers
 frozen; gsm8k test is a seeded 600-row subset and the alpaca_eval transfer set a seeded 400-row subset. At this

@@ -117,7 +117,9 @@ def naive_export(model: Any, encode: Any, texts: list[str], out_dir: Path) -> tu
     feeds = encode(texts[:2])
     example = (torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
-    torch.onnx.export(Wrapper(model), example, str(fp32), dynamo=False, input_names=["input_ids", "attention_mask"],
+    # eval(): a new Module is in training mode, and the exporter restores that mode on the wrapper afterwards,
+    # which would switch the wrapped model (used as the torch engine later) to training mode: dropout on.
+    torch.onnx.export(Wrapper(model).eval(), example, str(fp32), dynamo=False, input_names=["input_ids", "attention_mask"],
                       output_names=["logits"], dynamic_axes=axes, opset_version=17)
     quantize_dynamic(str(fp32), str(int8))
     return fp32, int8

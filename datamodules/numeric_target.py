@@ -155,19 +155,24 @@ class NumericTargetDataModule(TextClassificationDataModule):
             self._targets(splits["test"], self.test_path)
         return splits
 
+    @cached_property
+    def _feature_names(self) -> list[str]:
+        """Text features the binning uses: those of the saved binning when reusing one, else of the spec."""
+        source = self.binner if self.binning_path is not None else self._unfitted_binner
+        return list(getattr(source, "features", None) or [])
+
     def features(self, records: list[Record]) -> Optional[np.ndarray]:
         """The extra k-means columns for these records (None when the scheme uses none)."""
-        names = getattr(self.binner_spec_object, "features", None) or []
-        if not names:
+        if not self._feature_names:
             return None
         try:
-            return np.array([[text_feature(n, r.text, self._feature_rules) for n in names] for r in records])
+            return np.array([[text_feature(n, r.text, self._feature_rules) for n in self._feature_names] for r in records])
         except ValueError as err:
             raise DataError(f"binning.features: {err}") from None
 
-    @property
-    def binner_spec_object(self) -> Binner:
-        return self.binner if "binner" in self.__dict__ else self._unfitted_binner
+    @cached_property
+    def _train_features(self) -> Optional[np.ndarray]:
+        return self.features(self._splits["train"])
 
     @cached_property
     def binner(self) -> Binner:
@@ -178,9 +183,8 @@ class NumericTargetDataModule(TextClassificationDataModule):
                 return binner_from_dict(saved["binner"])
             except (KeyError, ValueError, TypeError) as err:
                 raise DataError(f"{self.binning_path}: not a fenlei binning file ({err})") from None
-        train = self._splits["train"]
         try:
-            return self._unfitted_binner.fit(self._targets(train, self.train_path), self.features(train))
+            return self._unfitted_binner.fit(self.train_targets, self._train_features)
         except ValueError as err:
             raise DataError(f"binning {self.binning_spec}: {err}") from None
 
@@ -193,8 +197,8 @@ class NumericTargetDataModule(TextClassificationDataModule):
 
     @property
     def class_counts(self) -> list[int]:
-        train = self._splits["train"]
-        return np.bincount(self.bins(train, self.train_path), minlength=self.num_classes).astype(int).tolist()
+        bins = self.binner.transform(self.train_targets, self._train_features)
+        return np.bincount(bins, minlength=self.num_classes).astype(int).tolist()
 
     @property
     def bin_medians(self) -> list[float]:
@@ -209,13 +213,13 @@ class NumericTargetDataModule(TextClassificationDataModule):
             return None
         return [float(e) for e in self.binner.bin_edges[1:-1]]
 
-    @property
+    @cached_property
     def train_targets(self) -> np.ndarray:
+        """Targets of the training split (after the validation split and the outlier filter), parsed once."""
         return self._targets(self._splits["train"], self.train_path)
 
     def report(self) -> BinningReport:
-        train = self._splits["train"]
-        return self.binner.report(self._targets(train, self.train_path), self.features(train), seed=self.seed)
+        return self.binner.report(self.train_targets, self._train_features, seed=self.seed)
 
     # ---- run directory and checkpoints ----
 
@@ -259,13 +263,12 @@ class NumericTargetDataModule(TextClassificationDataModule):
     # ---- encoding ----
 
     def _encode(self, records: list[Record], labelled: bool) -> EncodedDataset:
-        texts = [self.model_text(r.text) for r in records]
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        input_ids = self._tokenize(records)
         if not labelled:
-            return EncodedDataset(encoded["input_ids"], None)
+            return EncodedDataset(input_ids, None)
         targets = self._targets(records, None)
         bins = self.binner.transform(targets, self.features(records))
-        return EncodedDataset(encoded["input_ids"], bins.tolist(), targets.tolist())
+        return EncodedDataset(input_ids, bins.tolist(), targets.tolist())
 
     def setup(self, stage: Optional[str] = None) -> None:
         if stage == "predict" and "predict" not in self.datasets:

@@ -272,11 +272,14 @@ class TextClassificationDataModule(pl.LightningDataModule):
         """The text as the model sees it (with feature markers when configured)."""
         return self.markers(text) if self.markers is not None else text
 
-    def _encode(self, records: list[Record], labelled: bool) -> EncodedDataset:
+    def _tokenize(self, records: list[Record]) -> list[list[int]]:
+        """Token ids (unpadded, truncated) of the texts as the model sees them."""
         texts = [self.model_text(r.text) for r in records]
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def _encode(self, records: list[Record], labelled: bool) -> EncodedDataset:
         labels = [self.label_to_id[r.label] for r in records] if labelled else None
-        return EncodedDataset(encoded["input_ids"], labels)
+        return EncodedDataset(self._tokenize(records), labels)
 
     def setup(self, stage: Optional[str] = None) -> None:
         wanted = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}

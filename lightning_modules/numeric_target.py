@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MaxMetric
 
-from lightning_modules.encoder_base import EncoderModule, build_head, from_cli
+from lightning_modules.encoder_base import EncoderModule, from_cli
 from lightning_modules.optim import Schedule
 from losses import ClassificationLoss, CrossEntropyLoss
 
@@ -132,17 +132,19 @@ class NumericTargetModule(EncoderModule):
             columns = [self.all_gather(c).reshape(-1) for c in columns]
         return tuple(c.numpy() for c in columns)
 
-    def _report(self, stage: str) -> dict[str, float]:
+    def _report(self, stage: str) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+        """Metrics of the collected stage outputs, plus the true and predicted bins (for the test report)."""
         from labeling.metrics import numeric_target_report
 
         pred_bins, pred_values, true_bins, targets = self._collect(stage)
-        return numeric_target_report(true_bins, pred_bins, targets, pred_values, self.num_bins,
-                                     float(self.train_median))
+        values = numeric_target_report(true_bins, pred_bins, targets, pred_values, self.num_bins,
+                                       float(self.train_median))
+        return values, true_bins, pred_bins
 
     def on_validation_epoch_end(self) -> None:
         if not self._outputs["val"]:
             return
-        values = self._report("val")
+        values, _, _ = self._report("val")
         f1_macro = values.pop("f1_macro")
         self.log("val/f1_macro", f1_macro, prog_bar=True)
         self.log("val/target_mae", values.pop("target_mae"), prog_bar=True)
@@ -152,11 +154,7 @@ class NumericTargetModule(EncoderModule):
             self.log("val/f1_macro_best", self.val_f1_best.compute())
 
     def on_test_epoch_end(self) -> None:
-        pred_bins, pred_values, true_bins, targets = self._collect("test")
-        from labeling.metrics import numeric_target_report
-
-        values = numeric_target_report(true_bins, pred_bins, targets, pred_values, self.num_bins,
-                                       float(self.train_median))
+        values, true_bins, pred_bins = self._report("test")
         self.log_dict({f"test/{k}": v for k, v in values.items()})
         if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
             from fenlei.reporting import write_test_report
@@ -345,18 +343,12 @@ class OrdinalRegressor(NumericTargetModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        head_module = None
-        if method == "coral":
-            # A score without bias plus K-1 learned thresholds (biases) shared by all examples.
-            from transformers import AutoConfig
-
-            from fenlei.pretrained import resolve_pretrained
-
-            hidden = AutoConfig.from_pretrained(resolve_pretrained(pretrained)).hidden_size
-            head_module = CoralHead(build_head(hidden, 1, head, head_hidden_size, dropout), num_classes - 1)
-        elif method != "corn":
+        if method not in ("coral", "corn"):
             raise ValueError(f"unknown ordinal method {method!r}; choose coral or corn")
-        self._build_encoder(num_classes - 1, head=head_module)
+        # CORAL: one score per example plus K-1 learned thresholds shared by all; CORN: K-1 independent outputs.
+        self._build_encoder(1 if method == "coral" else num_classes - 1)
+        if method == "coral":
+            self.head = CoralHead(self.head, num_classes - 1)
         self._init_numeric(num_classes)
 
     def compute_loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -85,11 +85,11 @@ class StagedUnfreezing(BaseFinetuning):
             modules = list(layers)[::-1][:count]
             if count > len(layers):
                 modules.append(embeddings(backbone))
-            names = {f"{prefix}{n}" for m in modules for prefix in [_prefix(backbone, m)] for n, _ in m.named_parameters()}
         else:
-            names = {n for n, _ in backbone.named_parameters()}
+            modules = [backbone]
+        selected = {id(p) for m in modules for p in m.parameters()}
         for name, param in backbone.named_parameters():
-            if name in names and name in self._trainable:
+            if id(param) in selected and name in self._trainable:
                 param.requires_grad_(True)
 
     # Every group exists from the start, so BaseFinetuning's bookkeeping of added groups is not needed (and its
@@ -136,9 +136,3 @@ class StagedUnfreezing(BaseFinetuning):
         lambdas = [self.group_lambda(g, total_steps, steps_per_epoch, warmup, schedule) for g in optimizer.param_groups]
         return LambdaLR(optimizer, lambdas)
 
-
-def _prefix(root: Any, module: Any) -> str:
-    for name, candidate in root.named_modules():
-        if candidate is module:
-            return f"{name}." if name else ""
-    raise ValueError("module is not part of the backbone")

@@ -153,7 +153,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.mega_batch_factor = mega_batch_factor
         self.num_workers = num_workers
         self.seed = seed
-        self.markers = FeatureMarkers.from_config(markers)
+        try:
+            self.markers = FeatureMarkers.from_config(markers)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"markers: {err}") from None
         self.train_path = self._require(train_file, "train_file")
         # The default names may be absent (no validation file: split train; no test file: no test). A name the
         # user chose must exist: a typo must not silently turn into a validation split.

@@ -275,3 +275,8 @@ def test_regressor_fit_and_test_report_target_units(tiny_model: Path, numeric_da
     rows = [json.loads(line) for line in (run_dir / "predict" / "predictions.jsonl").read_text().splitlines()]
     assert [r["row"] for r in rows] == list(range(24))
     assert all(isinstance(r["value"], float) and r["label"].split(":")[0].isdigit() for r in rows)
+
+
+def test_bad_marker_rules_are_a_data_error(tiny_model: Path, numeric_data: Path) -> None:
+    with pytest.raises(DataError, match=r"markers: marker 'CODE' must look like \[NAME\]"):
+        datamodule(tiny_model, numeric_data, markers={"rules": {"CODE": ["python"]}})

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from datamodules.prompt_classification import AnswerSpec, PromptClassificationDataModule, parse_answer
+from datamodules.prompt_classification import AnswerSpec, PromptClassificationDataModule, PromptCollator, parse_answer
 from datamodules.readers import DataError
 from lightning_modules.generative_classifier import GenerativeClassifier
 from lightning_modules.generative_classifier import main as merge_main
@@ -182,6 +182,35 @@ def test_multi_field_label_scoring_matches_brute_force(trained):
     assert torch.equal(per_choice, choice)
     for a, b in zip(per_scores, scores, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_shared_prompt_prefix_is_encoded_once_per_evaluation_and_exact(trained, tiny_llama, prompt_data):
+    """The instruction shared by all prompts is encoded for the first batch and reused by later batches (the
+    suffixes are left-padded after it, leaving masked holes); scores equal re-encoding each full prompt."""
+    module = trained[0]
+    module.eval()
+    dm = _dm(tiny_llama, prompt_data)  # the default instruction: a long prefix common to every prompt
+    dm.setup("test")
+    data, collate = dm.datasets["test"], PromptCollator(dm.tokenizer.pad_token_id or 0)
+    batches = [collate([data[i] for i in range(start, min(start + 5, len(data)))]) for start in range(0, len(data), 5)]
+    assert len(batches) >= 2
+    module.clear_prompt_cache()
+    store = None
+    for batch in batches:
+        choice, scores = module.decode_score(batch)
+        prompts = module._prompts(batch)
+        ids, _ = module._prefix_store
+        assert len(ids) >= module.MIN_SHARED_PREFIX and all(p[: len(ids)] == ids for p in prompts)
+        if store is not None:
+            assert module._prefix_store is store  # reused, not encoded again
+        store = module._prefix_store
+        per_choice, per_scores = module._decode_score_per_field(batch)
+        assert torch.equal(per_choice, choice)
+        for a, b in zip(per_scores, scores, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    module.train()  # the weights may change from here on: the encoded prefix is dropped
+    assert module._prefix_store is None
+    module.eval()
 
 
 def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained, tmp_path):

@@ -116,7 +116,16 @@ def pool(hidden: Any, attention_mask: Any, pooling: Pooling) -> Any:
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
 
 
-def load_backbone(name: str) -> Any:
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: the GPU when torch sees one, else the CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_backbone(name: str, device: str = "cpu") -> Any:
     """The frozen base model (no LM head): ``AutoModel`` works for encoders and decoders alike."""
     import torch
     from transformers import AutoModel
@@ -124,7 +133,7 @@ def load_backbone(name: str) -> Any:
     from fenlei.pretrained import resolve_pretrained
 
     model = AutoModel.from_pretrained(resolve_pretrained(name), dtype=torch.float32)
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False).to(resolve_device(device))
 
 
 def load_feature_tokenizer(name: str) -> Any:
@@ -151,6 +160,7 @@ def extract(
     import torch
 
     index = resolve_layer(layer, _num_layers(model))
+    device = next(model.parameters()).device
     takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
@@ -166,13 +176,14 @@ def extract(
             seq = encoded[i]
             sl = slice(width - len(seq), width) if left else slice(0, len(seq))
             ids[r, sl], mask[r, sl] = torch.tensor(seq), 1
+        ids, mask = ids.to(device), mask.to(device)
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "output_hidden_states": True}
         if takes_positions:
             # Positions from the mask: a real token gets the same position whatever the padding side.
             kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
         with torch.inference_mode():
             hidden = model(**kwargs).hidden_states[index]
-            pooled = pool(hidden.float(), mask, pooling).numpy()
+            pooled = pool(hidden.float(), mask, pooling).cpu().numpy()
         if out.shape[1] == 0:
             out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
         out[rows] = pooled
@@ -186,6 +197,7 @@ def cached_features(
     cache_root: Optional[str | Path] = None,
     batch_size: int = 16,
     num_threads: Optional[int] = None,
+    device: str = "auto",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Features of ``texts`` (read from ``data_path``) from the cache, extracting them on a miss.
 
@@ -204,7 +216,7 @@ def cached_features(
 
     if num_threads:
         torch.set_num_threads(num_threads)
-    model = load_backbone(spec.model)
+    model = load_backbone(spec.model, device)
     tokenizer = load_feature_tokenizer(spec.model)
     start = time.perf_counter()
     features = extract(model, tokenizer, texts, spec.layer, spec.pooling, spec.max_length, batch_size)
@@ -219,6 +231,7 @@ def cached_features(
         "extract_seconds": round(seconds, 3),
         "examples_per_s": round(len(texts) / max(seconds, 1e-9), 2),
         "torch_threads": torch.get_num_threads(),
+        "device": str(next(model.parameters()).device),
     }
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=f".{key}-") as tmp:

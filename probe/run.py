@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlp_epochs", type=int, default=100)
     p.add_argument("--cache_dir", default=None, help="feature cache (default: $FENLEI_CACHE/probe_features)")
     p.add_argument("--num_threads", type=int, default=None, help="torch threads for extraction")
+    p.add_argument("--device", default="auto", help="extraction device: auto (GPU if torch sees one), cpu, cuda, cuda:1")
     p.add_argument("--out", default=None, help="write the JSON report here")
     return p
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace, model_loader: Optional[Any] = None) -> dict[st
     data, extraction = {}, {}
     for split, path in paths.items():
         texts, labels = _split(path, args)
-        features, meta = cached_features(spec, path, texts, args.cache_dir, args.batch_size, args.num_threads)
+        features, meta = cached_features(spec, path, texts, args.cache_dir, args.batch_size, args.num_threads, args.device)
         data[split] = (features, labels)
         extraction[split] = {k: meta.get(k) for k in ("from_cache", "examples_per_s", "extract_seconds",
                                                       "num_examples", "layer_index", "num_layers", "dim", "cache_dir")}

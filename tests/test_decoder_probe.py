@@ -56,9 +56,9 @@ def test_probe_reuses_cached_features(tiny_llama, tiny_data, tmp_path, monkeypat
     calls = {"load": 0, "forward": 0}
     original = feat.load_backbone
 
-    def counting_loader(name):
+    def counting_loader(name, device="cpu"):
         calls["load"] += 1
-        model = original(name)
+        model = original(name, device)
         model.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
         return model
 

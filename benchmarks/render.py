@@ -174,6 +174,29 @@ def render_deploy_latency(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def render_int8_options(res: dict[str, Any]) -> str:
+    """Dynamic INT8 settings vs the parity gate (benchmarks/int8_options.py)."""
+    m = res["machine"]
+    out = [f"## {res['benchmark']} (which INT8 settings pass the parity gate)", "", f"Command: `{res['command']}`  ",
+           f"Date: {res['date']}; machine: {m['cpus']} cores, VNNI: {m['vnni']}; {res['threads']} threads; model "
+           f"`{res['run_dir']}`; {res['eval_n']} held-out texts ({res['eval_source']}); reference: {res['reference']}; "
+           f"latency over {res['latency_n']} batch-1 requests per variant.", "",
+           "| variant | kept fp32 | size MB | batch-1 p50 ms | agreement b32 / b1 | macro-F1 change b32 / b1 (pt) | passes gate |",
+           "|---|---|---|---|---|---|---|"]
+    for name, v in res["variants"].items():
+        if name == "fp32":
+            out.append(f"| fp32 (fused) | all | {num(v['size_mb'])} | {num(v['batch1_p50_ms'], 2)} | – | – | – |")
+            continue
+        out.append(f"| `{name}` | {', '.join(v['kept_fp32']) or '–'} ({v['nodes_kept_fp32']} nodes) | {num(v['size_mb'])} | "
+                   f"{num(v['batch1_p50_ms'], 2)} | {pct(v['batch32']['agreement'])} / {pct(v['batch1']['agreement'])} | "
+                   f"{v['batch32']['macro_f1_change_pt']:+.2f} / {v['batch1']['macro_f1_change_pt']:+.2f} | "
+                   f"{v['passes_default_gate']} |")
+    out.append("")
+    if res["benchmark"] in NOTES:
+        out += [NOTES[res["benchmark"]], ""]
+    return "\n".join(out)
+
+
 def render_clinc150_oos(res: dict[str, Any]) -> str:
     labels = {"uncalibrated": "max-softmax, T = 1", "calibrated": f"max-softmax, T = {res['results']['calibrated']['temperature']:.2f}",
               "bundle_default_threshold": "bundle default threshold (95% in-scope coverage on validation, calibrated)"}
@@ -309,6 +332,8 @@ def main() -> None:
             sections.append(render_banking77(res))
         elif res.get("benchmark") == "deploy_latency":
             sections.append(render_deploy_latency(res))
+        elif res.get("benchmark") == "int8_options":
+            sections.append(render_int8_options(res))
         elif res.get("benchmark") == "clinc150_oos":
             sections.append(render_clinc150_oos(res))
         elif res.get("benchmark") == "gsm8k_lengths":

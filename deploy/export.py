@@ -408,6 +408,8 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
         log("fusing the fp32 graph (onnxruntime transformers optimizer)")
         optimization = onnx_tools.optimize_fp32(raw, fp32, source.model_type, source.num_heads, source.hidden_size)
     int8 = tmp / "model_int8.onnx"
+    if args.reduce_range is None:
+        args.reduce_range = args.quantization == "dynamic"
     quant: dict[str, Any] = {"mode": args.quantization, "per_channel": args.per_channel, "reduce_range": args.reduce_range,
                              "weight_type": "QInt8", "keep_head_fp32": args.keep_head_fp32}
     # Stubs so that a BundlePredictor can load the temp bundle (it gives the parity gate its ORT logits and the
@@ -467,7 +469,8 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
         why = "; ".join(parity["failures"])
         if not args.force:
             # --reduce_range: on CPUs without VNNI (AVX2 only) u8s8 products can saturate; 7-bit weights avoid it.
-            hints = [h for h, missing in (("--per_channel", not args.per_channel), ("--keep_head_fp32", not args.keep_head_fp32),
+            hints = [h for h, missing in (("--per_channel", not args.per_channel),
+                                          ("--keep_head_fp32", not args.keep_head_fp32 and args.quantization == "static"),
                                           ("--reduce_range", not args.reduce_range),
                                           ("--quantization dynamic", args.quantization == "static")) if missing]
             raise ExportError(f"parity gate failed on {len(texts)} held-out texts: {why} "
@@ -541,9 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (atomically)")
     q = p.add_argument_group("quantization")
     q.add_argument("--quantization", choices=["dynamic", "static"], default="dynamic", help="INT8 scheme (default dynamic)")
-    q.add_argument("--per_channel", action="store_true", help="per-channel weight scales (default per-tensor)")
-    q.add_argument("--reduce_range", action="store_true",
-                   help="7-bit weights: avoids u8s8 saturation on CPUs without AVX-512 VNNI (AVX2 only); no use with VNNI")
+    q.add_argument("--per_channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-channel weight scales (default; --no-per_channel: per-tensor)")
+    q.add_argument("--reduce_range", action=argparse.BooleanOptionalAction, default=None,
+                   help="7-bit weights (default on for dynamic, off for static): avoids u8s8 saturation on CPUs without "
+                        "VNNI (AVX2 only). Per-channel + reduce_range was the one all-int8 setting that passed the gate "
+                        "on Banking77 (benchmarks/results/int8_options.json)")
     q.add_argument("--keep_head_fp32", action="store_true", help="leave the classification head unquantized")
     q.add_argument("--calibration_size", type=int, default=512, help="training texts for static calibration")
     q.add_argument("--calibration_method", choices=["minmax", "entropy", "percentile"], default="minmax")

@@ -52,6 +52,9 @@ def test_round_trip_logits_match_torch(bundle: Path, run_dir: Path, tiny_model: 
     assert meta["source"]["checkpoint"].endswith(".ckpt") and meta["max_length"] == 32
     assert meta["optimization"]["fused_ops"].get("Attention") == 2  # the two BERT layers were fused
     assert {"torch", "onnxruntime", "onnx"} <= set(meta["versions"])
+    # Default INT8: dynamic, per-channel, 7-bit weights (see docs/deployment.md for the measurements behind it).
+    assert (meta["quantization"]["mode"], meta["quantization"]["per_channel"], meta["quantization"]["reduce_range"]) == (
+        "dynamic", True, True)
     assert json.loads((bundle / "labels.json").read_text()) == ["billing", "bug", "login", "shipping"]
 
     texts, labels = _texts(tiny_data, "test")
@@ -129,6 +132,7 @@ def test_static_qdq_with_fp32_head_and_per_class_thresholds(run_dir: Path, tmp_p
                               "--per_channel", "--keep_head_fp32", "--threshold", "per_class",
                               "--target_precision", "0.8", "--min_class_support", "2"))
     assert meta["quantization"]["format"] == "QDQ" and meta["quantization"]["nodes_excluded"] == ["/inner/head/head.1/Gemm"]
+    assert meta["quantization"]["reduce_range"] is False  # static S8S8 keeps the full range unless asked
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}

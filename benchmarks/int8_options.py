@@ -1,0 +1,173 @@
+"""Which dynamic INT8 settings keep a fenlei bundle within its parity gate, and what each costs in latency and size.
+
+One fp32 bundle model (exported and fused once by ``cli.py export``) is quantized with each variant below; every
+variant is measured in the same run against the fused fp32 ONNX model (which agrees with torch fp32 to about 1e-5
+in the logits) on the export's own held-out texts (the validation split, like the parity gate):
+
+- argmax agreement with fp32 and macro-F1 change at batch 32 and at batch 1 (dynamic INT8 quantizes activations
+  per batch, so the two differ);
+- batch-1 latency p50 over ``--latency_n`` texts, measured in ``--rounds`` blocks per variant, the variants taking
+  turns block by block (load on the machine hits them alike; whole blocks, because an onnxruntime session's threads
+  keep spinning for a while after each run and would slow a different session run right after it);
+- model size on disk.
+
+Variants: per-tensor or per-channel weight scales, full or reduced (7-bit) weight range, and excluding node groups
+from quantization (the FFN output projections, the embedding block, the first and last layers). Writes
+``benchmarks/results/int8_options.json``::
+
+    flock /tmp/fenlei_cpu.lock python benchmarks/int8_options.py --run_dir runs/banking77_minilm
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# name -> (per_channel, reduce_range, node-name groups left in fp32)
+VARIANTS: dict[str, tuple[bool, bool, list[str]]] = {
+    "per_tensor": (False, False, []),
+    "per_tensor_reduce_range": (False, True, []),
+    "per_channel": (True, False, []),
+    "per_channel_reduce_range": (True, True, []),
+    "per_channel_reduce_range_keep_head": (True, True, ["head"]),
+    "per_tensor_keep_ffn_out": (False, False, ["ffn_out"]),
+    "per_channel_keep_ffn_out": (True, False, ["ffn_out"]),
+    "per_channel_keep_embeddings": (True, False, ["embeddings"]),
+    "per_channel_keep_first_last_layer": (True, False, ["first_last_layer"]),
+}
+
+
+def node_groups(model_path: Path) -> dict[str, list[str]]:
+    """Node names of each exclusion group in the fused graph (names come from the torch module paths)."""
+    import onnx
+
+    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
+    quantizable = [n for n in nodes if n.op_type in ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")]
+    layers = sorted({int(n.name.split("layer.")[1].split("/")[0]) for n in quantizable if "layer." in n.name})
+    attention = [n.name for n in nodes if n.op_type == "Attention"]  # fused Attention_<i>, one per layer, in order
+    ends = [f"layer.{layers[0]}/", f"layer.{layers[-1]}/"] if layers else []
+    first_last = [n.name for n in quantizable if any(e in n.name for e in ends)]
+    if attention:
+        first_last += [attention[0], attention[-1]]
+    from deploy.onnx_tools import head_nodes
+
+    return {
+        "head": head_nodes(model_path),
+        "ffn_out": [n.name for n in quantizable if "/output/dense/" in n.name and "/attention/" not in n.name],
+        "embeddings": [n.name for n in nodes if n.op_type == "EmbedLayerNormalization" or "embeddings" in n.name],
+        "first_last_layer": first_last,
+    }
+
+
+def macro_f1(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
+    from deploy.export import macro_f1 as f1
+
+    return f1(labels, preds, num_classes)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run_dir", default="runs/banking77_minilm")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--latency_n", type=int, default=300, help="batch-1 requests per variant for the latency")
+    p.add_argument("--rounds", type=int, default=5, help="latency blocks per variant")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--name", default="int8_options")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from deploy.export import build_parser, load_fenlei_source
+    from deploy.onnx_tools import quantize_dynamic_int8
+    from deploy.predictor import BundlePredictor
+
+    work = REPO / "benchmarks" / "work" / args.name
+    bundle = work / "bundle"
+    if not (bundle / "model_fp32.onnx").is_file():
+        # The fused fp32 model and tokenizer come from a normal export (--force: this script is about the int8 side).
+        cmd = [sys.executable, "cli.py", "export", "--ckpt_path", args.run_dir, "--out", str(bundle), "--overwrite",
+               "--force", "--threads", str(args.threads)]
+        subprocess.run(cmd, cwd=REPO, check=True)
+    source = load_fenlei_source(build_parser().parse_args(["--ckpt_path", args.run_dir, "--out", "unused"]))
+    texts, labels = source.eval_texts, np.asarray(source.eval_labels)
+    num_classes = len(source.label_names)
+    fp32 = BundlePredictor(bundle, "fp32", args.threads)
+    ref = fp32.predict_logits(texts, 32)
+    ref_pred = ref.argmax(1)
+    groups = node_groups(bundle / "model_fp32.onnx")
+
+    engines: dict[str, Any] = {"fp32": fp32}
+    report: dict[str, Any] = {"fp32": {"size_mb": round((bundle / "model_fp32.onnx").stat().st_size / 1e6, 2),
+                                       "accuracy": float((ref_pred == labels).mean()),
+                                       "macro_f1": macro_f1(labels, ref_pred, num_classes)}}
+    for name in args.variants:
+        per_channel, reduce_range, excluded_groups = VARIANTS[name]
+        folder = work / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in bundle.iterdir():  # the bundle's other files, so BundlePredictor can load the variant
+            target = folder / f.name
+            if f.name != "model_int8.onnx" and not target.exists():
+                target.symlink_to(f.resolve())
+        excluded = [n for g in excluded_groups for n in groups[g]]
+        quantize_dynamic_int8(bundle / "model_fp32.onnx", folder / "model_int8.onnx", per_channel, reduce_range, excluded)
+        engine = BundlePredictor(folder, "int8", args.threads)
+        entry: dict[str, Any] = {"per_channel": per_channel, "reduce_range": reduce_range,
+                                 "kept_fp32": excluded_groups, "nodes_kept_fp32": len(excluded),
+                                 "size_mb": round((folder / "model_int8.onnx").stat().st_size / 1e6, 2)}
+        for bs in (32, 1):
+            pred = engine.predict_logits(texts, bs).argmax(1)
+            entry[f"batch{bs}"] = {"agreement": float((pred == ref_pred).mean()),
+                                   "accuracy": float((pred == labels).mean()),
+                                   "macro_f1_change_pt": 100 * (macro_f1(labels, pred, num_classes) - report["fp32"]["macro_f1"])}
+        entry["passes_default_gate"] = all(entry[f"batch{bs}"]["agreement"] >= 0.99
+                                           and abs(entry[f"batch{bs}"]["macro_f1_change_pt"]) <= 0.5 for bs in (32, 1))
+        report[name] = entry
+        engines[name] = engine
+        print(name, json.dumps(entry), flush=True)
+
+    # Batch-1 latency: each engine runs a block of requests in turn (see the module docstring).
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), size=min(args.latency_n, len(texts)), replace=False)]
+    times: dict[str, list[float]] = {k: [] for k in engines}
+    blocks = np.array_split(np.arange(len(sample)), args.rounds)
+    for block in blocks:
+        for key, eng in engines.items():
+            eng.predict_logits([sample[i] for i in block[:10]], 1)  # warm-up after the other engines ran
+            for i in block:
+                start = time.perf_counter()
+                eng.predict_logits([sample[i]], 1)
+                times[key].append((time.perf_counter() - start) * 1000)
+    for key, t in times.items():
+        report[key]["batch1_p50_ms"] = round(statistics.median(t), 3)
+        report[key]["batch1_p95_ms"] = round(float(np.percentile(t, 95)), 3)
+    result = {
+        "benchmark": args.name, "date": dt.date.today().isoformat(),
+        "command": "flock /tmp/fenlei_cpu.lock python benchmarks/int8_options.py " + " ".join(sys.argv[1:]),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "vnni": any(f in Path("/proc/cpuinfo").read_text() for f in (" avx512_vnni", " avx_vnni"))
+                    if Path("/proc/cpuinfo").is_file() else None},
+        "threads": args.threads, "run_dir": args.run_dir, "eval_source": source.eval_source, "eval_n": len(texts),
+        "reference": "fused fp32 ONNX of the same bundle", "latency_n": len(sample), "variants": report,
+    }
+    from fenlei.io import atomic_write_text
+
+    out = REPO / "benchmarks" / "results" / f"{args.name}.json"
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -73,21 +73,44 @@ count on the same pre-tokenized inputs; batch-1 latency is the model call only (
 interleaved rounds. Accuracy and agreement: the whole test split at batch 32. The serve load test runs the client
 threads on the same 2 cores as the server, so it understates what a separate client machine would see.
 
-**This run (2026-11-27) is not the benchmark model, and its INT8 bundle failed the parity gate.** The CPU that day was
-an AVX2-only EPYC (no AVX-512 VNNI, no bf16), and CPU time went to other benchmarks first, so the model here is a
-quick one: `python cli.py fit --config configs/bench/banking77_minilm.yaml --trainer.max_epochs=1
---model.init_args.freeze_layers=4` (1 epoch, bottom 4 layers frozen; 91.4% on its validation split), in
-`benchmarks/work/b77_quick`. `python cli.py export` refused its default dynamic INT8 model (argmax agreement
-97.1% < 99%, macro-F1 -0.61 pt on 1003 validation texts), so the bundle was exported with `--force` to be measured:
-the agreement and speed targets are not met on this machine. `--per_channel --reduce_range` passed at batch 32
-(99.1%, -0.41 pt) but not at batch 1 (98.5%). Static QDQ S8S8 collapsed (32% accuracy), as reported for static
-quantization elsewhere; the gate is what keeps such a model from shipping.""",
+**This run (2026-11-27):** the benchmark model (`python cli.py fit --config configs/bench/banking77_minilm.yaml`, 5
+epochs, best epoch 4 of 5 by validation macro-F1, 93.6% test accuracy in torch), on an AVX2-only EPYC (no AVX-512,
+no VNNI, no bf16; not the AVX-512 VNNI machine the issue's figures came from). The bundle is the default export
+(dynamic INT8, per-channel, 7-bit weights), which passed the parity gate on 1003 validation texts (99.0% / 99.2%
+agreement at batch 32 / 1). Four of the five targets are met: 5.2x faster than torch fp32, 99.4% agreement and
+-0.26 pt accuracy on the whole test split, 3.95x smaller. **Not met: 1.11x faster than the naive INT8 path (target
+1.25x).** Why, measured with `flock /tmp/fenlei_cpu.lock python benchmarks/profile_onnx.py
+benchmarks/work/deploy/bundle_dynamic/model_int8.onnx benchmarks/work/deploy/naive/model_int8.onnx --tokenizer
+benchmarks/work/deploy/bundle_dynamic --threads 1 2` (same day and machine, onnxruntime's profiler, 300 batch-1
+test texts, 2 threads): the INT8 matrix products (DynamicQuantizeMatMul 1.40 ms + QAttention 0.63 ms of the
+bundle's 2.92 ms of kernel time per request; 1.35 + 0.59 ms in the naive graph) are the same work in both paths,
+and without VNNI they dominate; fusion removes the ~100 small shape/transpose/softmax nodes around them, which is
+the whole gain. Per-channel scales, needed here to pass the 99% agreement gate, cost about 10% against per-tensor
+(`int8_options` below: 3.40 vs 3.01 ms), and per-tensor fails the gate (98.4% agreement). Static QDQ S8S8 no longer collapses (it quantized the attention-mask arithmetic
+before; now only MatMul/Gemm get QDQ pairs: 93.1% test accuracy, 98.5% agreement), but on this CPU it is slower
+than fp32 (S8S8 without VNNI) and larger (the embedding table stays fp32).""",
+    "int8_options": """All variants are dynamic INT8 of the same fused fp32 graph; agreement and macro-F1 change are against
+that fp32 graph on the validation split the export's parity gate uses (gate: agreement >= 99% and |change| <= 0.5 pt
+at both batch sizes). Per-channel with reduced range is the one all-INT8 variant that passes, so it is the export
+default; keeping a third of the weights in fp32 (FFN outputs, or the first and last layer) passes with more margin
+at 33 MB. Keeping the head in fp32 changes nothing here (the head is one small matrix). Latency: 300 batch-1
+requests per variant in 5 blocks, variants taking turns block by block; differences under ~0.3 ms are within the
+run-to-run spread seen between this table and deploy_latency.""",
     "clinc150_oos": """MiniLM trained on the 150 in-scope intents only (3 epochs, `configs/bench/clinc150_minilm.yaml`), served
 from the dynamic INT8 bundle. OOS score: max-softmax probability. The threshold is chosen on validation (3000
 in-scope + 100 oos texts) to maximise (in-scope accuracy with rejection + OOS recall) / 2 and applied unchanged to
 test (4500 + 1000); "calibrated" divides the logits by the temperature fitted (NLL) on in-scope validation at export.
 Published for BERT-base on the same split: in-scope accuracy 96-97%, OOS recall 40-59% (Larson et al. 2019), AUROC
-about 0.94.""",
+about 0.94.
+
+This run (2026-11-27, AVX2-only AMD EPYC, 2 cores; the fit and the export ran in the command above): the INT8
+bundle passed its parity gate (99.5% / 99.4% agreement at batch 32 / 1 on in-scope validation). In-scope accuracy
+96.6% is in the published range. OOS recall (84-86%) is well above the published 40-59% because the threshold here
+is tuned on validation for the balance of the two (it rejects 3.6-5.5% of in-scope test texts), whereas the
+published figures use a fixed confidence rule; AUROC, which needs no threshold, is 0.97-0.98 against about 0.94.
+Temperature scaling (T = 0.70: MiniLM is under-confident after label smoothing) cuts the in-scope ECE from 0.063 to
+0.009 but does not help rejection: the AUROC moves from 0.978 to 0.973 (a temperature changes how max-softmax
+values of different texts compare) and the two tuned operating points differ by at most 1.7 points.""",
 }
 
 

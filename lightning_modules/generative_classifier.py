@@ -15,7 +15,8 @@ predictions), parse-failure rate, hallucination rate, examples/s. ``val/f1_macro
 first field under the first ``val_decoding``.
 
 Checkpoints hold only the trainable (adapter) weights; ``strict_loading`` is off so the frozen base comes from
-``pretrained``. At the end of ``fit`` the adapter is also written with ``save_pretrained`` to ``<run>/adapter``.
+``pretrained``. At the end of ``fit`` the adapter of the BEST checkpoint (the checkpoint callback's monitor; the last
+step's weights when there is none) is also written with ``save_pretrained`` to ``<run>/adapter``.
 ``python cli.py merge --ckpt_path CKPT --out DIR`` writes a merged HF model (LoRA only).
 """
 
@@ -505,12 +506,29 @@ class GenerativeClassifier(pl.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
-            self.save_adapter(Path(self.trainer.default_root_dir) / "adapter")
+            state, source = self._best_adapter_state()
+            self.save_adapter(Path(self.trainer.default_root_dir) / "adapter", state, source)
 
-    def save_adapter(self, directory: Path) -> Path:
-        """``save_pretrained`` of the adapter (+ tokenizer and answer_spec.json), written atomically."""
+    def _best_adapter_state(self) -> tuple[Optional[dict[str, torch.Tensor]], str]:
+        """The adapter weights of the checkpoint callback's best checkpoint (``None`` and ``"last"`` when there is no
+        such file: then the weights in memory, i.e. the last step's, are saved)."""
+        callback = getattr(self.trainer, "checkpoint_callback", None)
+        path = getattr(callback, "best_model_path", "") or ""
+        if not path or not Path(path).is_file():
+            return None, "last"
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        # Checkpoint keys are this module's ("model.base_model.model..."); PEFT wants its own ("base_model.model...").
+        return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}, str(path)
+
+    def save_adapter(self, directory: Path, state_dict: Optional[dict[str, torch.Tensor]] = None,
+                     source: str = "last") -> Path:
+        """``save_pretrained`` of the adapter (+ tokenizer, answer_spec.json and ``source.json`` naming the checkpoint
+        the weights come from), written atomically. ``state_dict``: adapter weights to save instead of the current."""
         def write(tmp: Path) -> None:
-            self.model.save_pretrained(tmp)
+            kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+            self.model.save_pretrained(tmp, **kwargs)
+            (tmp / "source.json").write_text(json.dumps({"weights": "best checkpoint" if source != "last" else
+                                                          "last step", "checkpoint": None if source == "last" else source}))
             self.tokenizer.save_pretrained(tmp)
             if self.hparams.get("answer_spec") is not None:
                 (tmp / "answer_spec.json").write_text(json.dumps(self.hparams.answer_spec, ensure_ascii=False))

@@ -213,6 +213,34 @@ def test_shared_prompt_prefix_is_encoded_once_per_evaluation_and_exact(trained, 
     module.eval()
 
 
+def test_fit_end_adapter_holds_the_best_checkpoint_not_the_last_step(tiny_llama, prompt_data, tmp_path):
+    """``<run>/adapter`` is written from the checkpoint callback's best checkpoint. The monitor here is chosen so
+    that the best epoch is an early one (highest validation loss), which makes best and last differ."""
+    from safetensors.torch import load_file
+
+    pl.seed_everything(0)
+    dm = _dm(tiny_llama, prompt_data, instruction="text : {text}", batch_size=32)
+    module = GenerativeClassifier(pretrained=str(tiny_llama), num_classes=dm.num_classes, label_names=dm.label_names,
+                                  lr=1e-2, warmup=0)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/loss", mode="max",
+                                              save_top_k=1, filename="best-{epoch}")
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, default_root_dir=str(tmp_path),
+                         callbacks=[checkpoint], enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(module, dm)
+    assert checkpoint.best_model_path.endswith("best-epoch=0.ckpt")
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    source = json.loads((tmp_path / "adapter" / "source.json").read_text())
+    assert source["checkpoint"] == checkpoint.best_model_path
+    current = {k: v for k, v in module.state_dict().items() if "lora_" in k}
+    assert len(saved) == len(best) == len(current) > 0
+    for key, value in best.items():
+        peft_key = key.removeprefix("model.").replace(".default.weight", ".weight")
+        torch.testing.assert_close(saved[peft_key], value)
+    assert any(not torch.equal(best[k], current[k]) for k in best)  # the last step's weights differ
+
+
 def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained, tmp_path):
     module, _, dm, run_dir = trained
     ckpt = run_dir / "checkpoints" / "last.ckpt"

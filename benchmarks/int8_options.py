@@ -37,8 +37,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-# name -> (per_channel, reduce_range, node-name groups left in fp32)
-VARIANTS: dict[str, tuple[bool, bool, list[str]]] = {
+# name -> (per_channel, reduce_range, node-name groups left in fp32[, weight type])
+VARIANTS: dict[str, tuple] = {
+    "per_tensor_u8u8": (False, False, [], "QUInt8"),
+    "per_channel_u8u8": (True, False, [], "QUInt8"),
     "per_tensor": (False, False, []),
     "per_tensor_reduce_range": (False, True, []),
     "per_channel": (True, False, []),
@@ -68,7 +70,7 @@ def node_groups(model_path: Path) -> dict[str, list[str]]:
     return {
         "head": head_nodes(model_path),
         "ffn_out": [n.name for n in quantizable if "/output/dense/" in n.name and "/attention/" not in n.name],
-        "embeddings": [n.name for n in nodes if n.op_type == "EmbedLayerNormalization" or "embeddings" in n.name],
+        "embeddings": [n.name for n in quantizable if n.op_type == "EmbedLayerNormalization" or "embeddings" in n.name],
         "first_last_layer": first_last,
     }
 
@@ -114,7 +116,8 @@ def main() -> None:
                                        "accuracy": float((ref_pred == labels).mean()),
                                        "macro_f1": macro_f1(labels, ref_pred, num_classes)}}
     for name in args.variants:
-        per_channel, reduce_range, excluded_groups = VARIANTS[name]
+        per_channel, reduce_range, excluded_groups, *rest = VARIANTS[name]
+        weight_type = rest[0] if rest else "QInt8"
         folder = work / name
         folder.mkdir(parents=True, exist_ok=True)
         for f in bundle.iterdir():  # the bundle's other files, so BundlePredictor can load the variant
@@ -122,9 +125,10 @@ def main() -> None:
             if f.name != "model_int8.onnx" and not target.exists():
                 target.symlink_to(f.resolve())
         excluded = [n for g in excluded_groups for n in groups[g]]
-        quantize_dynamic_int8(bundle / "model_fp32.onnx", folder / "model_int8.onnx", per_channel, reduce_range, excluded)
+        quantize_dynamic_int8(bundle / "model_fp32.onnx", folder / "model_int8.onnx", per_channel, reduce_range, excluded,
+                              weight_type)
         engine = BundlePredictor(folder, "int8", args.threads)
-        entry: dict[str, Any] = {"per_channel": per_channel, "reduce_range": reduce_range,
+        entry: dict[str, Any] = {"per_channel": per_channel, "reduce_range": reduce_range, "weight_type": weight_type,
                                  "kept_fp32": excluded_groups, "nodes_kept_fp32": len(excluded),
                                  "size_mb": round((folder / "model_int8.onnx").stat().st_size / 1e6, 2)}
         for bs in (32, 1):

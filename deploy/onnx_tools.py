@@ -80,8 +80,10 @@ def head_nodes(path: Path) -> list[str]:
     return named or ([linear[-1].name] if linear else [])
 
 
-def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool, reduce_range: bool, exclude: Sequence[str]) -> None:
-    """Dynamic INT8 (weights S8, activations quantized at run time): onnxruntime's advice for transformers."""
+def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool, reduce_range: bool, exclude: Sequence[str],
+                          weight_type: str = "QInt8") -> None:
+    """Dynamic INT8 (weights S8 by default, activations quantized at run time): onnxruntime's advice for
+    transformers. ``weight_type="QUInt8"`` gives U8U8 products, which cannot saturate on CPUs without VNNI."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -89,7 +91,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool, reduce_range:
     # quantizer must be told their outputs are float.
     with _QuietQuantizer():
         quantize_dynamic(str(src), str(dst), per_channel=per_channel, reduce_range=reduce_range,
-                         weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+                         weight_type=getattr(QuantType, weight_type), nodes_to_exclude=list(exclude),
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
 
 

@@ -85,15 +85,17 @@ benchmarks/work/deploy/bundle_dynamic --threads 1 2` (same day and machine, onnx
 test texts, 2 threads): the INT8 matrix products (DynamicQuantizeMatMul 1.40 ms + QAttention 0.63 ms of the
 bundle's 2.92 ms of kernel time per request; 1.35 + 0.59 ms in the naive graph) are the same work in both paths,
 and without VNNI they dominate; fusion removes the ~100 small shape/transpose/softmax nodes around them, which is
-the whole gain. Per-channel scales, needed here to pass the 99% agreement gate, cost about 10% against per-tensor
-(`int8_options` below: 3.40 vs 3.01 ms), and per-tensor fails the gate (98.4% agreement). Static QDQ S8S8 no longer collapses (it quantized the attention-mask arithmetic
+the whole gain. Per-channel scales and 7-bit weights (needed here to pass the 99% agreement gate; per-tensor fails
+it at 98.4%) are not what costs the speed: in `int8_options` below the variants' batch-1 p50 differ by less than the
+run-to-run spread (3.10-3.29 ms against 3.19 ms for per-tensor). Static QDQ S8S8 no longer collapses (it quantized the attention-mask arithmetic
 before; now only MatMul/Gemm get QDQ pairs: 93.1% test accuracy, 98.5% agreement), but on this CPU it is slower
 than fp32 (S8S8 without VNNI) and larger (the embedding table stays fp32).""",
     "int8_options": """All variants are dynamic INT8 of the same fused fp32 graph; agreement and macro-F1 change are against
 that fp32 graph on the validation split the export's parity gate uses (gate: agreement >= 99% and |change| <= 0.5 pt
 at both batch sizes). Per-channel with reduced range is the one all-INT8 variant that passes, so it is the export
 default; keeping a third of the weights in fp32 (FFN outputs, or the first and last layer) passes with more margin
-at 33 MB. Keeping the head in fp32 changes nothing here (the head is one small matrix). Latency: 300 batch-1
+at 33 MB. U8U8 products (`QUInt8` weights, which cannot saturate without VNNI) do not pass either. Keeping the
+head in fp32 changes nothing here (the head is one small matrix). Latency: 300 batch-1
 requests per variant in 5 blocks, variants taking turns block by block; differences under ~0.3 ms are within the
 run-to-run spread seen between this table and deploy_latency.""",
     "clinc150_oos": """MiniLM trained on the 150 in-scope intents only (3 epochs, `configs/bench/clinc150_minilm.yaml`), served
@@ -297,7 +299,8 @@ benchmarks/profile_label_scoring.py`, 2026-11-27, same machine, Endava adapter a
 every route must encode, plus the label tokens) and 0.81 s the LM head over Gemma's 262k words at the label
 positions. Free generation encodes the whole 128-token prompt and then runs ~20 one-token decode steps. So the ratio
 is bounded by (whole prompt + decode steps) / (own text tokens + label tokens): about 2x at these lengths on this
-CPU. It grows with longer answers and shorter texts, and where decode steps are latency-bound (GPUs)."""
+CPU. It grows with longer answers and shorter texts (and should where decode steps are latency-bound, as on GPUs;
+not measured here)."""
 
 
 def render_decoder_benchmark(res: dict[str, Any]) -> str:

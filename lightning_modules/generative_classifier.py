@@ -80,6 +80,18 @@ class _Tally:
         self.hallucinated: list[torch.Tensor] = []
         self.seconds = 0.0
 
+    @classmethod
+    def merge(cls, parts: list[dict[str, Any]]) -> _Tally:
+        """One tally from several processes' ``{"preds", "targets", "failed", "hallucinated", "seconds"}``."""
+        merged = cls()
+        for part in parts:
+            merged.preds.append(part["preds"].cpu())
+            merged.targets.append(part["targets"].cpu())
+            merged.failed.append(part["failed"].cpu())
+            merged.hallucinated.append(part["hallucinated"].cpu())
+            merged.seconds = max(merged.seconds, float(part["seconds"]))
+        return merged
+
     def compute(self, names: list[str]) -> dict[str, Any]:
         from sklearn.metrics import f1_score
 
@@ -453,7 +465,29 @@ class GenerativeClassifier(pl.LightningModule):
         return {key.split("/", 1)[1]: tally.compute(names) for key, tally in self._tallies.items()
                 if key.startswith(stage + "/") and tally.preds}
 
+    def _gather_tallies(self, stage: str, decodings: list[str]) -> None:
+        """Under DDP each process decoded its own shard: replace every tally by the union of all processes' tallies
+        (``all_gather_object``), so that the metrics, the checkpoint monitor and the written reports cover the whole
+        split. Called from the epoch-end hooks, which every process runs, for a fixed list of decodings (a
+        collective must be entered by all processes in the same order). examples/s becomes all examples over the
+        slowest process's decoding time (the processes decode in parallel). Note: a DistributedSampler repeats a
+        few examples to give every process the same number of batches."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        for name in decodings:
+            key = f"{stage}/{name}"
+            mine = self._tallies.get(key)
+            local = None if mine is None or not mine.preds else {
+                "preds": torch.cat(mine.preds), "targets": torch.cat(mine.targets), "failed": torch.cat(mine.failed),
+                "hallucinated": torch.cat(mine.hallucinated), "seconds": mine.seconds}
+            parts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, local)
+            self._tallies[key] = _Tally.merge([part for part in parts if part is not None])
+
     def _log_metrics(self, stage: str, decodings: list[str]) -> dict[str, dict[str, Any]]:
+        self._gather_tallies(stage, decodings)
         results = self.compute_metrics(stage)
         flat: dict[str, float] = {}
         for dec, res in results.items():

@@ -241,6 +241,18 @@ def test_fit_end_adapter_holds_the_best_checkpoint_not_the_last_step(tiny_llama,
     assert any(not torch.equal(best[k], current[k]) for k in best)  # the last step's weights differ
 
 
+def test_ddp_test_metrics_cover_the_whole_split(tiny_llama, prompt_data, tmp_path):
+    """Two CPU processes (DDP, gloo) each decode half of the test split; the written metrics cover all of it."""
+    dm = _dm(tiny_llama, prompt_data, batch_size=4)
+    module = GenerativeClassifier(pretrained=str(tiny_llama), num_classes=dm.num_classes, label_names=dm.label_names,
+                                  test_decoding=["score", "generate"], max_new_tokens=4)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, default_root_dir=str(tmp_path),
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.test(module, dm, verbose=False)
+    saved = json.loads((tmp_path / "test" / "decoding_metrics.json").read_text())
+    assert saved["score"]["num_examples"] == saved["generate"]["num_examples"] == 12  # 6 per process without gathering
+
+
 def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained, tmp_path):
     module, _, dm, run_dir = trained
     ckpt = run_dir / "checkpoints" / "last.ckpt"

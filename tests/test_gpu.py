@@ -78,10 +78,15 @@ def test_generative_classifier_fits_on_gpu_and_scores_like_the_cpu(tiny_llama: P
     dm = _prompt_dm(tiny_llama, tiny_data)
     module = GenerativeClassifier(pretrained=str(tiny_llama), num_classes=dm.num_classes, label_names=dm.label_names,
                                   lr=1e-2, warmup=0, test_decoding=["score", "generate"], max_new_tokens=8)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/f1_macro", mode="max")
     trainer = pl.Trainer(max_epochs=2, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False,
-                         enable_checkpointing=False, default_root_dir=str(tmp_path), enable_progress_bar=False,
+                         callbacks=[checkpoint], default_root_dir=str(tmp_path), enable_progress_bar=False,
                          num_sanity_val_steps=0)
     trainer.fit(module, dm)
+    import json
+
+    source = json.loads((tmp_path / "adapter" / "source.json").read_text())
+    assert source["checkpoint"] == checkpoint.best_model_path  # adapter of the best checkpoint, saved from the GPU run
     trainer.test(module, dm, verbose=False)
     metrics = module.compute_metrics("test")
     assert set(metrics) == {"score", "generate"}

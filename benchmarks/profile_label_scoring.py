@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--model", default="packaged:gemma3-270m")
     p.add_argument("--max_length", type=int, default=48)
     p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,7 +41,8 @@ def main() -> None:
     work = ROOT / "benchmarks" / "work" / ("decoder_endava" if args.dataset == "endava" else f"decoder_{args.dataset}")
     dm = PromptClassificationDataModule(tokenizer=args.model, data_dir=str(work / "data"), val_file=None,
                                         label_fields=preset["fields"], field_names=preset["names"],
-                                        max_length=args.max_length, batch_size=8, eval_batch_size=8)
+                                        max_length=args.max_length, batch_size=args.batch_size,
+                                        eval_batch_size=args.batch_size)
     module = GenerativeClassifier(pretrained=args.model, num_classes=dm.num_classes, label_names=dm.label_names)
     set_peft_model_state_dict(module.model, load_peft_weights(str(work / "generative" / "adapter")))
     dm.setup("test")
@@ -53,11 +55,11 @@ def main() -> None:
     start = time.perf_counter()
     for b in batches:
         module.decode_score(b)
-    print(f"label scoring: {(time.perf_counter() - start) / len(batches):.2f} s per batch of 8")
+    print(f"label scoring: {(time.perf_counter() - start) / len(batches):.3f} s per batch of {args.batch_size}")
     start = time.perf_counter()
-    for b in batches[:2]:
+    for b in batches:
         module.decode_generate(b)
-    print(f"free generation: {(time.perf_counter() - start) / 2:.2f} s per batch of 8")
+    print(f"free generation: {(time.perf_counter() - start) / len(batches):.3f} s per batch of {args.batch_size}")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         module.decode_score(batches[1])
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))

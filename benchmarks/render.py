@@ -299,7 +299,9 @@ benchmarks/profile_label_scoring.py`, 2026-11-27, same machine, Endava adapter a
 every route must encode, plus the label tokens) and 0.81 s the LM head over Gemma's 262k words at the label
 positions. Free generation encodes the whole 128-token prompt and then runs ~20 one-token decode steps. So the ratio
 is bounded by (whole prompt + decode steps) / (own text tokens + label tokens): about 2x at these lengths on this
-CPU. It grows with longer answers and shorter texts (and should where decode steps are latency-bound, as on GPUs;
+CPU. One text at a time (the service case; same script with `--batch_size 1 --batches 12`) it is no better: 1.76 s
+per text for label scoring against 3.38 s for free generation (1.9x), because at batch 1 each of label scoring's six
+small forward passes (text, three fields, two continuations) reads all weights for a few dozen tokens. It grows with longer answers and shorter texts (and should where decode steps are latency-bound, as on GPUs;
 not measured here)."""
 
 

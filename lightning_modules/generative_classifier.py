@@ -294,7 +294,8 @@ class GenerativeClassifier(pl.LightningModule):
     def _shared_prefix(self, rows: list[list[int]]) -> tuple[list[int], Any] | None:
         """``(prefix ids, batch-1 KV cache)`` of a prefix common to all ``rows`` (at least one token of each row
         left over), or None when they share too little. The prefix found for the first batch is kept and reused
-        by later batches that start with it, so an evaluation loop encodes the instruction once."""
+        by later batches that start with it, so an evaluation loop encodes the instruction once (twice at batch 1:
+        the first row's prefix is the row itself)."""
         import copy
         import os.path
 
@@ -304,7 +305,10 @@ class GenerativeClassifier(pl.LightningModule):
             ids, cache = stored
             if len(ids) < shortest and all(r[: len(ids)] == ids for r in rows):
                 return ids, copy.deepcopy(cache)
-        ids = list(os.path.commonprefix(rows))[: shortest - 1]
+        # A single row shares all of itself with itself: compare it with the stored prefix instead, so that one-by-one
+        # decoding (batch 1, the service case) settles on the instruction after the second row and reuses it.
+        pool = rows if len(rows) > 1 or stored is None else [stored[0], *rows]
+        ids = list(os.path.commonprefix(pool))[: shortest - 1]
         if len(ids) < self.MIN_SHARED_PREFIX:
             return None
         device = next(self.model.parameters()).device

@@ -208,6 +208,18 @@ def test_shared_prompt_prefix_is_encoded_once_per_evaluation_and_exact(trained, 
         assert torch.equal(per_choice, choice)
         for a, b in zip(per_scores, scores, strict=True):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # One row at a time (the service case): the first row's prefix is the row itself; from the second row on the
+    # stored prefix is the instruction shared with the earlier rows, and it is reused.
+    module.clear_prompt_cache()
+    shared = store[0]
+    for i in range(3):
+        single = collate([data[i]])
+        choice, scores = module.decode_score(single)
+        if i >= 1:
+            assert module._prefix_store[0] == shared
+        per_choice, per_scores = module._decode_score_per_field(single)
+        assert torch.equal(per_choice, choice)
+        torch.testing.assert_close(per_scores[0], scores[0], atol=1e-4, rtol=1e-4)
     module.train()  # the weights may change from here on: the encoded prefix is dropped
     assert module._prefix_store is None
     module.eval()

@@ -294,9 +294,9 @@ fits one head per field on features computed once.""",
 
 DECODER_SPEED = """Why label scoring is not 5x faster here (`flock /tmp/fenlei_cpu.lock .venv/bin/python
 benchmarks/profile_label_scoring.py`, 2026-11-27, same machine, Endava adapter and batches): a prompt is 128 tokens,
-77 of them shared by all texts. Label scoring took 4.49 s per batch of 8, free generation 8.71 s. Of label scoring's
-4.60 s under the profiler, 2.84 s are the transformer's matrix products (mostly the ~51 own tokens per text, which
-every route must encode, plus the label tokens) and 0.81 s the LM head over Gemma's 262k words at the label
+77 of them shared by all texts. Label scoring took 5.06 s per batch of 8, free generation 9.08 s. Of label scoring's
+5.01 s under the profiler, 2.88 s are the transformer's matrix products (mostly the ~51 own tokens per text, which
+every route must encode, plus the label tokens) and 1.08 s the LM head over Gemma's 262k words at the label
 positions. Free generation encodes the whole 128-token prompt and then runs ~20 one-token decode steps. So the ratio
 is bounded by (whole prompt + decode steps) / (own text tokens + label tokens): about 2x at these lengths on this
 CPU. One text at a time (the service case; same script with `--batch_size 1 --batches 12`) it is no better: 1.76 s

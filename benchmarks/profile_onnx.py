@@ -1,7 +1,11 @@
-"""Per-operator time of ONNX models at batch 1 (onnxruntime's own profiler), to see where a bundle's latency goes.
+"""Per-operator time of ONNX models at batch 1 (onnxruntime's own profiler), to see where a bundle's latency goes;
+with ``--latency_only``, plain batch-1 latency instead (no profiler), the models taking turns block by block.
 
     flock /tmp/fenlei_cpu.lock python benchmarks/profile_onnx.py benchmarks/work/deploy/bundle_dynamic/model_int8.onnx \\
         benchmarks/work/deploy/naive/model_int8.onnx --tokenizer benchmarks/work/deploy/bundle_dynamic
+
+Needs only onnxruntime, tokenizers and NumPy, so it also runs on a machine without the project's environment (the
+two models, tokenizer.json and the test file copied there).
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ def main() -> None:
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--threads", type=int, nargs="+", default=[2])
+    p.add_argument("--latency_only", action="store_true", help="no profiler: batch-1 p50/p95 per model and thread count")
+    p.add_argument("--rounds", type=int, default=5, help="--latency_only: blocks per model")
+    p.add_argument("--out", help="--latency_only: write the figures to this JSON file")
     args = p.parse_args()
     import onnxruntime as ort
     from tokenizers import Tokenizer
-
-    from deploy.predictor import session_options
 
     tok = Tokenizer.from_file(str(Path(args.tokenizer) / "tokenizer.json"))
     tok.no_padding()  # tokenizer.json may pad to a fixed length; the predictor pads per batch
@@ -44,6 +49,11 @@ def main() -> None:
     for t in texts:
         ids = np.asarray([tok.encode(t).ids], dtype=np.int64)
         feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    if args.latency_only:
+        latency_only(args, feeds)
+        return
+    from deploy.predictor import session_options
+
     for threads in args.threads:
         for model in args.models:
             opts = session_options(threads)
@@ -69,6 +79,56 @@ def main() -> None:
                   f"kernels {total:.2f} ms per request")
             for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:10]:
                 print(f"   {op:32s} {ms:.3f} ms")
+
+
+def cpu_flags() -> dict[str, bool]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def latency_only(args: argparse.Namespace, feeds: list[dict[str, np.ndarray]]) -> None:
+    import datetime as dt
+    import platform
+
+    import onnxruntime as ort
+
+    from_predictor = True
+    try:
+        from deploy.predictor import session_options
+    except ImportError:  # a bare machine with onnxruntime only: the same settings, spelled out
+        from_predictor = False
+
+        def session_options(threads: int) -> ort.SessionOptions:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.inter_op_num_threads = 1
+            opts.intra_op_num_threads = threads
+            return opts
+
+    result: dict = {"date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__, "n": len(feeds), "rounds": args.rounds,
+                    "session_options_from_predictor": from_predictor, "p50_ms": {}, "p95_ms": {}}
+    for threads in args.threads:
+        sessions = {m: ort.InferenceSession(m, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+                    for m in args.models}
+        times: dict[str, list[float]] = {m: [] for m in sessions}
+        for block in np.array_split(np.arange(len(feeds)), args.rounds):
+            for model, sess in sessions.items():
+                names = {i.name for i in sess.get_inputs()}
+                for i in block[:10]:  # warm-up after the other model ran
+                    sess.run(None, {k: v for k, v in feeds[i].items() if k in names})
+                for i in block:
+                    start = time.perf_counter()
+                    sess.run(None, {k: v for k, v in feeds[i].items() if k in names})
+                    times[model].append((time.perf_counter() - start) * 1000)
+        for model, t in times.items():
+            key = f"{model} threads={threads}"
+            result["p50_ms"][key] = round(statistics.median(t), 3)
+            result["p95_ms"][key] = round(float(np.percentile(t, 95)), 3)
+            print(f"{key}: p50 {result['p50_ms'][key]:.3f} ms, p95 {result['p95_ms'][key]:.3f} ms")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,13 @@ at 33 MB. U8U8 products (`QUInt8` weights, which cannot saturate without VNNI) d
 head in fp32 changes nothing here (the head is one small matrix). Latency: 300 batch-1
 requests per variant in 5 blocks, variants taking turns block by block; differences under ~0.3 ms are within the
 run-to-run spread seen between this table and deploy_latency.""",
+    "int8_latency_cpus": """The same two INT8 files (copied, with tokenizer.json and the test texts, into a local `.devdata/`
+folder so that they could travel) timed with the same script on this project's CPU and on a CPU with AVX-512 VNNI
+and AMX, the kind the issue's figures came from; each model ran 5 blocks of 120 requests, the two taking turns. On
+the Xeon the whole INT8 model answers in 1.0-1.5 ms instead of 3.2-4.6 ms (a different, faster CPU, so not all of
+that is VNNI), and the fused graph's lead grows with the thread count: none at 1 thread, 1.21x at 2, 1.33x at 4. So
+the 1.25x target (deploy_latency runs both at 2 threads) is missed at 2 threads on both CPUs, narrowly on the VNNI
+one, and met at 4 threads there.""",
     "clinc150_oos": """MiniLM trained on the 150 in-scope intents only (3 epochs, `configs/bench/clinc150_minilm.yaml`), served
 from the dynamic INT8 bundle. OOS score: max-softmax probability. The threshold is chosen on validation (3000
 in-scope + 100 oos texts) to maximise (in-scope accuracy with rejection + OOS recall) / 2 and applied unchanged to
@@ -216,6 +223,23 @@ def render_int8_options(res: dict[str, Any]) -> str:
                    f"{num(v['batch1_p50_ms'], 2)} | {pct(v['batch32']['agreement'])} / {pct(v['batch1']['agreement'])} | "
                    f"{v['batch32']['macro_f1_change_pt']:+.2f} / {v['batch1']['macro_f1_change_pt']:+.2f} | "
                    f"{v['passes_default_gate']} |")
+    out.append("")
+    if res["benchmark"] in NOTES:
+        out += [NOTES[res["benchmark"]], ""]
+    return "\n".join(out)
+
+
+def render_int8_latency_cpus(res: dict[str, Any]) -> str:
+    """The deploy bundle's INT8 model against the naive INT8 model on two CPUs (benchmarks/profile_onnx.py)."""
+    out = [f"## {res['benchmark']} (fenlei vs naive INT8, batch 1, on two CPUs)", "", f"Command: `{res['command']}`  ",
+           f"Models: fenlei = {res['models']['fenlei']}; naive = {res['models']['naive']}. Inputs: {res['inputs']}.", "",
+           "| machine | date | onnxruntime | threads | fenlei p50 ms | naive p50 ms | naive / fenlei |", "|---|---|---|---|---|---|---|"]
+    for run in res["runs"]:
+        keys = sorted({k.rsplit("threads=", 1)[1] for k in run["p50_ms"]}, key=int)
+        for t in keys:
+            f = next(v for k, v in run["p50_ms"].items() if "bundle" in k and k.endswith(f"threads={t}"))
+            n = next(v for k, v in run["p50_ms"].items() if "naive" in k and k.endswith(f"threads={t}"))
+            out.append(f"| {run['machine']} | {run['date']} | {run['onnxruntime']} | {t} | {num(f, 3)} | {num(n, 3)} | {n / f:.2f}x |")
     out.append("")
     if res["benchmark"] in NOTES:
         out += [NOTES[res["benchmark"]], ""]
@@ -373,6 +397,8 @@ def main() -> None:
             sections.append(render_banking77(res))
         elif res.get("benchmark") == "deploy_latency":
             sections.append(render_deploy_latency(res))
+        elif res.get("benchmark") == "int8_latency_cpus":
+            sections.append(render_int8_latency_cpus(res))
         elif res.get("benchmark") == "int8_options":
             sections.append(render_int8_options(res))
         elif res.get("benchmark") == "clinc150_oos":

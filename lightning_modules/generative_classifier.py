@@ -187,7 +187,7 @@ class GenerativeClassifier(pl.LightningModule):
         self.strict_loading = False  # checkpoints hold the adapter only
         self._tokenizer: Any = None
         self._tallies: dict[str, _Tally] = {}
-        self._prefix_store: tuple[list[int], Any] | None = None
+        self._prefix_store: tuple[list[int], Any, Any] | None = None  # ids, KV cache, (device, autocast)
 
     # ---- plumbing ----
 
@@ -300,9 +300,12 @@ class GenerativeClassifier(pl.LightningModule):
         import os.path
 
         shortest = min(map(len, rows))
+        device = next(self.model.parameters()).device
         stored = getattr(self, "_prefix_store", None)
+        if stored is not None and stored[2] != (device, torch.is_autocast_enabled(device.type)):
+            stored = self._prefix_store = None  # the module moved to another device or precision since
         if stored is not None:
-            ids, cache = stored
+            ids, cache, _ = stored
             if len(ids) < shortest and all(r[: len(ids)] == ids for r in rows):
                 return ids, copy.deepcopy(cache)
         # A single row shares all of itself with itself: compare it with the stored prefix instead, so that one-by-one
@@ -311,10 +314,9 @@ class GenerativeClassifier(pl.LightningModule):
         ids = list(os.path.commonprefix(pool))[: shortest - 1]
         if len(ids) < self.MIN_SHARED_PREFIX:
             return None
-        device = next(self.model.parameters()).device
         out = self.model(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1)
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        self._prefix_store = (ids, cache)
+        self._prefix_store = (ids, cache, (device, torch.is_autocast_enabled(device.type)))
         return ids, copy.deepcopy(cache)
 
     def _encode_prompts(self, rows: list[list[int]], pad: int, device: torch.device) -> tuple[Any, torch.Tensor, torch.Tensor]:

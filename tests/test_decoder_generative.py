@@ -199,7 +199,7 @@ def test_shared_prompt_prefix_is_encoded_once_per_evaluation_and_exact(trained, 
     for batch in batches:
         choice, scores = module.decode_score(batch)
         prompts = module._prompts(batch)
-        ids, _ = module._prefix_store
+        ids = module._prefix_store[0]
         assert len(ids) >= module.MIN_SHARED_PREFIX and all(p[: len(ids)] == ids for p in prompts)
         if store is not None:
             assert module._prefix_store is store  # reused, not encoded again
@@ -208,6 +208,10 @@ def test_shared_prompt_prefix_is_encoded_once_per_evaluation_and_exact(trained, 
         assert torch.equal(per_choice, choice)
         for a, b in zip(per_scores, scores, strict=True):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # A change of precision (or device) since the prefix was encoded: it is encoded again, not reused.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        module.decode_score(batches[0])
+    assert module._prefix_store is not store and module._prefix_store[2][1]
     # One row at a time (the service case): the first row's prefix is the row itself; from the second row on the
     # stored prefix is the instruction shared with the earlier rows, and it is reused.
     module.clear_prompt_cache()

@@ -151,6 +151,12 @@ def load_fenlei_source(args: argparse.Namespace) -> Source:
     text_fields, sep, label_field = list(dm.text_fields), dm.text_separator, dm.label_field
     records, source = _eval_records(args, dm, text_fields, label_field, sep)
     backbone = getattr(model, "backbone", model)
+    lora_merged = False
+    if hasattr(backbone, "merge_and_unload") and hasattr(backbone, "peft_config"):
+        # A LoRA run (e.g. DecoderSequenceClassifier): fold the adapters into the weights, so that the ONNX graph
+        # holds plain matrix products instead of base + two low-rank products per layer.
+        model.backbone = backbone = backbone.merge_and_unload()
+        lora_merged = True
     _prepare_for_export(backbone)
     cfg = getattr(backbone, "config", None)
     import torch
@@ -172,7 +178,7 @@ def load_fenlei_source(args: argparse.Namespace) -> Source:
         text_fields=text_fields, text_separator=sep,
         description={"kind": "fenlei_checkpoint", "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": _sha256(ckpt),
                      "run_dir": str(run_dir.resolve()) if run_dir else None, "config_file": str(config_path.resolve()),
-                     "config": config, "model_class": config["model"]["class_path"]},
+                     "config": config, "model_class": config["model"]["class_path"], "lora_merged": lora_merged},
     )
 
 

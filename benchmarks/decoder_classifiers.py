@@ -8,7 +8,7 @@ urgency and impact as three fields) or on online_shopping_10_cats (Chinese revie
 
 Subset (this 2-core CPU cannot fine-tune a 270M decoder on all 4327 tickets in a session): a stratified sample
 of ``--train_size`` train and ``--test_size`` test tickets (per category, seeded; ``datamodules.splits``), text cut
-to ``--max_length`` tokens, one epoch. The generative model predicts category, urgency and impact as one JSON
+to ``--max_length`` tokens, ``--epochs`` epochs (default 1) for the two fine-tuned routes. The generative model predicts category, urgency and impact as one JSON
 object; label scoring decodes the fields in order, each conditioned on the values chosen before it.
 Writes ``benchmarks/results/endava_tickets.json`` (atomically).
 """
@@ -87,7 +87,7 @@ def run_probe(model: str, data_dir: Path, args: argparse.Namespace) -> dict[str,
 def _trainer(run_dir: Path, args: argparse.Namespace) -> Any:
     import lightning.pytorch as pl
 
-    return pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+    return pl.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                       default_root_dir=str(run_dir), enable_progress_bar=False, limit_val_batches=0,
                       num_sanity_val_steps=0, max_steps=args.max_steps or -1, log_every_n_steps=10)
 
@@ -188,7 +188,8 @@ def main() -> None:
     p.add_argument("--eval_batch_size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max_new_tokens", type=int, default=24)
-    p.add_argument("--max_steps", type=int, default=0, help="cap on training steps (0: one full epoch)")
+    p.add_argument("--epochs", type=int, default=1, help="training epochs of the generative and seq-cls routes")
+    p.add_argument("--max_steps", type=int, default=0, help="cap on training steps (0: --epochs full epochs)")
     p.add_argument("--probe_layer", default="0.5")
     p.add_argument("--parts", nargs="+", default=["probe", "generative", "seqcls"])
     p.add_argument("--threads", type=int, default=2)

@@ -303,14 +303,14 @@ def render_gsm8k_lengths(res: dict[str, Any]) -> str:
 
 
 DECODER_CAVEATS = {
-    "endava_tickets": """Caveats: one epoch on a small stratified subset (the generative and sequence-classification routes train on
+    "endava_tickets": """Caveats: a small stratified subset (the generative and sequence-classification routes train on
 90% of it; 10% is split off as an unused validation set), one seed. Category is 70% code "4", so accuracy near 65-70%
 with a low macro-F1 means a model that has learned little beyond the majority class; the probe (logistic regression on
 mean-pooled mid-depth hidden states, features computed once and reused for all three fields) is the strongest route
 at this budget. Urgency and impact are almost fully determined by `ticket_type` in this copy (see the data's
 SOURCE.md).""",
-    "online_shopping": """Caveats: Chinese reviews, gemma-3-270m being the only offline model here that reads Chinese; one epoch on a
-small stratified subset (the generative and sequence-classification routes train on 90% of it; 10% is split off as an
+    "online_shopping": """Caveats: Chinese reviews, gemma-3-270m being the only offline model here that reads Chinese; a small
+stratified subset (the generative and sequence-classification routes train on 90% of it; 10% is split off as an
 unused validation set), one seed. The generative route predicts category and sentiment as one JSON object; the probe
 fits one head per field on features computed once.""",
 }
@@ -335,7 +335,8 @@ def render_decoder_benchmark(res: dict[str, Any]) -> str:
     out = [f"## {res['benchmark']} (decoder LMs as classifiers)", "", f"Command: `{res['command']}`  ",
            f"Date: {res['date']}; machine: {res['machine']}; model `{res['model']}`.  ",
            f"Stratified subset: {sub['train']['rows']} of {sub['train']['of']} train and {sub['test']['rows']} of "
-           f"{sub['test']['of']} test texts, text cut to {res['settings']['max_length']} tokens, one epoch "
+           f"{sub['test']['of']} test texts, text cut to {res['settings']['max_length']} tokens, "
+           f"{res['settings'].get('epochs', 1)} epoch(s) for the fine-tuned routes "
            f"(lr {res['settings']['lr']}, batch {res['settings']['batch_size']}).", "",
            "| route | category accuracy | category macro-F1 | parse failures | hallucinations | examples/s (inference) |",
            "|---|---|---|---|---|---|"]

@@ -121,7 +121,7 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
     results = module.compute_metrics("test")
     prompt = dm.prompt_text("<text>")
     return {"results": results, "train_seconds": None if train_seconds is None else round(train_seconds, 1),
-            "train_examples_per_s": round(len(dm.datasets["train"]) / train_seconds, 2) if "train" in dm.datasets else
+            "train_examples_per_s": round(args.epochs * len(dm.datasets["train"]) / train_seconds, 2) if "train" in dm.datasets else
             previous.get("train_examples_per_s"),
             "label_scoring_path": "the prompt prefix shared by all texts (instruction, allowed values) encoded once per "
                                   "test loop, each text's remainder once, the KV cache then extended field by field",
@@ -159,7 +159,7 @@ def run_seqcls(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespa
     p, t = torch.cat(preds).numpy(), torch.cat(targets).numpy()
     report = classification_report(t, p)
     report.update(examples_per_s=round(len(p) / seconds, 2), train_seconds=round(train_seconds, 1),
-                  train_examples_per_s=round(len(dm.datasets["train"]) / train_seconds, 2),
+                  train_examples_per_s=round(args.epochs * len(dm.datasets["train"]) / train_seconds, 2),
                   note="test labels unseen in the train subset count as wrong")
     return report
 

@@ -318,13 +318,13 @@ fits one head per field on features computed once.""",
 
 DECODER_SPEED = """Why label scoring is not 5x faster here (`flock /tmp/fenlei_cpu.lock .venv/bin/python
 benchmarks/profile_label_scoring.py`, 2026-11-27, same machine, Endava adapter and batches): a prompt is 128 tokens,
-77 of them shared by all texts. Label scoring took 5.06 s per batch of 8, free generation 9.08 s. Of label scoring's
-5.01 s under the profiler, 2.88 s are the transformer's matrix products (mostly the ~51 own tokens per text, which
-every route must encode, plus the label tokens) and 1.08 s the LM head over Gemma's 262k words at the label
+77 of them shared by all texts. Label scoring took 4.63 s per batch of 8, free generation 9.55 s. Of label scoring's
+3.91 s under the profiler, 2.43 s are the transformer's matrix products (mostly the ~51 own tokens per text, which
+every route must encode, plus the label tokens) and 0.67 s the LM head over Gemma's 262k words at the label
 positions. Free generation encodes the whole 128-token prompt and then runs ~20 one-token decode steps. So the ratio
 is bounded by (whole prompt + decode steps) / (own text tokens + label tokens): about 2x at these lengths on this
-CPU. One text at a time (the service case; same script with `--batch_size 1 --batches 12`) it is no better: 1.76 s
-per text for label scoring against 3.38 s for free generation (1.9x), because at batch 1 each of label scoring's six
+CPU. One text at a time (the service case; same script with `--batch_size 1 --batches 12`) it is no better: 1.79 s
+per text for label scoring against 3.66 s for free generation (2.0x), because at batch 1 each of label scoring's six
 small forward passes (text, three fields, two continuations) reads all weights for a few dozen tokens. It grows with longer answers and shorter texts (and should where decode steps are latency-bound, as on GPUs;
 not measured here)."""
 

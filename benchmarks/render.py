@@ -166,8 +166,6 @@ def render_banking77(res: dict[str, Any]) -> str:
                 f"| test accuracy >= 93.5% | {pct(res['fenlei']['test_accuracy'])} | {tg['fenlei_test_accuracy_ge_0.935']} |",
                 f"| test accuracy >= plain HF Trainer | {ra['accuracy_minus_hf_trainer_pt']:+.2f} pt | {tg['fenlei_accuracy_ge_hf_trainer']} |",
                 ""]
-    if res["benchmark"] in NOTES:
-        out += [NOTES[res["benchmark"]], ""]
     return "\n".join(out)
 
 
@@ -201,8 +199,6 @@ def render_deploy_latency(res: dict[str, Any]) -> str:
         out += [f"| {lv['concurrency']} | {lv['requests']} | {lv['failed']} | {lv['requests_per_s']} | {lv['p50_ms']} | {lv['p95_ms']} |"
                 for lv in serve["levels"]]
         out.append("")
-    if res["benchmark"] in NOTES:
-        out += [NOTES[res["benchmark"]], ""]
     return "\n".join(out)
 
 
@@ -224,8 +220,6 @@ def render_int8_options(res: dict[str, Any]) -> str:
                    f"{v['batch32']['macro_f1_change_pt']:+.2f} / {v['batch1']['macro_f1_change_pt']:+.2f} | "
                    f"{v['passes_default_gate']} |")
     out.append("")
-    if res["benchmark"] in NOTES:
-        out += [NOTES[res["benchmark"]], ""]
     return "\n".join(out)
 
 
@@ -241,8 +235,6 @@ def render_int8_latency_cpus(res: dict[str, Any]) -> str:
             n = next(v for k, v in run["p50_ms"].items() if "naive" in k and k.endswith(f"threads={t}"))
             out.append(f"| {run['machine']} | {run['date']} | {run['onnxruntime']} | {t} | {num(f, 3)} | {num(n, 3)} | {n / f:.2f}x |")
     out.append("")
-    if res["benchmark"] in NOTES:
-        out += [NOTES[res["benchmark"]], ""]
     return "\n".join(out)
 
 
@@ -261,8 +253,6 @@ def render_clinc150_oos(res: dict[str, Any]) -> str:
            f"config `{res['config']}`; test {res['n']['test']} in-scope + {res['n']['oos_test']} oos texts.", "",
            "| confidence | threshold | in-scope accuracy | in-scope accuracy with rejection | OOS recall | OOS AUROC | in-scope ECE |",
            "|---|---|---|---|---|---|---|", *rows, ""]
-    if res["benchmark"] in NOTES:
-        out += [NOTES[res["benchmark"]], ""]
     return "\n".join(out)
 
 
@@ -297,8 +287,6 @@ def render_gsm8k_lengths(res: dict[str, Any]) -> str:
            *[f"| `{r['name']}` | {r['train_bin_sizes']} | {num(r['balance'], 3)} | {num(r['silhouette'], 3)} "
              f"| {r['outliers_removed']} |" for r in res["runs"]],
            ""]
-    if res["benchmark"] in NOTES:
-        out += [NOTES[res["benchmark"]], ""]
     return "\n".join(out)
 
 
@@ -390,24 +378,27 @@ def render_decoder_benchmark(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def renderer(benchmark: str) -> Any:
+    """The section renderer of a results file's ``benchmark`` name (None: not shown)."""
+    if benchmark.startswith("banking77"):
+        return render_banking77
+    if benchmark in DECODER_CAVEATS:
+        return render_decoder_benchmark
+    return {"deploy_latency": render_deploy_latency, "int8_latency_cpus": render_int8_latency_cpus,
+            "int8_options": render_int8_options, "clinc150_oos": render_clinc150_oos,
+            "gsm8k_lengths": render_gsm8k_lengths}.get(benchmark)
+
+
 def main() -> None:
     sections = [HEADER]
     for path in sorted(RESULTS.glob("*.json")):
         res = json.loads(path.read_text())
-        if str(res.get("benchmark", "")).startswith("banking77"):
-            sections.append(render_banking77(res))
-        elif res.get("benchmark") == "deploy_latency":
-            sections.append(render_deploy_latency(res))
-        elif res.get("benchmark") == "int8_latency_cpus":
-            sections.append(render_int8_latency_cpus(res))
-        elif res.get("benchmark") == "int8_options":
-            sections.append(render_int8_options(res))
-        elif res.get("benchmark") == "clinc150_oos":
-            sections.append(render_clinc150_oos(res))
-        elif res.get("benchmark") == "gsm8k_lengths":
-            sections.append(render_gsm8k_lengths(res))
-        elif res.get("benchmark") in DECODER_CAVEATS:
-            sections.append(render_decoder_benchmark(res))
+        name = str(res.get("benchmark", ""))
+        render = renderer(name)
+        if render is None:
+            continue
+        # Each section ends with an empty line; a benchmark's note (how to read it, this run's caveats) follows it.
+        sections.append(render(res) + (f"\n{NOTES[name]}\n" if name in NOTES else ""))
     (ROOT / "BENCHMARKS.md").write_text("\n".join(sections))
 
 

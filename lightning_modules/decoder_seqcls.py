@@ -22,7 +22,7 @@ from torch import nn
 
 from lightning_modules.encoder_classifier import EncoderClassifier
 from lightning_modules.generative_classifier import adapter_state_dict, build_peft_config
-from lightning_modules.optim import Schedule, build_scheduler
+from lightning_modules.optim import Schedule, adamw_on_trainable
 from losses import ClassificationLoss
 
 
@@ -94,12 +94,8 @@ class DecoderSequenceClassifier(EncoderClassifier):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(hp.warmup * total) if hp.warmup < 1 else int(hp.warmup)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": build_scheduler(optimizer, warmup, total, hp.schedule), "interval": "step"}}
+        return adamw_on_trainable(self, hp.lr, hp.weight_decay, hp.warmup, hp.schedule,
+                                  int(self.trainer.estimated_stepping_batches))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = adapter_state_dict(self, checkpoint["state_dict"])

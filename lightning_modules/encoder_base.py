@@ -21,7 +21,7 @@ from torch import nn
 
 from fenlei.pretrained import resolve_pretrained
 from lightning_modules.backbones import embeddings, set_trainable, transformer_layers
-from lightning_modules.optim import build_scheduler, param_groups
+from lightning_modules.optim import build_scheduler, param_groups, resolve_warmup
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -105,8 +105,7 @@ class EncoderModule(pl.LightningModule):
             steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
             scheduler = staged.build_scheduler(optimizer, total, steps_per_epoch, hp.warmup, hp.schedule)
         else:
-            warmup = int(hp.warmup * total) if hp.warmup < 1 else int(hp.warmup)
-            scheduler = build_scheduler(optimizer, warmup, total, hp.schedule)
+            scheduler = build_scheduler(optimizer, resolve_warmup(hp.warmup, total), total, hp.schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _staged_unfreezing(self) -> Any:

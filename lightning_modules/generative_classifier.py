@@ -35,7 +35,7 @@ import lightning.pytorch as pl
 import torch
 
 from lightning_modules.label_scoring import score_labels
-from lightning_modules.optim import Schedule, build_scheduler
+from lightning_modules.optim import Schedule, adamw_on_trainable
 
 Decoding = Literal["score", "generate"]
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -534,12 +534,8 @@ class GenerativeClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(hp.warmup * total) if hp.warmup < 1 else int(hp.warmup)
-        scheduler = build_scheduler(optimizer, warmup, total, hp.schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_on_trainable(self, hp.lr, hp.weight_decay, hp.warmup, hp.schedule,
+                                  int(self.trainer.estimated_stepping_batches))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = adapter_state_dict(self, checkpoint["state_dict"])

@@ -57,3 +57,19 @@ def warmup_decay_lambda(warmup_steps: int, total_steps: int, schedule: Schedule,
 
 def build_scheduler(optimizer, warmup_steps: int, total_steps: int, schedule: Schedule) -> LambdaLR:
     return LambdaLR(optimizer, warmup_decay_lambda(warmup_steps, total_steps, schedule))
+
+
+def resolve_warmup(warmup: float, total_steps: int) -> int:
+    """Warmup steps: ``warmup`` below 1 is a fraction of ``total_steps``, otherwise a step count."""
+    return int(warmup * total_steps) if warmup < 1 else int(warmup)
+
+
+def adamw_on_trainable(module: nn.Module, lr: float, weight_decay: float, warmup: float, schedule: Schedule,
+                       total_steps: int) -> dict:
+    """Lightning optimizer config: AdamW over the parameters that require grad (adapters, trained heads), with
+    warmup and decay stepped per optimizer step."""
+    import torch
+
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    scheduler = build_scheduler(optimizer, resolve_warmup(warmup, total_steps), total_steps, schedule)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_modules.backbones import embeddings, transformer_layers
-from lightning_modules.optim import Schedule, warmup_decay_lambda
+from lightning_modules.optim import Schedule, resolve_warmup, warmup_decay_lambda
 
 
 class StagedUnfreezing(BaseFinetuning):
@@ -116,10 +116,8 @@ class StagedUnfreezing(BaseFinetuning):
         """Multiplier of ``group['lr']`` (its stage-2 peak) at each optimizer step."""
         stage1_steps = self.stage1_epochs * steps_per_epoch
         stage2_steps = max(1, total_steps - stage1_steps)
-        warm1 = int(self.stage1_warmup * stage1_steps) if self.stage1_warmup < 1 else int(self.stage1_warmup)
-        warm2 = int(warmup * stage2_steps) if warmup < 1 else int(warmup)
-        stage1 = warmup_decay_lambda(warm1, stage1_steps, self.stage1_schedule)
-        stage2 = warmup_decay_lambda(warm2, stage2_steps, schedule)
+        stage1 = warmup_decay_lambda(resolve_warmup(self.stage1_warmup, stage1_steps), stage1_steps, self.stage1_schedule)
+        stage2 = warmup_decay_lambda(resolve_warmup(warmup, stage2_steps), stage2_steps, schedule)
         is_head = group["name"].split(".")[0] == "head"
         ratio = self.stage1_lr / group["lr"] if group["lr"] > 0 else 0.0
 

@@ -82,8 +82,15 @@ def confusion_matrix_png(y_true: np.ndarray, y_pred: np.ndarray, label_names: Se
                             color="white" if normalised[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
+    return figure_png(fig, dpi=110)
+
+
+def figure_png(fig: Any, dpi: int) -> bytes:
+    """The PNG bytes of a matplotlib figure, which is then closed (callers write the bytes atomically)."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     return buffer.getvalue()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fenlei.io import atomic_write_bytes
+from fenlei.reporting import figure_png
 from ops.runs import OpsError, load_yaml, override_args, read_metric, run_trial, write_tables
 
 SPEC_KEYS = {"name", "base", "seeds", "metric", "goal", "variants", "runs_dir", "test", "description"}
@@ -145,7 +146,6 @@ def summarize(spec: AblationSpec, runs: list[dict[str, Any]]) -> list[dict[str, 
 
 def bar_chart_png(rows: list[dict[str, Any]], metric: str, title: str) -> bytes:
     """Mean per variant with a +-1 std error bar and every seed's value as a dot."""
-    import io
 
     import matplotlib
 
@@ -172,10 +172,7 @@ def bar_chart_png(rows: list[dict[str, Any]], metric: str, title: str) -> bytes:
     ax.set_ylabel(f"{metric} (mean ± std)")
     ax.set_title(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=120)
 
 
 def run_ablation(spec: AblationSpec, extra: Optional[list[str]] = None,

@@ -12,7 +12,6 @@ model does not know count as errors for that model (reported in the ``unknown_go
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import random
 import sys
@@ -24,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from fenlei.io import atomic_write_bytes
+from fenlei.reporting import figure_png
 from ops.runs import OpsError, write_tables
 from ops.scorers import Scorer, load_scorer
 
@@ -130,10 +130,7 @@ def comparison_png(rows: list[dict[str, Any]], title: str) -> bytes:
     axes[2].set_title("parameters (M)")
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 def compare(sources: list[str], data: Path, out: Path, text_field: str = "text", label_field: str = "label",

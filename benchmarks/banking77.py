@@ -24,34 +24,22 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import run_logged  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work"
 PYTHON = sys.executable
 
 
-def run(cmd: list[str], log: Path) -> float:
-    """Run a command with its output to ``log``; raise with the log's tail if it fails. Returns wall seconds."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if proc.returncode != 0:
-        tail = log.read_text()[-3000:]
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
-    return time.perf_counter() - started
-
-
 def fenlei_fit(config: str, run_dir: Path, extra: list[str], log: Path) -> dict[str, Any]:
     cmd = [PYTHON, "cli.py", "fit", "--config", config, f"--trainer.default_root_dir={run_dir}", "--wandb.mode=disabled", *extra]
-    run(cmd, log)
+    run_logged(cmd, log)
     return json.loads((run_dir / "run_summary.json").read_text())
 
 
@@ -61,7 +49,7 @@ def hf_run(model: str, data_dir: str, mode: str, args: argparse.Namespace, out: 
            "--max_length", str(args.max_length), "--seed", str(args.seed), "--out", str(out)]
     if max_steps:
         cmd += ["--max_steps", str(max_steps)]
-    run(cmd, log)
+    run_logged(cmd, log)
     return json.loads(out.read_text())
 
 
@@ -136,7 +124,7 @@ def main() -> None:
         if system == "fenlei":
             run_dir = work / "full_fenlei"
             summary = fenlei_fit(args.config, run_dir, [], log)
-            run([PYTHON, "cli.py", "test", "--config", args.config, f"--trainer.default_root_dir={run_dir}",
+            run_logged([PYTHON, "cli.py", "test", "--config", args.config, f"--trainer.default_root_dir={run_dir}",
                  "--ckpt_path=best", "--wandb.mode=disabled"], work / "full_fenlei_test.log")
             test = json.loads((run_dir / "test" / "metrics.json").read_text())
             entry = {"test_accuracy": test["test/acc"], "test_macro_f1": test["test/f1_macro"],

@@ -26,9 +26,7 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +35,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import run_logged  # noqa: E402
 from calibration import expected_calibration_error, softmax  # noqa: E402
 from deploy.predictor import BundlePredictor  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 
 PYTHON = sys.executable
 PUBLISHED = "BERT (Larson et al. 2019, CLINC150 Full): in-scope accuracy 96-97%, OOS recall 40-59%; max-softmax AUROC about 0.94"
-
-
-def sh(cmd: list[str], log: Path) -> float:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
-    return time.perf_counter() - started
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -106,10 +95,10 @@ def main() -> None:
     timings: dict[str, float] = {}
     summary_path = run_dir / "run_summary.json"
     if args.refit or not (summary_path.is_file() and json.loads(summary_path.read_text()).get("finished")):
-        timings["fit_s"] = sh([PYTHON, "cli.py", "fit", "--config", args.config, f"--trainer.default_root_dir={run_dir}",
+        timings["fit_s"] = run_logged([PYTHON, "cli.py", "fit", "--config", args.config, f"--trainer.default_root_dir={run_dir}",
                                "--wandb.mode=disabled"], work / "fit.log")
     bundle = work / "bundle"
-    timings["export_s"] = sh([PYTHON, "cli.py", "export", "--ckpt_path", str(run_dir), "--out", str(bundle), "--overwrite",
+    timings["export_s"] = run_logged([PYTHON, "cli.py", "export", "--ckpt_path", str(run_dir), "--out", str(bundle), "--overwrite",
                               "--threads", str(args.threads)], work / "export.log")
 
     predictor = BundlePredictor(bundle, "int8", args.threads)

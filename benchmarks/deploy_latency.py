@@ -42,6 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import run_logged  # noqa: E402
 from deploy.export import macro_f1  # noqa: E402
 from deploy.predictor import BundlePredictor, session_options  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
@@ -49,14 +50,6 @@ from fenlei.io import atomic_write_json  # noqa: E402
 PYTHON = sys.executable
 TARGETS = {"speedup_vs_torch_fp32": 3.5, "speedup_vs_naive_int8": 1.25, "min_agreement": 0.99,
            "max_accuracy_loss_pt": 0.3, "min_size_ratio": 3.5}
-
-
-def sh(cmd: list[str], log: Path) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as handle:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
 
 
 def read_test(path: Path, limit: int | None) -> tuple[list[str], list[str]]:
@@ -269,7 +262,7 @@ def main() -> None:
                    "--threads", str(args.threads), *extra]
             started = time.perf_counter()
             try:
-                sh(cmd, work / f"export_{kind}.log")
+                run_logged(cmd, work / f"export_{kind}.log")
             except RuntimeError as err:
                 if kind == "dynamic":
                     raise

@@ -26,7 +26,6 @@ import platform
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import run_logged  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 
 CONFIGS = REPO / "configs" / "gsm8k"
@@ -60,16 +60,9 @@ def cpu_lock():
 
 
 def run(cmd: list[str], log: Path) -> float:
-    log.parent.mkdir(parents=True, exist_ok=True)
+    """:func:`run_logged` under the shared CPU lock (one heavy job at a time on this machine)."""
     with cpu_lock():
-        started = time.perf_counter()
-        with log.open("w") as handle:
-            proc = subprocess.run(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
-    return elapsed
+        return run_logged(cmd, log)
 
 
 def test_metrics(directory: Path) -> dict[str, float]:

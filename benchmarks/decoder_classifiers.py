@@ -27,22 +27,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
-# Per dataset: folder, label fields (first = primary, stratifies the subset), their names in the prompt, results file.
+WORK = ROOT / "benchmarks" / "work"
+# Per dataset: folder, label fields (first = primary, stratifies the subset), their names in the prompt, results file,
+# work folder (subset, adapter; Endava's keeps its first name, where the earlier runs live).
 DATASETS: dict[str, dict[str, Any]] = {
     "endava": {"data": SHARED / "endava_tickets_partial", "fields": ["label", "urgency", "impact"],
-               "names": {"label": "category", "urgency": "urgency", "impact": "impact"}, "benchmark": "endava_tickets"},
+               "names": {"label": "category", "urgency": "urgency", "impact": "impact"}, "benchmark": "endava_tickets",
+               "work": WORK / "decoder_endava"},
     "online_shopping": {"data": SHARED / "online_shopping_10_cats", "fields": ["label", "sentiment"],
-                        "names": {"label": "category", "sentiment": "sentiment"}, "benchmark": "online_shopping"},
+                        "names": {"label": "category", "sentiment": "sentiment"}, "benchmark": "online_shopping",
+                        "work": WORK / "decoder_online_shopping"},
 }
-DATA, FIELDS, NAMES = DATASETS["endava"]["data"], DATASETS["endava"]["fields"], DATASETS["endava"]["names"]
-
-
-def use_dataset(name: str) -> dict[str, Any]:
-    """Point the module-level DATA/FIELDS/NAMES at one dataset preset."""
-    global DATA, FIELDS, NAMES
-    preset = DATASETS[name]
-    DATA, FIELDS, NAMES = preset["data"], preset["fields"], preset["names"]
-    return preset
 
 
 def stratified_subset(rows: list[dict], size: int, seed: int) -> list[dict]:
@@ -54,12 +49,12 @@ def stratified_subset(rows: list[dict], size: int, seed: int) -> list[dict]:
     return [rows[i] for i in picked]
 
 
-def write_subset(out: Path, train_size: int, test_size: int, seed: int) -> dict[str, Any]:
+def write_subset(data: Path, out: Path, train_size: int, test_size: int, seed: int) -> dict[str, Any]:
     from fenlei.io import atomic_write_text
 
     info = {}
     for split, size in (("train", train_size), ("test", test_size)):
-        rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines() if line.strip()]
         sub = stratified_subset(rows, size, seed)
         atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sub))
         counts: dict[str, int] = {}
@@ -73,14 +68,15 @@ def run_probe(model: str, data_dir: Path, args: argparse.Namespace) -> dict[str,
     from probe.run import build_parser, run
 
     out: dict[str, Any] = {}
-    for field in FIELDS:  # the features are extracted once; the other two fields reuse the cache
+    fields, names = DATASETS[args.dataset]["fields"], DATASETS[args.dataset]["names"]
+    for field in fields:  # the features are extracted once; the other two fields reuse the cache
         argv = ["--model", model, "--data_dir", str(data_dir), "--label_field", field, "--layer", str(args.probe_layer),
                 "--pooling", "mean", "--max_length", str(args.max_length), "--head", "logreg", "mlp",
                 "--class_weight", "balanced", "--batch_size", "8"]
         start = time.perf_counter()
         report = run(build_parser().parse_args(argv))
         report["wall_seconds"] = round(time.perf_counter() - start, 2)
-        out[NAMES[field]] = report
+        out[names[field]] = report
     return out
 
 
@@ -96,8 +92,9 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
     from datamodules.prompt_classification import PromptClassificationDataModule
     from lightning_modules.generative_classifier import GenerativeClassifier
 
+    fields, names = DATASETS[args.dataset]["fields"], DATASETS[args.dataset]["names"]
     dm = PromptClassificationDataModule(tokenizer=model, data_dir=str(data_dir), val_file=None,
-                                        label_fields=FIELDS, field_names=NAMES, max_length=args.max_length,
+                                        label_fields=fields, field_names=names, max_length=args.max_length,
                                         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size)
     module = GenerativeClassifier(pretrained=model, num_classes=dm.num_classes, label_names=dm.label_names,
                                   lora_r=16, lora_alpha=16, lr=args.lr, warmup=0.1,
@@ -126,7 +123,7 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
             "label_scoring_path": "the prompt prefix shared by all texts (instruction, allowed values) encoded once per "
                                   "test loop, each text's remainder once, the KV cache then extended field by field",
             "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
-            "field_labels": dict(zip([NAMES[f] for f in FIELDS], dm.field_labels, strict=True)),
+            "field_labels": dict(zip([names[f] for f in fields], dm.field_labels, strict=True)),
             "prompt_template": prompt, "mean_prompt_tokens": round(sum(dm.datasets["test"].lengths) / len(dm.datasets["test"]), 1)}
 
 
@@ -198,7 +195,7 @@ def main() -> None:
     p.add_argument("--reuse_adapter", action="store_true", help="evaluate the adapter saved by an earlier run")
     p.add_argument("--smoke", action="store_true", help="tiny run, results not written to benchmarks/results")
     args = p.parse_args()
-    preset = use_dataset(args.dataset)
+    preset = DATASETS[args.dataset]
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"{preset['benchmark']}.json")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import lightning.pytorch as pl
@@ -206,8 +203,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed)
-    folder = "decoder_endava" if args.dataset == "endava" else f"decoder_{args.dataset}"  # endava's older runs live there
-    work = ROOT / "benchmarks" / "work" / (folder + "_smoke" if args.smoke else folder)
+    work = preset["work"].with_name(preset["work"].name + "_smoke") if args.smoke else preset["work"]
     data_dir = work / "data"
     previous = json.loads(Path(args.out).read_text()) if args.reuse_adapter and Path(args.out).is_file() else {}
     result: dict[str, Any] = {**previous,
@@ -215,7 +211,7 @@ def main() -> None:
         "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
-        "subset": write_subset(data_dir, args.train_size, args.test_size, args.seed),
+        "subset": write_subset(preset["data"], data_dir, args.train_size, args.test_size, args.seed),
     }
     if previous.get("command"):  # --reuse_adapter: the probe / seq-cls figures and the adapter came from this run
         result["trained_by"] = previous.get("trained_by", previous["command"])

@@ -32,13 +32,13 @@ def main() -> None:
     from peft import load_peft_weights, set_peft_model_state_dict
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.decoder_classifiers import use_dataset
+    from benchmarks.decoder_classifiers import DATASETS
     from datamodules.prompt_classification import PromptClassificationDataModule
     from lightning_modules.generative_classifier import GenerativeClassifier
 
     torch.set_num_threads(args.threads)
-    preset = use_dataset(args.dataset)
-    work = ROOT / "benchmarks" / "work" / ("decoder_endava" if args.dataset == "endava" else f"decoder_{args.dataset}")
+    preset = DATASETS[args.dataset]
+    work = preset["work"]
     dm = PromptClassificationDataModule(tokenizer=args.model, data_dir=str(work / "data"), val_file=None,
                                         label_fields=preset["fields"], field_names=preset["names"],
                                         max_length=args.max_length, batch_size=args.batch_size,

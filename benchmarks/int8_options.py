@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,12 +74,6 @@ def node_groups(model_path: Path) -> dict[str, list[str]]:
     }
 
 
-def macro_f1(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
-    from deploy.export import macro_f1 as f1
-
-    return f1(labels, preds, num_classes)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run_dir", default="runs/banking77_minilm")
@@ -92,7 +85,8 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from deploy.export import build_parser, load_fenlei_source
+    from benchmarks.common import run_logged
+    from deploy.export import build_parser, load_fenlei_source, macro_f1
     from deploy.onnx_tools import quantize_dynamic_int8
     from deploy.predictor import BundlePredictor
 
@@ -102,7 +96,7 @@ def main() -> None:
         # The fused fp32 model and tokenizer come from a normal export (--force: this script is about the int8 side).
         cmd = [sys.executable, "cli.py", "export", "--ckpt_path", args.run_dir, "--out", str(bundle), "--overwrite",
                "--force", "--threads", str(args.threads)]
-        subprocess.run(cmd, cwd=REPO, check=True)
+        run_logged(cmd, work / "export.log")
     source = load_fenlei_source(build_parser().parse_args(["--ckpt_path", args.run_dir, "--out", "unused"]))
     texts, labels = source.eval_texts, np.asarray(source.eval_labels)
     num_classes = len(source.label_names)

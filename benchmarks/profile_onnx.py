@@ -4,8 +4,8 @@ with ``--latency_only``, plain batch-1 latency instead (no profiler), the models
     flock /tmp/fenlei_cpu.lock python benchmarks/profile_onnx.py benchmarks/work/deploy/bundle_dynamic/model_int8.onnx \\
         benchmarks/work/deploy/naive/model_int8.onnx --tokenizer benchmarks/work/deploy/bundle_dynamic
 
-Needs only onnxruntime, tokenizers and NumPy, so it also runs on a machine without the project's environment (the
-two models, tokenizer.json and the test file copied there).
+Needs only onnxruntime, tokenizers and NumPy (``deploy.predictor`` imports nothing else), so it also runs on a
+machine without the project's environment (the two models, tokenizer.json and the test file copied there).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from deploy.predictor import session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
 
 
 def main() -> None:
@@ -52,8 +54,6 @@ def main() -> None:
     if args.latency_only:
         latency_only(args, feeds)
         return
-    from deploy.predictor import session_options
-
     for threads in args.threads:
         for model in args.models:
             opts = session_options(threads)
@@ -93,22 +93,9 @@ def latency_only(args: argparse.Namespace, feeds: list[dict[str, np.ndarray]]) -
 
     import onnxruntime as ort
 
-    from_predictor = True
-    try:
-        from deploy.predictor import session_options
-    except ImportError:  # a bare machine with onnxruntime only: the same settings, spelled out
-        from_predictor = False
-
-        def session_options(threads: int) -> ort.SessionOptions:
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.inter_op_num_threads = 1
-            opts.intra_op_num_threads = threads
-            return opts
-
     result: dict = {"date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__, "n": len(feeds), "rounds": args.rounds,
-                    "session_options_from_predictor": from_predictor, "p50_ms": {}, "p95_ms": {}}
+                    "p50_ms": {}, "p95_ms": {}}
     for threads in args.threads:
         sessions = {m: ort.InferenceSession(m, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
                     for m in args.models}

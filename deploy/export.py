@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import os
 import platform
 import random
@@ -36,7 +35,7 @@ import numpy as np
 from datamodules.readers import DataError, read_records
 from deploy import onnx_tools
 from deploy.predictor import BUNDLE_FILES, BundlePredictor
-from fenlei.io import atomic_write_json
+from fenlei.io import atomic_write_json, file_sha256
 
 
 class ExportError(RuntimeError):
@@ -176,7 +175,7 @@ def load_fenlei_source(args: argparse.Namespace) -> Source:
         hidden_size=int(getattr(cfg, "hidden_size", 0) or 0), eval_texts=[r.text for r in records],
         eval_labels=_labels_to_ids(records, label_names, source), eval_source=source, train_texts=train_texts,
         text_fields=text_fields, text_separator=sep,
-        description={"kind": "fenlei_checkpoint", "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": _sha256(ckpt),
+        description={"kind": "fenlei_checkpoint", "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_sha256(ckpt),
                      "run_dir": str(run_dir.resolve()) if run_dir else None, "config_file": str(config_path.resolve()),
                      "config": config, "model_class": config["model"]["class_path"], "lora_merged": lora_merged},
     )
@@ -231,14 +230,6 @@ def load_hf_source(args: argparse.Namespace) -> Source:
         description={"kind": "hf_sequence_classification", "hf_model": str(folder.resolve()),
                      "architectures": getattr(cfg, "architectures", None)},
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- evaluation

@@ -14,22 +14,15 @@ builds a fresh model from the config with ``quantization_config`` removed and lo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from fenlei.io import file_sha256
+
 GGUF_SUFFIX = ".gguf"
-
-
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def gguf_cache_root() -> Path:
@@ -47,7 +40,7 @@ def gguf_to_hf(gguf_path: str | Path, sha256: str | None = None) -> Path:
     if sha256 is None:
         if not gguf_path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
-        sha256 = sha256_file(gguf_path)
+        sha256 = file_sha256(gguf_path)
     target = gguf_cache_root() / sha256
     if (target / "config.json").is_file():
         return target

@@ -33,6 +33,8 @@ from typing import Any, Literal, Optional, Union
 
 import numpy as np
 
+from fenlei.io import file_sha256
+
 Pooling = Literal["mean", "last", "first"]
 
 
@@ -47,14 +49,6 @@ class FeatureSpec:
     text_fields: tuple[str, ...] = ("text",)
     text_separator: str = " "
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _model_fingerprint(name: str) -> str:

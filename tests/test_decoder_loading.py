@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fenlei import causal_lm
+from fenlei.io import file_sha256
 from fenlei.pretrained import PACKAGED_MODELS, resolve_pretrained
 
 
@@ -31,7 +32,7 @@ def test_gguf_converted_once_and_keyed_by_content(fake_convert, tmp_path):
     gguf = tmp_path / "a.gguf"
     gguf.write_bytes(b"GGUF fake weights")
     first = Path(resolve_pretrained(str(gguf)))
-    assert first == tmp_path / "cache" / "gguf" / causal_lm.sha256_file(gguf)
+    assert first == tmp_path / "cache" / "gguf" / file_sha256(gguf)
     assert (first / "config.json").is_file() and "sha256" in (first / "SOURCE.txt").read_text()
     renamed = tmp_path / "b.gguf"
     gguf.rename(renamed)
@@ -56,7 +57,7 @@ def test_failed_conversion_leaves_no_cache_entry(monkeypatch, tmp_path):
     gguf.write_bytes(b"x")
     with pytest.raises(RuntimeError):
         causal_lm.gguf_to_hf(gguf)
-    assert not (tmp_path / "cache" / "gguf" / causal_lm.sha256_file(gguf)).exists()
+    assert not (tmp_path / "cache" / "gguf" / file_sha256(gguf)).exists()
 
 
 def test_presets_and_passthrough():

@@ -24,7 +24,6 @@ import platform
 import random
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 from datamodules.readers import DataError, read_records
 from deploy import onnx_tools
 from deploy.predictor import BUNDLE_FILES, BundlePredictor
-from fenlei.io import atomic_write_json, file_sha256
+from fenlei.io import atomic_dir, atomic_write_json, file_sha256
 
 
 class ExportError(RuntimeError):
@@ -355,23 +354,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ExportError(f"--out {out}: exists and is not a folder")
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished temp folder to ``out``; an existing bundle is moved aside first and removed after."""
-    # mkdtemp/mkstemp create private (0700/0600) entries; a bundle is meant to be read by a service user.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    for path in tmp.iterdir():
-        path.chmod(0o666 & ~umask)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Write every bundle file into ``tmp``; return the metadata (also written). Raises ExportError on a failed gate."""
     import torch
@@ -514,15 +496,7 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     _check_out(out, args.overwrite)
     source = load_hf_source(args) if args.hf_model else load_fenlei_source(args)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        metadata = build_bundle(source, tmp, args)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return metadata
+    return atomic_dir(out, lambda tmp: build_bundle(source, tmp, args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,13 +1,17 @@
-"""Atomic file writes: a reader or a killed process never sees a half-written output file."""
+"""Atomic file and folder writes: a reader or a killed process never sees a half-written output."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -33,6 +37,35 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_dir(directory: str | Path, write: Callable[[Path], T]) -> T:
+    """Build a folder with ``write(tmp)`` in a hidden temporary sibling, then rename it to ``directory``; return what
+    ``write`` returned. An existing folder is moved aside and removed only after the rename. If ``write`` raises,
+    the temporary folder is removed and ``directory`` is left as it was. Permissions follow the umask (mkdtemp and
+    mkstemp create private entries; bundles and adapters are read by other users, e.g. a service account)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    try:
+        result = write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        for root, _dirs, files in os.walk(tmp):
+            Path(root).chmod(0o777 & ~umask)
+            for name in files:
+                (Path(root) / name).chmod(0o666 & ~umask)
+        old = None
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
+            os.replace(directory, old / directory.name)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return result
 
 
 def file_sha256(path: str | Path, block: int = 1 << 20) -> str:

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -34,6 +32,7 @@ from typing import Any, Literal, Optional
 import lightning.pytorch as pl
 import torch
 
+from fenlei.io import atomic_dir
 from lightning_modules.label_scoring import score_labels
 from lightning_modules.optim import Schedule, adamw_on_trainable
 
@@ -569,31 +568,14 @@ class GenerativeClassifier(pl.LightningModule):
             if self.hparams.get("answer_spec") is not None:
                 (tmp / "answer_spec.json").write_text(json.dumps(self.hparams.answer_spec, ensure_ascii=False))
 
-        return _atomic_dir(directory, write)
+        atomic_dir(directory, write)
+        return directory
 
     def merged_model(self) -> Any:
         """The base model with the LoRA weights merged in (plain ``transformers`` model, no PEFT needed)."""
         if self.hparams.peft_method != "lora":
             raise ValueError("only LoRA adapters can be merged; prefix tuning needs the PEFT model at inference")
         return self.model.merge_and_unload()
-
-
-def _atomic_dir(directory: Path, write: Any) -> Path:
-    """Write a folder via a temporary sibling and a rename; an existing folder is replaced only when done."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
-    write(tmp)
-    if directory.exists():
-        old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-old-"))
-        os.replace(directory, old / directory.name)
-        os.replace(tmp, directory)
-        import shutil
-
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, directory)
-    return directory
 
 
 def main(argv: list[str]) -> int:
@@ -618,6 +600,6 @@ def main(argv: list[str]) -> int:
         if module.hparams.get("answer_spec") is not None:
             (tmp / "answer_spec.json").write_text(json.dumps(module.hparams.answer_spec, ensure_ascii=False))
 
-    _atomic_dir(Path(args.out), write)
+    atomic_dir(Path(args.out), write)
     print(f"fenlei: merged model written to {args.out}")
     return 0

@@ -1,0 +1,43 @@
+"""fenlei.io.atomic_dir: a folder appears complete or not at all, and a failed write leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fenlei.io import atomic_dir
+
+
+def _write(tmp: Path, text: str) -> str:
+    (tmp / "a.txt").write_text(text)
+    (tmp / "sub").mkdir()
+    (tmp / "sub" / "b.txt").write_text(text)
+    return text
+
+
+def test_replaces_an_existing_folder_and_returns_the_result(tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    assert atomic_dir(out, lambda tmp: _write(tmp, "one")) == "one"
+    assert atomic_dir(out, lambda tmp: _write(tmp, "two")) == "two"
+    assert (out / "a.txt").read_text() == "two" and (out / "sub" / "b.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no temporary or set-aside folder left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask  # not mkdtemp's private 0700
+    assert ((out / "sub" / "b.txt").stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_failed_write_keeps_the_old_folder_and_removes_the_temporary_one(tmp_path: Path) -> None:
+    out = tmp_path / "adapter"
+    atomic_dir(out, lambda tmp: _write(tmp, "good"))
+
+    def broken(tmp: Path) -> None:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        atomic_dir(out, broken)
+    assert (out / "a.txt").read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]

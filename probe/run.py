@@ -30,6 +30,21 @@ def parse_layer(value: str) -> Union[int, float]:
         raise argparse.ArgumentTypeError(f"layer must be an integer index or a fraction like 0.5, got {value!r}") from None
 
 
+def parse_device(value: str) -> str:
+    """``auto``, or a torch device string this machine has (checked here, before any model is loaded)."""
+    if value == "auto":
+        return value
+    import torch
+
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {value!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{value!r}: torch sees no CUDA GPU on this machine (use auto or cpu)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cli.py probe", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlp_epochs", type=int, default=100)
     p.add_argument("--cache_dir", default=None, help="feature cache (default: $FENLEI_CACHE/probe_features)")
     p.add_argument("--num_threads", type=int, default=None, help="torch threads for extraction")
-    p.add_argument("--device", default="auto", help="extraction device: auto (GPU if torch sees one), cpu, cuda, cuda:1")
+    p.add_argument("--device", type=parse_device, default="auto", help="extraction device: auto (GPU if torch sees one), cpu, cuda, cuda:1")
     p.add_argument("--out", default=None, help="write the JSON report here")
     return p
 

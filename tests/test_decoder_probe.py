@@ -100,3 +100,18 @@ def test_probe_on_an_encoder(tiny_model, tiny_data, tmp_path):
                                             "--pooling", "first", "--cache_dir", str(tmp_path / "c")]))
     assert report["extraction"]["train"]["dim"] == 32 and report["extraction"]["train"]["num_layers"] == 2
     assert 0.0 <= report["heads"]["logreg"]["accuracy"] <= 1.0
+
+
+def test_probe_device_is_checked_when_parsed(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from probe.run import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--device", "gpu"])
+    assert "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--model", "m", "--device", "cuda"])
+        assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert build_parser().parse_args(["--model", "m", "--device", "cpu"]).device == "cpu"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import time
@@ -21,3 +22,14 @@ def run_logged(cmd: list[str], log: Path) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
     return time.perf_counter() - started
+
+
+def positive_int(value: str) -> int:
+    """argparse type for counts (rounds, requests, epochs, batch sizes, threads): an integer of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number

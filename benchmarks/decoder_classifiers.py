@@ -26,6 +26,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import positive_int  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "benchmarks" / "work"
 # Per dataset: folder, label fields (first = primary, stratifies the subset), their names in the prompt, results file,
@@ -181,15 +184,15 @@ def main() -> None:
     p.add_argument("--train_size", type=int, default=600)
     p.add_argument("--test_size", type=int, default=300)
     p.add_argument("--max_length", type=int, default=64, help="text tokens kept per ticket")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--batch_size", type=positive_int, default=8)
     p.add_argument("--eval_batch_size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max_new_tokens", type=int, default=24)
-    p.add_argument("--epochs", type=int, default=1, help="training epochs of the generative and seq-cls routes")
+    p.add_argument("--epochs", type=positive_int, default=1, help="training epochs of the generative and seq-cls routes")
     p.add_argument("--max_steps", type=int, default=0, help="cap on training steps (0: --epochs full epochs)")
     p.add_argument("--probe_layer", default="0.5")
     p.add_argument("--parts", nargs="+", default=["probe", "generative", "seqcls"])
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=None, help="results file (default benchmarks/results/<benchmark>.json)")
     p.add_argument("--reuse_adapter", action="store_true", help="evaluate the adapter saved by an earlier run")

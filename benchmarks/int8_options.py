@@ -36,6 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import positive_int, run_logged  # noqa: E402
+
 # name -> (per_channel, reduce_range, node-name groups left in fp32[, weight type])
 VARIANTS: dict[str, tuple] = {
     "per_tensor_u8u8": (False, False, [], "QUInt8"),
@@ -77,15 +79,14 @@ def node_groups(model_path: Path) -> dict[str, list[str]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run_dir", default="runs/banking77_minilm")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--latency_n", type=int, default=300, help="batch-1 requests per variant for the latency")
-    p.add_argument("--rounds", type=int, default=5, help="latency blocks per variant")
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--latency_n", type=positive_int, default=300, help="batch-1 requests per variant for the latency")
+    p.add_argument("--rounds", type=positive_int, default=5, help="latency blocks per variant")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--name", default="int8_options")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from benchmarks.common import run_logged
     from deploy.export import build_parser, load_fenlei_source, macro_f1
     from deploy.onnx_tools import quantize_dynamic_int8
     from deploy.predictor import BundlePredictor

@@ -17,15 +17,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import positive_int  # noqa: E402
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="endava", choices=["endava", "online_shopping"])
     p.add_argument("--model", default="packaged:gemma3-270m")
     p.add_argument("--max_length", type=int, default=48)
-    p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batches", type=positive_int, default=4)
+    p.add_argument("--batch_size", type=positive_int, default=8)
+    p.add_argument("--threads", type=positive_int, default=2)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch

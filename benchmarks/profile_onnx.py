@@ -25,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import positive_int  # noqa: E402
 from deploy.predictor import session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
 
 
@@ -33,11 +34,11 @@ def main() -> None:
     p.add_argument("models", nargs="+")
     p.add_argument("--tokenizer", required=True, help="bundle folder holding tokenizer.json")
     p.add_argument("--test_file", default="../shared/data/banking77/test.jsonl")
-    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--n", type=positive_int, default=300)
     p.add_argument("--max_length", type=int, default=64)
-    p.add_argument("--threads", type=int, nargs="+", default=[2])
+    p.add_argument("--threads", type=positive_int, nargs="+", default=[2])
     p.add_argument("--latency_only", action="store_true", help="no profiler: batch-1 p50/p95 per model and thread count")
-    p.add_argument("--rounds", type=int, default=5, help="--latency_only: blocks per model")
+    p.add_argument("--rounds", type=positive_int, default=5, help="--latency_only: blocks per model")
     p.add_argument("--out", help="--latency_only: write the figures to this JSON file")
     args = p.parse_args()
     import onnxruntime as ort

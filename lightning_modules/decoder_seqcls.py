@@ -15,18 +15,18 @@ Checkpoints hold only the trainable weights (LoRA + the ``score`` head); ``stric
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
 from lightning_modules.encoder_classifier import EncoderClassifier
-from lightning_modules.generative_classifier import adapter_state_dict, build_peft_config
-from lightning_modules.optim import Schedule, adamw_on_trainable
+from lightning_modules.generative_classifier import AdapterTrainingMixin, build_peft_config
+from lightning_modules.optim import Schedule
 from losses import ClassificationLoss
 
 
-class DecoderSequenceClassifier(EncoderClassifier):
+class DecoderSequenceClassifier(AdapterTrainingMixin, EncoderClassifier):
     """Decoder LM + LoRA + a linear ``score`` head (trained in full) over the last real token.
 
     Args:
@@ -92,10 +92,3 @@ class DecoderSequenceClassifier(EncoderClassifier):
         positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
 
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        return adamw_on_trainable(self, hp.lr, hp.weight_decay, hp.warmup, hp.schedule,
-                                  int(self.trainer.estimated_stepping_batches))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = adapter_state_dict(self, checkpoint["state_dict"])

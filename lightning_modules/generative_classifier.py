@@ -69,6 +69,20 @@ def _left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[to
     return ids, mask
 
 
+class AdapterTrainingMixin:
+    """For LightningModules that train a PEFT adapter (and heads) on a frozen base: AdamW over the trainable
+    parameters with the module's ``lr``/``weight_decay``/``warmup``/``schedule`` hparams, and checkpoints holding the
+    trainable weights only (set ``strict_loading = False``; the base comes from ``pretrained``)."""
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        return adamw_on_trainable(self, hp.lr, hp.weight_decay, hp.warmup, hp.schedule,
+                                  int(self.trainer.estimated_stepping_batches))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = adapter_state_dict(self, checkpoint["state_dict"])
+
+
 class _Tally:
     """Accumulates one decoding's predictions over an epoch."""
 
@@ -114,7 +128,7 @@ class _Tally:
         return out
 
 
-class GenerativeClassifier(pl.LightningModule):
+class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
     """Decoder LM + PEFT adapter that answers a classification prompt; decoded by label scoring or generation.
 
     Args:
@@ -529,15 +543,7 @@ class GenerativeClassifier(pl.LightningModule):
         _, scores = self.decode_score(batch)
         return {"index": batch["index"], "probs": torch.softmax(scores[0].float(), dim=-1)}
 
-    # ---- optimisation and checkpoints ----
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        return adamw_on_trainable(self, hp.lr, hp.weight_decay, hp.warmup, hp.schedule,
-                                  int(self.trainer.estimated_stepping_batches))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = adapter_state_dict(self, checkpoint["state_dict"])
+    # ---- end of fit (the optimiser and adapter-only checkpoints: AdapterTrainingMixin) ----
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero and not self.trainer.fast_dev_run:

@@ -117,14 +117,20 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
         trainer.fit(module, dm)
         train_seconds = time.perf_counter() - start
         module.save_adapter(adapter)
-    trainer.test(module, dm, verbose=False)
+    trainer.test(module, dm, verbose=False)  # label scoring (constrained-decoding normalisation) and generation
     results = module.compute_metrics("test")
+    # Label scoring once more with full-vocabulary normalisation (log p under the LM; more positions, whole head).
+    module.hparams.label_normalisation, module.hparams.test_decoding = "vocab", ["score"]
+    trainer.test(module, dm, verbose=False)
+    results["score_vocab"] = module.compute_metrics("test")["score"]
     prompt = dm.prompt_text("<text>")
     return {"results": results, "train_seconds": None if train_seconds is None else round(train_seconds, 1),
             "train_examples_per_s": round(args.epochs * len(dm.datasets["train"]) / train_seconds, 2) if "train" in dm.datasets else
             previous.get("train_examples_per_s"),
             "label_scoring_path": "the prompt prefix shared by all texts (instruction, allowed values) encoded once per "
-                                  "test loop, each text's remainder once, the KV cache then extended field by field",
+                                  "test loop; then one forward per field: each text's remainder (for later fields: the "
+                                  "chosen value's closing quote and the next field's opener) followed by the field's "
+                                  "label tree under a 4-D attention mask",
             "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
             "field_labels": dict(zip([names[f] for f in fields], dm.field_labels, strict=True)),
             "prompt_template": prompt, "mean_prompt_tokens": round(sum(dm.datasets["test"].lengths) / len(dm.datasets["test"]), 1)}
@@ -166,7 +172,8 @@ def run_seqcls(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespa
 
 def summarise(gen: dict[str, Any]) -> dict[str, Any]:
     out = {}
-    for key, name in (("score", "label_scoring"), ("generate", "free_generation")):
+    for key, name in (("score", "label_scoring"), ("score_vocab", "label_scoring_vocab"),
+                      ("generate", "free_generation")):
         res = gen["results"].get(key)
         if res is None:
             continue
@@ -230,25 +237,31 @@ def main() -> None:
         save()
     if "generative" in args.parts:
         result["speed_note"] = (
-            f"Speed: both decodings are timed batch by batch (batch {args.eval_batch_size}) in the same test loop, "
-            "after training. Label scoring encodes the prompt prefix that all texts share (instruction and allowed "
-            "values) once per loop and then only each text's own tokens, and scores the allowed values field by "
-            "field from the KV cache; free generation runs greedy `model.generate` on each full prompt and parses "
+            f"Speed: every decoding is timed batch by batch (batch {args.eval_batch_size}) in a test loop after "
+            "training (label scoring with constrained-decoding normalisation and free generation in one loop, "
+            "label scoring with full-vocabulary normalisation in a second). Label scoring encodes the prompt prefix "
+            "that all texts share (instruction and allowed values) once per loop, then runs one forward per field "
+            "over each text's own tokens (later fields: the chosen value's closing quote and the next opener) and "
+            "the field's label tree; free generation runs greedy `model.generate` on each full prompt and parses "
             f"the JSON (at most {args.max_new_tokens} new tokens).")
         gen = run_generative(args.model, data_dir, work / "generative", args)
         result["generative_lora"] = {k: v for k, v in gen.items() if k != "results"}
         result.update(summarise(gen))
-        if "label_scoring" in result and "free_generation" in result:
-            ls, fg = result["label_scoring"], result["free_generation"]
-            speedup = ls["examples_per_s"] / max(fg["examples_per_s"], 1e-9)
-            result["target"] = {"speedup": round(speedup, 2), "accuracy_delta": round(ls["accuracy"] - fg["accuracy"], 4),
-                                "met": bool(speedup >= 5 and ls["accuracy"] >= fg["accuracy"]),
-                                "definition": "label scoring >= 5x the examples/s of free generation at equal or better first-field accuracy"}
+        definition = "label scoring >= 5x the examples/s of free generation at equal or better first-field accuracy"
+        for key, target in (("label_scoring", "target"), ("label_scoring_vocab", "target_vocab")):
+            if key in result and "free_generation" in result:
+                ls, fg = result[key], result["free_generation"]
+                speedup = ls["examples_per_s"] / max(fg["examples_per_s"], 1e-9)
+                result[target] = {"speedup": round(speedup, 2),
+                                  "accuracy_delta": round(ls["accuracy"] - fg["accuracy"], 4),
+                                  "met": bool(speedup >= 5 and ls["accuracy"] >= fg["accuracy"]),
+                                  "definition": definition}
         save()
     if "seqcls" in args.parts:
         result["seqcls_lora"] = run_seqcls(args.model, data_dir, work / "seqcls", args)
         save()
-    print(json.dumps({k: result[k] for k in ("label_scoring", "free_generation", "target") if k in result}, indent=1))
+    keys = ("label_scoring", "label_scoring_vocab", "free_generation", "target", "target_vocab")
+    print(json.dumps({k: result[k] for k in keys if k in result}, indent=1))
     print(f"wrote {out}")
 
 

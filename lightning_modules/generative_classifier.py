@@ -4,7 +4,8 @@ Training: the ordinary LM loss on the answer tokens only (the DataModule sets ``
 on padding). Decoding, both kept for comparison:
 
 - ``score`` (label scoring, :mod:`lightning_modules.label_scoring`): the log-probability of every allowed value
-  (plus its closing quote) after the prompt, prompt encoded once per field, KV cache reused across the labels.
+  (plus its closing quote) after the prompt, under constrained decoding (``label_normalisation="labels"``) or
+  under the LM (``"vocab"``); the prompt is encoded once, then one forward per field over the label tree.
   Always a valid label: parse failures and hallucinations are zero by construction. Several fields are decoded in
   order, each conditioned on the values chosen for the earlier fields.
 - ``generate`` (free greedy generation, ``model.generate``) and a JSON/regex parser: outputs that cannot be parsed
@@ -155,6 +156,11 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         test_decoding: Decodings run in test (compare ``score`` with ``generate``).
         max_new_tokens: Generation budget for ``generate``.
         length_normalise: Score labels by mean instead of summed token log-prob.
+        label_normalisation: ``labels`` (default): a label's score is its log-probability under constrained
+            decoding (at each token a softmax over the tokens that continue some allowed label), so the scores
+            are a distribution over the labels; only the LM head rows of label tokens are computed and only
+            positions where labels branch are fed. ``vocab``: its log-probability under the LM (softmax over the
+            whole vocabulary at each of its tokens, the closing quote included); slower.
         gradient_checkpointing: Trade compute for memory on long prompts.
         answer_spec: Filled from the DataModule at setup and stored in checkpoints (not set in YAML).
     """
@@ -181,6 +187,7 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         test_decoding: list[Decoding] = ["score", "generate"],  # noqa: B006
         max_new_tokens: int = 24,
         length_normalise: bool = False,
+        label_normalisation: Literal["vocab", "labels"] = "labels",
         gradient_checkpointing: bool = False,
         answer_spec: Optional[dict[str, Any]] = None,
     ) -> None:
@@ -265,27 +272,43 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
     def _prompts(batch: dict[str, torch.Tensor]) -> list[list[int]]:
         return [row[mask.bool()].tolist() for row, mask in zip(batch["prompt_ids"], batch["prompt_mask"], strict=True)]
 
-    def _fits_window(self, prompts: list[list[int]]) -> bool:
-        """Whether prompt + longest answer fits every sliding-window layer (then the multi-field cache path, whose
-        continuations leave padding holes in the cache, is exact)."""
+    def _trees(self) -> list[Any]:
+        from lightning_modules.label_scoring import LabelTree
+
+        spec, norm = self.spec, self.hparams.label_normalisation
+        return [LabelTree(spec.scored_ids(k), norm) for k in range(len(spec.fields))]
+
+    def _tree_path_ok(self, prompts: list[list[int]]) -> bool:
+        """Whether the one-forward-per-field tree path is exact here: LoRA (prefix tuning injects its own cache),
+        an attention that takes a custom 4-D mask, and everything (prompt, nodes, continuations, holes included)
+        within every sliding-window layer (the custom mask does not apply the window)."""
+        if self.hparams.peft_method == "prefix":
+            return False
+        from lightning_modules.label_scoring import tree_attention_supported
+
         config = self.model.get_base_model().config
+        if not tree_attention_supported(self.model):
+            return False
         config = getattr(config, "text_config", config)
         window = getattr(config, "sliding_window", None)
         spec = self.spec
-        longest = max(map(len, prompts)) + sum(len(o) for o in spec.openers) + len(spec.closer) + sum(
-            max(map(len, ids)) + len(spec.quote) for ids in spec.label_ids)
-        return window is None or longest <= window
+        slots = max(map(len, prompts)) + len(spec.openers[0]) + sum(
+            len(tree) + max(map(len, ids)) + len(spec.quote) + len(opener)
+            for tree, ids, opener in zip(self._trees(), spec.label_ids, [*spec.openers[1:], []], strict=True))
+        return window is None or slots < window
 
     @torch.no_grad()
     def decode_score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Label scoring: ``[B, F]`` class ids and each field's ``[B, C_k]`` label log-probs.
 
-        The prompt is encoded once: field ``k``'s labels are scored from a copy of the cache, then the chosen
-        value, its closing quote and the next field's opener are appended to the cache (one short forward) for
-        field ``k + 1``. Prefix tuning (and a prompt too long for a sliding window) re-encodes per field instead.
+        One forward per field (:class:`~lightning_modules.label_scoring.LabelTree`): the first runs over each
+        prompt's own tokens (the instruction shared by all prompts is encoded once per evaluation loop) followed
+        by field 0's label tree; field ``k``'s runs over the rest of the chosen value, its closing quote and the
+        next field's opener, followed by field ``k``'s tree. Prefix tuning (and a prompt too long for a sliding
+        window) re-encodes the prompt per field instead.
         """
-        if self.scoring_strategy == "kv_cache" and self._fits_window(self._prompts(batch)):
-            return self._decode_score_cached(batch)
+        if self._tree_path_ok(self._prompts(batch)):
+            return self._decode_score_tree(batch)
         return self._decode_score_per_field(batch)
 
     # Prompts share their instruction and label lists; only the text at the end differs. That common prefix is
@@ -332,65 +355,43 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         self._prefix_store = (ids, cache, (device, torch.is_autocast_enabled(device.type)))
         return ids, copy.deepcopy(cache)
 
-    def _encode_prompts(self, rows: list[list[int]], pad: int, device: torch.device) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """Encode prompt rows: ``(cache, 0/1 cache mask, [B, V] log-probs after each row's last token)``.
+    @torch.no_grad()
+    def _decode_score_tree(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        from lightning_modules.label_scoring import extend_with_tree
 
-        With a shared prefix the cache is ``[prefix | left-padded suffixes]``: the pads sit as masked holes between
-        the two, so every row still ends at the last slot, and positions come from the mask (a token's position
-        is its index among the row's real tokens, whatever the padding)."""
-        from lightning_modules.label_scoring import _cache_kwarg
-
+        spec, prompts, trees = self.spec, self._prompts(batch), self._trees()
+        device, n = batch["prompt_ids"].device, len(prompts)
+        rows = [p + spec.openers[0] for p in prompts]
         shared = self._shared_prefix(rows)
         if shared is None:
-            ids, mask = _left_pad(rows, pad, device)
-            positions = (mask.cumsum(1) - 1).clamp(min=0)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1)
+            cache, past, block = None, torch.zeros(n, 0, dtype=torch.long, device=device), rows
         else:
             prefix, cache = shared
-            cache.batch_repeat_interleave(len(rows))
-            ids, suffix_mask = _left_pad([r[len(prefix) :] for r in rows], pad, device)
-            mask = torch.cat([torch.ones(len(rows), len(prefix), dtype=torch.long, device=device), suffix_mask], 1)
-            positions = (mask.cumsum(1) - 1).clamp(min=0)[:, len(prefix) :]
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1, **{_cache_kwarg(self.model): cache})
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        return cache, mask, out.logits[:, -1].float().log_softmax(-1)
-
-    @torch.no_grad()
-    def _decode_score_cached(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        import copy
-
-        from lightning_modules.label_scoring import _cache_kwarg, _pad_labels, score_after_cache
-
-        spec, prompts = self.spec, self._prompts(batch)
-        pad, device = self.tokenizer.pad_token_id or 0, batch["prompt_ids"].device
-        cache, mask, last_logp = self._encode_prompts([p + spec.openers[0] for p in prompts], pad, device)
-        lengths = mask.sum(1)
-        n, fields = len(prompts), len(spec.fields)
-        choice = torch.zeros(n, fields, dtype=torch.long)
+            cache.batch_repeat_interleave(n)
+            past = torch.ones(n, len(prefix), dtype=torch.long, device=device)
+            block = [r[len(prefix) :] for r in rows]
+        lengths = past.sum(1)
+        choice = torch.zeros(n, len(spec.fields), dtype=torch.long)
         all_scores = []
-        for k in range(fields):
-            labels, label_mask = _pad_labels(spec.scored_ids(k), device)
-            work = copy.deepcopy(cache) if k < fields - 1 else cache  # scoring repeats the cache in place
-            scores = score_after_cache(self.model, work, mask, lengths, last_logp, labels, label_mask).sum(-1)
+        pad = self.tokenizer.pad_token_id or 0
+        for k, tree in enumerate(trees):
+            ids, block_mask = _left_pad(block, pad, device)
+            cache, head = extend_with_tree(self.model, tree, ids, block_mask, cache, past, lengths)
+            token_logp = tree.token_logp(head)
+            scores = token_logp.sum(-1)
             if self.hparams.length_normalise:
-                scores = scores / label_mask.sum(1).to(scores.dtype)
+                scores = scores / tree.lengths.to(scores.device)
             choice[:, k] = scores.argmax(-1).cpu()
             all_scores.append(scores)
-            if k == fields - 1:
+            if k == len(trees) - 1:
                 break
-            # Chosen value + closing quote + next opener, LEFT-padded so each row ends at the last slot and only
-            # one position needs logits (Gemma's LM head over 262k words costs more than the transformer).
-            conts = [spec.label_ids[k][c] + spec.quote + spec.openers[k + 1] for c in choice[:, k].tolist()]
-            cont_ids, cont_mask = _left_pad(conts, pad, device)
-            mask = torch.cat([mask, cont_mask], 1)  # pads of short continuations stay masked holes in the cache
-            step = self.model(input_ids=cont_ids, attention_mask=mask, use_cache=True, logits_to_keep=1,
-                              position_ids=lengths.unsqueeze(1) + (cont_mask.cumsum(1) - 1).clamp(min=0),
-                              **{_cache_kwarg(self.model): cache})
-            cache = step.cache if getattr(step, "cache", None) is not None else step.past_key_values
-            last_logp = step.logits[:, -1].float().log_softmax(-1)
-            lengths = lengths + cont_mask.sum(1)
+            # Keep the chosen label's nodes in the cache; the other nodes stay masked holes. The next block is the
+            # rest of the chosen value (the tokens that were not nodes), its closing quote and the next opener.
+            path = tree.path_mask(choice[:, k]).to(device)
+            past = torch.cat([past, block_mask, path], 1)
+            lengths = lengths + block_mask.sum(1) + path.sum(1)
+            block = [spec.label_ids[k][c][tree.fed_tokens[c] :] + spec.quote + spec.openers[k + 1]
+                     for c in choice[:, k].tolist()]
         return choice, all_scores
 
     @torch.no_grad()
@@ -403,7 +404,8 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
             rows = [p + spec.prefix_ids(choice[b].tolist(), k) for b, p in enumerate(prompts)]
             ids, mask = _left_pad(rows, pad, batch["prompt_ids"].device)
             scores = score_labels(self.model, ids, spec.scored_ids(k), self.hparams.length_normalise, mask,
-                                  strategy=self.scoring_strategy)
+                                  strategy=self.scoring_strategy,
+                                  normalisation=self.hparams.label_normalisation)
             choice[:, k] = scores.argmax(-1).cpu()
             all_scores.append(scores)
         return choice, all_scores

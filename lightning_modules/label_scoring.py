@@ -12,7 +12,15 @@ prompt KV cache is then repeated ``num_labels`` times (``Cache.batch_repeat_inte
 scored in ONE further forward over their tokens (minus the last token, whose logits are never needed). Labels of
 one token need no second forward at all. ``strategy="concat"`` builds one right-padded batch of
 ``[prompt + label]`` sequences instead: simpler, and usable for models whose cache cannot be repeated, but the
-prompt is encoded ``num_labels`` times. Both are tested against a brute-force per-label reference.
+prompt is encoded ``num_labels`` times. ``strategy="tree"`` (:class:`LabelTree`) appends the labels' prefix tree to
+each prompt and scores every label in ONE forward of ``batch`` rows, with a 4-D attention mask (no cache copies;
+sdpa or eager attention, prompts within the sliding window); the generative classifier's multi-field decoder is
+built on it. All three are tested against a brute-force per-label reference.
+
+Normalisation (``normalisation="vocab"``, the default) gives ``log p(label | prompt)`` under the LM;
+``"labels"`` gives the label's log-probability under constrained decoding (each token's softmax taken over the
+tokens that continue some allowed label), which the tree strategy computes from the LM head rows of the label
+tokens only and without feeding positions that have one allowed continuation.
 
 Padding: prompts may be left- or right-padded (the attention mask says where the real tokens are; both give the
 same scores as one-by-one scoring, tested). The cache path re-packs every batch to LEFT padding first, so the
@@ -31,7 +39,11 @@ from typing import Literal, NamedTuple
 
 import torch
 
-Strategy = Literal["kv_cache", "concat"]
+Strategy = Literal["kv_cache", "concat", "tree"]
+# "vocab": log p(label) under the LM (softmax over the whole vocabulary at every label token).
+# "labels": the probability under constrained decoding: at each step the softmax runs over the tokens that continue
+# SOME allowed label from there (a prefix with one continuation contributes log 1 = 0).
+Normalisation = Literal["vocab", "labels"]
 
 
 def tokenize_labels(tokenizer, labels: list[str], prefix: str = " ") -> list[list[int]]:
@@ -133,7 +145,7 @@ def score_after_cache(
     model, cache, mask: torch.Tensor, lengths: torch.Tensor, first_logp: torch.Tensor, labels: torch.Tensor,
     label_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """Per-token label log-probs ``[B, L, T]`` given an encoded prompt batch.
+    """Per-token label log-probs ``[B, L, T]`` given an encoded prompt batch (cache repeated per label).
 
     ``cache`` holds the prompts (``mask``: its 0/1 slots, ``lengths``: real tokens per row, so label token ``t``
     sits at position ``lengths + t``), ``first_logp`` the ``[B, V]`` log-probs after each prompt's last real
@@ -200,6 +212,7 @@ def score_labels(
     length_normalise: bool = False,
     attention_mask: torch.Tensor | None = None,
     strategy: Strategy = "kv_cache",
+    normalisation: Normalisation = "vocab",
 ) -> torch.Tensor:
     """Log-probability of each label's token sequence after each prompt: ``[batch, num_labels]`` float32.
 
@@ -209,6 +222,8 @@ def score_labels(
     lengths fairly as probabilities. ``length_normalise=True`` divides by the label's token count instead (mean
     log-prob), a common heuristic that stops long labels being penalised for their length but is no longer a
     probability. Labels sharing a first token get the same first-token term and are decided by later tokens.
+    ``normalisation="labels"`` renormalises every token's probability over the tokens that continue some allowed
+    label at that point (:func:`renormalise_over_labels`): the label's probability under constrained decoding.
 
     Runs under ``no_grad`` and does not switch the model's mode: call ``model.eval()`` first, or dropout makes the
     scores noisy. For training, use the ``[prompt + label]`` layout with a normal LM loss on the label tokens.
@@ -217,12 +232,22 @@ def score_labels(
     """
     ids, mask = _as_batch(prompt_ids, attention_mask)
     labels, label_mask = _pad_labels(label_token_ids, ids.device)
+    if strategy == "tree":
+        token_logp = _score_tree(model, ids, mask, LabelTree(label_token_ids, normalisation))
+        scores = token_logp.sum(dim=-1)
+        if length_normalise:
+            scores = scores / label_mask.sum(dim=1).to(scores.dtype)
+        return scores
     if strategy == "kv_cache":
         token_logp = _score_kv_cache(model, ids, mask, labels, label_mask)
     elif strategy == "concat":
         token_logp = _score_concat(model, ids, mask, labels, label_mask)
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
+    if normalisation == "labels":
+        token_logp = renormalise_over_labels(token_logp, label_token_ids)
+    elif normalisation != "vocab":
+        raise ValueError(f"unknown normalisation {normalisation!r}; choose vocab or labels")
     scores = token_logp.sum(dim=-1)
     if length_normalise:
         scores = scores / label_mask.sum(dim=1).to(scores.dtype)
@@ -241,11 +266,233 @@ def predict_labels(
     length_normalise: bool = False,
     attention_mask: torch.Tensor | None = None,
     strategy: Strategy = "kv_cache",
+    normalisation: Normalisation = "vocab",
 ) -> LabelPrediction:
     """Pick the best-scoring allowed label for each prompt.
 
     The answer is always one of the given labels (only they are scored), so there is nothing to parse and no
     invalid output. ``log_probs.softmax(-1)`` renormalises over the allowed labels if probabilities are needed.
     """
-    scores = score_labels(model, prompt_ids, label_token_ids, length_normalise, attention_mask, strategy)
+    scores = score_labels(model, prompt_ids, label_token_ids, length_normalise, attention_mask, strategy,
+                          normalisation)
     return LabelPrediction(scores.argmax(dim=-1), scores)
+
+
+def _continuations(sequences: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
+    """Every proper prefix of the label sequences (the empty one too) -> the distinct tokens that follow it."""
+    out: dict[tuple[int, ...], list[int]] = {}
+    for seq in sequences:
+        for t in range(len(seq)):
+            nxt = out.setdefault(tuple(seq[:t]), [])
+            if seq[t] not in nxt:
+                nxt.append(seq[t])
+    return out
+
+
+def renormalise_over_labels(token_logp: torch.Tensor, label_token_ids: list[list[int]]) -> torch.Tensor:
+    """Full-vocabulary token log-probs ``[B, L, T]`` -> log-probs renormalised over the allowed continuations.
+
+    Token ``t`` of label ``l`` follows the prefix ``s_l[:t]``; its log-prob is reduced by the logsumexp over the
+    distinct tokens that follow that same prefix in some label (each of their full-vocab log-probs sits in the
+    entry of a label that takes that branch). A prefix with a single continuation gives 0. Label padding
+    (``t >= len(s_l)``) is left as it was.
+    """
+    kids = _continuations(label_token_ids)
+    owner: dict[tuple[tuple[int, ...], int], int] = {}
+    for lab, seq in enumerate(label_token_ids):
+        for t in range(len(seq)):
+            owner.setdefault((tuple(seq[:t]), seq[t]), lab)
+    num_labels, longest = token_logp.shape[1], token_logp.shape[2]
+    widest = max(map(len, kids.values()))
+    index = torch.zeros(num_labels, longest, widest, dtype=torch.long)
+    valid = torch.zeros(num_labels, longest, widest, dtype=torch.bool)
+    for lab, seq in enumerate(label_token_ids):
+        for t in range(len(seq)):
+            prefix = tuple(seq[:t])
+            for j, tok in enumerate(kids[prefix]):
+                index[lab, t, j], valid[lab, t, j] = owner[(prefix, tok)], True
+    device = token_logp.device
+    steps = torch.arange(longest, device=device).view(1, longest, 1).expand_as(index)
+    siblings = token_logp[:, index.to(device), steps]  # [B, L, T, widest]
+    valid = valid.to(device)
+    log_z = siblings.masked_fill(~valid, float("-inf")).logsumexp(dim=-1)
+    return token_logp - torch.where(valid.any(dim=-1), log_z, torch.zeros_like(log_z))
+
+
+class LabelTree:
+    """One field's allowed label sequences as a prefix tree, scored in ONE forward after the prompt.
+
+    Why a tree: the cache path above repeats the prompt's KV cache once per label and runs a forward over
+    ``batch * labels`` rows; here each prompt row is extended by the tree's nodes (the labels' proper prefixes,
+    shared prefixes once), and a 4-D attention mask lets each node see the prompt and its own ancestors only, as
+    in speculative-decoding tree verification. Node ``i`` sits at position ``prompt_length + depth_i - 1``, so its
+    logits are exactly those of the label prefix it ends. No cache copy, and one forward per field.
+
+    ``normalisation="vocab"`` feeds every proper prefix and needs full-vocabulary logits at the prompt's last
+    token (row 0) and at every node. ``"labels"`` feeds only the prefixes where labels branch (and their
+    ancestors); every other step has one allowed continuation, log 1 = 0 under constrained decoding. Its logits
+    are needed only for the allowed tokens (``columns``), not the whole vocabulary.
+    """
+
+    def __init__(self, label_token_ids: list[list[int]], normalisation: Normalisation = "vocab") -> None:
+        if normalisation not in ("vocab", "labels"):
+            raise ValueError(f"unknown normalisation {normalisation!r}; choose vocab or labels")
+        self.sequences, self.normalisation = label_token_ids, normalisation
+        kids = _continuations(label_token_ids)
+        wanted = [p for p, nxt in kids.items() if p and (normalisation == "vocab" or len(nxt) > 1)]
+        self.nodes = sorted({p[:d] for p in wanted for d in range(1, len(p) + 1)}, key=lambda p: (len(p), p))
+        row = {p: i + 1 for i, p in enumerate(self.nodes)}
+        row[()] = 0
+        self.tokens = torch.tensor([p[-1] for p in self.nodes], dtype=torch.long)
+        self.depth = torch.tensor([len(p) for p in self.nodes], dtype=torch.long)
+        self.visible = torch.tensor([[p[: len(q)] == q for q in self.nodes] for p in self.nodes],
+                                    dtype=torch.bool).view(len(self.nodes), len(self.nodes))
+        # Per label, how many of its tokens are nodes (always its first ones: the fed set is ancestor-closed).
+        self.fed_tokens = [sum(tuple(s[:d]) in row for d in range(1, len(s))) for s in label_token_ids]
+        self.columns = sorted({tok for s in label_token_ids for tok in s})
+        column = {tok: j for j, tok in enumerate(self.columns)}
+        longest = max(map(len, label_token_ids))
+        shape = (len(label_token_ids), longest)
+        self.rows = torch.zeros(shape, dtype=torch.long)  # head-output row that predicts token t of label l
+        self.targets = torch.zeros(shape, dtype=torch.long)  # its vocabulary id
+        self.target_columns = torch.zeros(shape, dtype=torch.long)  # its index in ``columns``
+        self.scored = torch.zeros(shape, dtype=torch.bool)  # False: padding, or a step with one continuation
+        for lab, seq in enumerate(label_token_ids):
+            for t, tok in enumerate(seq):
+                prefix = tuple(seq[:t])
+                if prefix in row:
+                    self.rows[lab, t], self.targets[lab, t] = row[prefix], tok
+                    self.target_columns[lab, t], self.scored[lab, t] = column[tok], True
+        self.allowed = torch.zeros(len(self.nodes) + 1, len(self.columns), dtype=torch.bool)  # [rows, columns]
+        for prefix, r in row.items():
+            for tok in kids[prefix]:
+                self.allowed[r, column[tok]] = True
+        self.lengths = torch.tensor([len(s) for s in label_token_ids], dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def token_logp(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[B, L, T]`` label token log-probs from the head output at the prompt's last token and the nodes:
+        ``[B, 1 + nodes, vocab]`` for ``"vocab"``, ``[B, 1 + nodes, len(columns)]`` (logits of ``columns``) for
+        ``"labels"``."""
+        device = logits.device
+        logits = logits.float()
+        if self.normalisation == "labels":
+            logits = logits.masked_fill(~self.allowed.to(device), float("-inf"))
+            targets = self.target_columns.to(device)
+        else:
+            targets = self.targets.to(device)
+        logp = logits.log_softmax(dim=-1)
+        out = logp[:, self.rows.to(device), targets]  # [B, L, T]
+        return out.masked_fill(~self.scored.to(device), 0.0)
+
+    def attention_mask(self, past: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+        """Boolean ``[B, 1, n + N, P + n + N]`` mask (True = may attend) for one forward over a left-padded block of
+        ``n`` ordinary tokens (``block``: its 0/1 mask) followed by the ``N`` nodes, after ``P`` cache slots
+        (``past``: 0/1, holes allowed). Block tokens are causal; nodes see the whole block and their ancestors."""
+        batch, n, big_p = block.shape[0], block.shape[1], past.shape[1]
+        q = n + len(self)
+        device = block.device
+        mask = torch.zeros(batch, q, big_p + q, dtype=torch.bool, device=device)
+        mask[:, :, :big_p] = past.bool().unsqueeze(1)
+        causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+        mask[:, :n, big_p : big_p + n] = causal & block.bool().unsqueeze(1)
+        mask[:, n:, big_p : big_p + n] = block.bool().unsqueeze(1)
+        mask[:, n:, big_p + n :] = self.visible.to(device)
+        # A pad query is never read, but a row with nothing to attend to would give NaNs: let it see itself.
+        idx = torch.arange(q, device=device)
+        mask[:, idx, big_p + idx] = True
+        return mask.unsqueeze(1)
+
+    def path_mask(self, choice: torch.Tensor) -> torch.Tensor:
+        """``[B, N]`` 0/1: the nodes on each row's chosen label (kept in the cache), holes elsewhere."""
+        out = torch.zeros(len(choice), len(self), dtype=torch.long)
+        for b, c in enumerate(choice.tolist()):
+            seq = tuple(self.sequences[c])
+            for i, node in enumerate(self.nodes):
+                if seq[: len(node)] == node:
+                    out[b, i] = 1
+        return out
+
+
+def restricted_logits(model, hidden: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """The LM head's logits for ``token_ids`` only: ``hidden [..., H] -> [..., len(token_ids)]``.
+
+    Gemma's head has 262k rows; scoring a handful of label tokens needs a handful of them. Applies Gemma's final
+    logit soft-capping; heads that scale logits some other way are refused rather than scored wrongly.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    for name in ("logit_scale", "logits_scaling", "output_multiplier_scale"):
+        if getattr(config, name, None) not in (None, 1, 1.0):
+            raise NotImplementedError(f"{type(base).__name__} scales its logits ({name}); use normalisation='vocab'")
+    head = base.get_output_embeddings()
+    ids = torch.tensor(token_ids, dtype=torch.long, device=head.weight.device)
+    bias = head.bias[ids] if getattr(head, "bias", None) is not None else None
+    logits = torch.nn.functional.linear(hidden, head.weight[ids], bias).float()
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def tree_attention_supported(model) -> bool:
+    """Whether the model's attention takes the custom 4-D mask of :func:`extend_with_tree` (sdpa, eager)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.config._attn_implementation in ("sdpa", "eager")
+
+
+def extend_with_tree(
+    model, tree: LabelTree, ids: torch.Tensor, block_mask: torch.Tensor, cache=None,
+    past: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+) -> tuple[object, torch.Tensor]:
+    """ONE forward over a left-padded block ``ids`` (``block_mask``: 0/1) followed by ``tree``'s nodes.
+
+    ``cache`` (None: nothing before the block) holds ``past`` slots (0/1, holes allowed) with ``lengths`` real
+    tokens per row, the position the block continues at. Returns the extended cache (the block and ALL nodes
+    appended: keep the chosen label's nodes with :meth:`LabelTree.path_mask` and mask the rest) and the head
+    output at the block's last token and at every node, ready for :meth:`LabelTree.token_logp`. Every row's
+    block must end in a real token (left padding). Exact only while the whole cache fits every sliding window
+    (the custom mask does not apply the window): callers check.
+    """
+    device, batch = ids.device, ids.shape[0]
+    if past is None:
+        past = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    if lengths is None:
+        lengths = past.sum(dim=1)
+    n, nodes = ids.shape[1], len(tree)
+    input_ids = torch.cat([ids, tree.tokens.to(device).expand(batch, nodes)], dim=1)
+    block_pos = lengths.unsqueeze(1) + (block_mask.cumsum(dim=1) - 1).clamp(min=0)
+    node_pos = (lengths + block_mask.sum(dim=1)).unsqueeze(1) + tree.depth.to(device) - 1
+    mask = tree.attention_mask(past, block_mask)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if base.config._attn_implementation == "eager":  # eager ADDS the mask to the attention scores
+        mask = torch.zeros(mask.shape, device=device).masked_fill(~mask, torch.finfo(torch.float32).min)
+    keep = torch.arange(n - 1, n + nodes, device=device)
+    kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=torch.cat([block_pos, node_pos], dim=1),
+                  use_cache=True)
+    if cache is not None:
+        kwargs[_cache_kwarg(model)] = cache
+    if tree.normalisation == "vocab":
+        out = model(**kwargs, logits_to_keep=keep)
+        head = out.logits
+    else:  # the decoder's final hidden states, then only the label tokens' rows of the LM head
+        out = base.get_decoder()(**kwargs)
+        head = restricted_logits(model, out.last_hidden_state[:, keep], tree.columns)
+    cache = getattr(out, "cache", None)
+    return (cache if cache is not None else out.past_key_values), head
+
+
+def _score_tree(model, ids: torch.Tensor, mask: torch.Tensor, tree: LabelTree) -> torch.Tensor:
+    """Per-token label log-probs ``[B, L, T]``: each prompt and the label tree in one forward, no cache reuse."""
+    if not tree_attention_supported(model):
+        raise ValueError("strategy='tree' needs sdpa or eager attention; use kv_cache or concat")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    window = getattr(config, "sliding_window", None)
+    if window is not None and int(mask.sum(dim=1).max()) + len(tree) >= window:
+        raise ValueError(f"prompt + label tree exceed the sliding window ({window}); use kv_cache or concat")
+    order = mask.argsort(dim=1, stable=True)  # re-pack to left padding: every row ends in a real token
+    _, head = extend_with_tree(model, tree, ids.gather(1, order), mask.gather(1, order))
+    return tree.token_logp(head)

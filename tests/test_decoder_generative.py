@@ -159,11 +159,26 @@ def _sequence_logp(model, ids: list[int], start: int) -> float:
     return float(sum(logp[t - 1, ids[t]] for t in range(start, len(ids))))
 
 
-def test_multi_field_label_scoring_matches_brute_force(trained):
+def _constrained_logp(model, prefix: list[int], seq: list[int], siblings: list[list[int]]) -> float:
+    """Brute force for label_normalisation="labels": each token's softmax over the tokens that continue some
+    allowed value at that point."""
+    total = 0.0
+    with torch.no_grad():
+        for t, tok in enumerate(seq):
+            allowed = sorted({s[t] for s in siblings if len(s) > t and s[:t] == seq[:t]})
+            logits = model(input_ids=torch.tensor([prefix + seq[:t]])).logits[0, -1].float()
+            total += float(logits[allowed].log_softmax(-1)[allowed.index(tok)])
+    return total
+
+
+@pytest.mark.parametrize("normalisation", ["vocab", "labels"])
+def test_multi_field_label_scoring_matches_brute_force(trained, normalisation):
     """Each field's scores equal log p(value + closing quote | prompt, earlier chosen values), computed by brute
-    force on the full sequences; two-token labels sharing their first token are separated correctly."""
+    force on the full sequences (under constrained decoding for "labels"); two-token labels sharing their first
+    token are separated correctly. The tree path (one forward per field) equals re-encoding per field."""
     module, _, dm, _ = trained
     module.eval()
+    module.hparams["label_normalisation"] = normalisation
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     choice, scores = module.decode_score(batch)
@@ -173,12 +188,18 @@ def test_multi_field_label_scoring_matches_brute_force(trained):
         chosen: list[int] = []
         for k in range(len(spec.fields)):
             prefix = prompt + spec.prefix_ids(chosen + [0] * (len(spec.fields) - len(chosen)), k)
-            want = torch.tensor([_sequence_logp(module.model, prefix + seq, len(prefix)) for seq in spec.scored_ids(k)])
+            seqs = spec.scored_ids(k)
+            if normalisation == "vocab":
+                want = torch.tensor([_sequence_logp(module.model, prefix + seq, len(prefix)) for seq in seqs])
+            else:
+                want = torch.tensor([_constrained_logp(module.model, prefix, seq, seqs) for seq in seqs])
             torch.testing.assert_close(scores[k][row].cpu(), want, atol=1e-4, rtol=1e-4)
             chosen.append(int(want.argmax()))
         assert choice[row].tolist() == chosen
-    # The cached path (prompt encoded once, extended field by field) equals re-encoding the prompt per field.
+    # The tree path (prompt encoded once, extended field by field) equals re-encoding the prompt per field.
+    assert module._tree_path_ok(module._prompts(batch))
     per_choice, per_scores = module._decode_score_per_field(batch)
+    module.hparams["label_normalisation"] = "vocab"
     assert torch.equal(per_choice, choice)
     for a, b in zip(per_scores, scores, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -7,7 +7,13 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from lightning_modules.label_scoring import predict_labels, score_labels, tokenize_labels
+from lightning_modules.label_scoring import (
+    LabelTree,
+    predict_labels,
+    renormalise_over_labels,
+    score_labels,
+    tokenize_labels,
+)
 
 WORDS = [
     "<pad>",
@@ -132,7 +138,10 @@ def test_tokenize_labels_rejects_duplicate_and_empty(tokenizer):
         tokenize_labels(tokenizer, ["login", "login "])
 
 
-@pytest.mark.parametrize("strategy", ["kv_cache", "concat"])
+STRATEGIES = ["kv_cache", "concat", "tree"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("length_normalise", [False, True])
 def test_score_matches_brute_force_llama(tokenizer, strategy, length_normalise):
     model, label_ids = _llama(), tokenize_labels(tokenizer, LABELS)
@@ -146,7 +155,7 @@ def test_score_matches_brute_force_llama(tokenizer, strategy, length_normalise):
         torch.testing.assert_close(got[0], want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("strategy", ["kv_cache", "concat"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_score_matches_brute_force_gemma3(tokenizer, strategy):
     model, label_ids = _gemma3(), tokenize_labels(tokenizer, LABELS)
     for prompt in _prompts(tokenizer)[:2]:
@@ -155,7 +164,7 @@ def test_score_matches_brute_force_gemma3(tokenizer, strategy):
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-@pytest.mark.parametrize("strategy", ["kv_cache", "concat"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_batched_prompts_equal_one_by_one(tokenizer, side, strategy):
     model, label_ids = _llama(), tokenize_labels(tokenizer, LABELS)
     prompts = _prompts(tokenizer)
@@ -210,6 +219,77 @@ def test_gemma3_sliding_window_batched_long_and_short(tokenizer, side, strategy)
     got = score_labels(model, ids, label_ids, attention_mask=mask, strategy=strategy)
     want = torch.stack([_brute_force(model, p, label_ids) for p in prompts])
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _constrained_brute_force(model, prompt: list[int], label_ids: list[list[int]]) -> torch.Tensor:
+    """Reference for normalisation="labels": each label token's softmax taken over the tokens that follow the same
+    prefix in some label, from one full forward per prefix."""
+    scores = []
+    for ids in label_ids:
+        total = torch.tensor(0.0)
+        for t, tok in enumerate(ids):
+            allowed = sorted({other[t] for other in label_ids if len(other) > t and other[:t] == ids[:t]})
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([prompt + ids[:t]])).logits[0, -1].float()
+            total = total + logits[allowed].log_softmax(-1)[allowed.index(tok)]
+        scores.append(total)
+    return torch.stack(scores)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_label_normalisation_matches_constrained_brute_force(tokenizer, strategy, arch):
+    """normalisation="labels": every strategy (the tree one from the label tokens' head rows only) gives the
+    log-probability under constrained decoding; batched over left-padded prompts."""
+    model, label_ids = (_llama() if arch == "llama" else _gemma3()), tokenize_labels(tokenizer, LABELS)
+    prompts = _prompts(tokenizer)
+    ids, mask = _pad(prompts, "left")
+    got = score_labels(model, ids, label_ids, attention_mask=mask, strategy=strategy, normalisation="labels")
+    want = torch.stack([_constrained_brute_force(model, p, label_ids) for p in prompts])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(got.exp().sum(-1), torch.ones(len(prompts)), atol=1e-4)  # a distribution over the labels
+
+
+def test_label_tree_nodes_and_chosen_paths():
+    """Labels a+q, b+q, a+a+q (q = closing token): "vocab" feeds every proper prefix; "labels" only where labels
+    branch (after "a": q or a), and a single continuation costs nothing."""
+    a, b, q = 5, 6, 7
+    labels = [[a, q], [b, q], [a, a, q]]
+    full = LabelTree(labels, "vocab")
+    assert full.nodes == [(a,), (b,), (a, a)]
+    assert full.visible.tolist() == [[True, False, False], [False, True, False], [True, False, True]]
+    assert full.fed_tokens == [1, 1, 2] and full.depth.tolist() == [1, 1, 2]
+    assert full.path_mask(torch.tensor([2, 1])).tolist() == [[1, 0, 1], [0, 1, 0]]
+    lean = LabelTree(labels, "labels")
+    assert lean.nodes == [(a,)] and lean.fed_tokens == [1, 0, 1]
+    assert lean.scored.tolist() == [[True, True, False], [True, False, False], [True, True, False]]
+    with pytest.raises(ValueError, match="normalisation"):
+        LabelTree(labels, "softmax")
+    # Renormalising full-vocabulary token log-probs: log of (p / sum over the allowed tokens at that step).
+    token_logp = torch.log(torch.tensor([[[0.2, 0.5, 0.0], [0.1, 0.9, 0.0], [0.2, 0.25, 0.4]]]))
+    got = renormalise_over_labels(token_logp, labels)
+    want = torch.log(torch.tensor([[[2 / 3, 2 / 3, 1.0], [1 / 3, 1.0, 1.0], [2 / 3, 1 / 3, 1.0]]]))
+    torch.testing.assert_close(got[0, 0, :2], want[0, 0, :2])
+    torch.testing.assert_close(got[0, 1, :2], want[0, 1, :2])
+    torch.testing.assert_close(got[0, 2], want[0, 2])
+
+
+def test_tree_strategy_with_eager_attention_and_window_guard(tokenizer):
+    """Eager attention takes the tree mask as additive floats; a prompt reaching the sliding window is refused
+    (the custom mask does not apply the window) instead of being scored wrongly."""
+    model, label_ids = _gemma3(), tokenize_labels(tokenizer, LABELS)
+    prompts = _prompts(tokenizer)
+    ids, mask = _pad(prompts, "right")
+    sdpa = score_labels(model, ids, label_ids, attention_mask=mask, strategy="tree")
+    model.config._attn_implementation = "eager"
+    try:
+        eager = score_labels(model, ids, label_ids, attention_mask=mask, strategy="tree")
+    finally:
+        model.config._attn_implementation = "sdpa"
+    torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-4)
+    long_prompt = tokenizer(" ".join(["ticket : my card was charged twice"] * 3), add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match="sliding window"):
+        score_labels(model, torch.tensor(long_prompt), label_ids, strategy="tree")
 
 
 def test_tokenize_labels_leading_space_variant():

@@ -1,5 +1,6 @@
-"""Where label scoring's time goes: torch profiler over one batch of the generative classifier's label scoring,
-next to the seconds per batch of label scoring and of free generation (same adapter, same batches).
+"""Where label scoring's time goes: seconds per batch of label scoring (both normalisations), of each text's own
+tokens alone (the floor every decoding pays) and of free generation, on the same adapter and batches; then the
+torch profiler over one batch of label scoring.
 
 Uses the subset and adapter written by ``benchmarks/decoder_classifiers.py`` (run that first)::
 
@@ -37,6 +38,7 @@ def main() -> None:
     from benchmarks.decoder_classifiers import DATASETS
     from datamodules.prompt_classification import PromptClassificationDataModule
     from lightning_modules.generative_classifier import GenerativeClassifier
+    from lightning_modules.label_scoring import _cache_kwarg
 
     torch.set_num_threads(args.threads)
     preset = DATASETS[args.dataset]
@@ -52,20 +54,43 @@ def main() -> None:
     module.eval()
     batches = list(dm.test_dataloader())[: args.batches]
     module.decode_score(batches[0])  # encodes the shared prefix, warms up
-    prompt_len = sum(map(len, module._prompts(batches[0]))) / len(batches[0]["index"])
+    prompt_len = sum(len(p) for b in batches for p in module._prompts(b)) / sum(len(b["index"]) for b in batches)
+    spec = module.spec
+    for k, tree in enumerate(module._trees()):
+        print(f"field {spec.names[k]}: {len(spec.label_ids[k])} values; label tree nodes fed: {len(tree)}")
+    timings = {}
+    for norm in ("labels", "vocab"):
+        module.hparams.label_normalisation = norm
+        module.decode_score(batches[0])
+        start = time.perf_counter()
+        for b in batches:
+            module.decode_score(b)
+        timings[norm] = (time.perf_counter() - start) / len(batches)
+        print(f"label scoring ({norm} normalisation): {timings[norm]:.3f} s per batch of {args.batch_size}")
+    # At batch 1 the first row's "shared prefix" is the row itself; from the second row on it is the instruction.
     print(f"mean prompt tokens {prompt_len:.1f}, shared prefix {len(module._prefix_store[0])} tokens")
-    start = time.perf_counter()
-    for b in batches:
-        module.decode_score(b)
-    print(f"label scoring: {(time.perf_counter() - start) / len(batches):.3f} s per batch of {args.batch_size}")
+    with torch.no_grad():  # the floor: each text's own tokens alone, in one forward after the shared prefix
+        start = time.perf_counter()
+        for b in batches:
+            rows = [p + spec.openers[0] for p in module._prompts(b)]
+            prefix, cache = module._shared_prefix(rows)
+            cache.batch_repeat_interleave(len(rows))
+            ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(r[len(prefix):]) for r in rows], batch_first=True,
+                                                  padding_side="left")
+            module.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{_cache_kwarg(module.model): cache})
+        own = (time.perf_counter() - start) / len(batches)
+    print(f"own text tokens only (one forward, no labels): {own:.3f} s per batch")
     start = time.perf_counter()
     for b in batches:
         module.decode_generate(b)
-    print(f"free generation: {(time.perf_counter() - start) / len(batches):.3f} s per batch of {args.batch_size}")
+    gen = (time.perf_counter() - start) / len(batches)
+    print(f"free generation: {gen:.3f} s per batch of {args.batch_size}")
+    print(f"ratios to free generation: labels {gen / timings['labels']:.2f}x, vocab {gen / timings['vocab']:.2f}x, "
+          f"own text tokens alone {gen / own:.2f}x")
+    module.hparams.label_normalisation = "labels"
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        module.decode_score(batches[1])
+        module.decode_score(batches[1 % len(batches)])
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))
-
 
 if __name__ == "__main__":
     main()

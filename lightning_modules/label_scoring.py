@@ -332,6 +332,10 @@ class LabelTree:
     token (row 0) and at every node. ``"labels"`` feeds only the prefixes where labels branch (and their
     ancestors); every other step has one allowed continuation, log 1 = 0 under constrained decoding. Its logits
     are needed only for the allowed tokens (``columns``), not the whole vocabulary.
+
+    Memory: ``"vocab"`` materialises float32 logits ``[batch, 1 + nodes, vocab]`` (150 three-token labels are ~450
+    nodes: 8 prompts x 451 x 262k words is about 3.8 GB), so chunk the batch for large label sets or use
+    ``"labels"``, whose head output is ``[batch, 1 + nodes, len(columns)]``.
     """
 
     def __init__(self, label_token_ids: list[list[int]], normalisation: Normalisation = "vocab") -> None:

@@ -48,7 +48,7 @@ SIMPLE_CHAT_TEMPLATE = (
 )
 
 
-def tiny_config(kind: str = "llama", vocab_size: int | None = None):
+def tiny_config(kind: str = "llama", vocab_size: int | None = None, sliding_window: int = 16):
     from transformers import Gemma3TextConfig, LlamaConfig
 
     n = vocab_size or len(vocab())
@@ -60,17 +60,19 @@ def tiny_config(kind: str = "llama", vocab_size: int | None = None):
     if kind == "llama":
         return LlamaConfig(num_key_value_heads=2, **common)
     if kind == "gemma3":
-        return Gemma3TextConfig(num_key_value_heads=1, head_dim=16, sliding_window=16, **common)
+        return Gemma3TextConfig(num_key_value_heads=1, head_dim=16, sliding_window=sliding_window, **common)
     raise ValueError(kind)
 
 
-def write_tiny_decoder(directory: Path, kind: str = "llama", seed: int = 0, chat_template: str | None = None) -> Path:
-    """A random causal LM (hidden 32, 2 layers) and its word-level tokenizer, saved as an HF folder."""
+def write_tiny_decoder(directory: Path, kind: str = "llama", seed: int = 0, chat_template: str | None = None,
+                       sliding_window: int = 16) -> Path:
+    """A random causal LM (hidden 32, 2 layers) and its word-level tokenizer, saved as an HF folder
+    (``sliding_window``: Gemma 3's local-attention window)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     directory.mkdir(parents=True, exist_ok=True)
     make_tokenizer(chat_template).save_pretrained(directory)
     torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(tiny_config(kind)).save_pretrained(directory)
+    AutoModelForCausalLM.from_config(tiny_config(kind, sliding_window=sliding_window)).save_pretrained(directory)
     return directory

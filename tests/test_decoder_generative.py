@@ -331,6 +331,28 @@ def test_gemma3_fit_and_score(method, prompt_data, tmp_path):
     assert score["num_examples"] == 12 and score["hallucination_rate"] == 0
 
 
+@pytest.mark.parametrize("window", [16, 256])
+def test_gemma3_tree_path_within_the_window_and_per_field_beyond_it(window, prompt_data, tmp_path):
+    """Gemma 3's sliding-window layers: the one-forward-per-field tree path is taken only while prompt, label trees
+    and continuations fit the window (the custom mask does not apply it); it then equals re-encoding per field
+    under both normalisations, and decode_score falls back to that path beyond the window."""
+    model_dir = write_tiny_decoder(tmp_path / "gemma", "gemma3", seed=1, sliding_window=window)
+    module, _, dm = _fit(model_dir, prompt_data, tmp_path / "run", epochs=1, batch_size=8, lr=1e-2,
+                         test_decoding=["score"])
+    module.eval()
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert module._tree_path_ok(module._prompts(batch)) == (window == 256)
+    for normalisation in ("labels", "vocab"):
+        module.hparams["label_normalisation"] = normalisation
+        choice, scores = module.decode_score(batch)
+        per_choice, per_scores = module._decode_score_per_field(batch)
+        assert torch.equal(per_choice, choice)
+        for a, b in zip(per_scores, scores, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    module.hparams["label_normalisation"] = "labels"
+
+
 def test_value_unseen_in_train_is_scored_wrong_and_left_out_of_the_loss(tiny_llama, prompt_data, tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"text": "refund please", "label": "billing", "urgency": "high"},
                                           {"text": "crash today", "label": "bug", "urgency": "critical"}])

@@ -273,10 +273,15 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         return [row[mask.bool()].tolist() for row, mask in zip(batch["prompt_ids"], batch["prompt_mask"], strict=True)]
 
     def _trees(self) -> list[Any]:
+        """Each field's :class:`LabelTree`, built once per label set and normalisation (not per batch)."""
         from lightning_modules.label_scoring import LabelTree
 
         spec, norm = self.spec, self.hparams.label_normalisation
-        return [LabelTree(spec.scored_ids(k), norm) for k in range(len(spec.fields))]
+        key = (norm, tuple(tuple(map(tuple, spec.scored_ids(k))) for k in range(len(spec.fields))))
+        cached = getattr(self, "_tree_cache", None)
+        if cached is None or cached[0] != key:
+            self._tree_cache = (key, [LabelTree(spec.scored_ids(k), norm) for k in range(len(spec.fields))])
+        return self._tree_cache[1]
 
     def _tree_path_ok(self, prompts: list[list[int]]) -> bool:
         """Whether the one-forward-per-field tree path is exact here: LoRA (prefix tuning injects its own cache),

@@ -1,4 +1,5 @@
-"""Prompt DataModule for generative (decoder LM) classifiers: one prompt, one JSON answer with one or more fields.
+"""Prompt DataModule for generative (decoder LM) classifiers: one prompt, one answer with one or more fields, as a
+JSON object (``answer_format: json``) or a function call (``answer_format: call``).
 
 Each example becomes ``prompt ids + answer ids``; the LM loss is taken on the answer ids only (``labels`` is -100
 on the prompt and on padding). The prompt lists the allowed values of every field; with a tokenizer that has a
@@ -10,6 +11,8 @@ The answer is built from separately tokenized pieces, so training targets and la
 
     {"category": "  <label ids>  "  , "urgency": "  <label ids>  "  }  <eos>
     `- opener 0 -'                 `-- opener 1 --'                 `- closer
+
+    classify(category="  <label ids>  "  , urgency="  <label ids>  "  )  <eos>      (answer_format: call)
 
 Every label is scored together with the closing quote that follows it, so no label is a prefix of another
 (``"1"`` vs ``"11"``: without the quote, ``"11"`` could never beat ``"1"``). Multi-field decoding scores field
@@ -27,7 +30,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -41,7 +44,13 @@ DEFAULT_INSTRUCTION = (
     "Classify the text. Answer with a JSON object with the fields {field_list}, each one of the allowed values.\n"
     "{allowed}\nText: {text}"
 )
+# Used instead of DEFAULT_INSTRUCTION when answer_format is "call" and no instruction is given.
+DEFAULT_CALL_INSTRUCTION = (
+    "Classify the text. Answer with one function call {function}(...) with the arguments {field_list}, each one of "
+    "the allowed values.\n{allowed}\nText: {text}"
+)
 PLAIN_SUFFIX = "\nAnswer:"
+AnswerFormat = Literal["json", "call"]
 
 
 @dataclass
@@ -56,6 +65,8 @@ class AnswerSpec:
     quote: list[int]  # ids of the closing quote that ends every value
     label_ids: list[list[list[int]]]  # per field, per label: the value's ids (without the quote)
     eos_id: Optional[int]
+    format: str = "json"  # "json" or "call" (specs stored before the call format have no entry: json)
+    function: str = ""  # the called function's name for "call"
 
     def scored_ids(self, field: int) -> list[list[int]]:
         """Label sequences scored for ``field``: value ids + closing quote (prefix-free)."""
@@ -85,12 +96,24 @@ class AnswerSpec:
         return cls(**data)
 
 
-def build_answer_spec(tokenizer: Any, fields: list[str], names: list[str], labels: list[list[str]]) -> AnswerSpec:
+def build_answer_spec(tokenizer: Any, fields: list[str], names: list[str], labels: list[list[str]],
+                      answer_format: AnswerFormat = "json", function: str = "classify") -> AnswerSpec:
     def ids(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    openers = [ids('{"' + names[0] + '": "')] + [ids(', "' + n + '": "') for n in names[1:]]
-    quote, closer = ids('"'), ids("}")
+    if answer_format == "json":
+        openers = [ids('{"' + names[0] + '": "')] + [ids(', "' + n + '": "') for n in names[1:]]
+        quote, closer = ids('"'), ids("}")
+    elif answer_format == "call":
+        if not function.isidentifier():
+            raise DataError(f"function_name {function!r} is not an identifier")
+        bad = [n for n in names if not n.isidentifier()]
+        if bad:
+            raise DataError(f"answer_format call: field names {bad} are not identifiers (set field_names)")
+        openers = [ids(function + "(" + names[0] + '="')] + [ids(", " + n + '="') for n in names[1:]]
+        quote, closer = ids('"'), ids(")")
+    else:
+        raise DataError(f"unknown answer_format {answer_format!r}; choose json or call")
     label_ids = []
     for k, values in enumerate(labels):
         per = [ids(v) for v in values]
@@ -103,19 +126,27 @@ def build_answer_spec(tokenizer: Any, fields: list[str], names: list[str], label
             seen[tuple(seq)] = value
         label_ids.append(per)
     return AnswerSpec(list(fields), list(names), [list(v) for v in labels], openers, closer, quote, label_ids,
-                      tokenizer.eos_token_id)
+                      tokenizer.eos_token_id, answer_format, function if answer_format == "call" else "")
 
 
 def parse_answer(text: str, spec: AnswerSpec) -> list[Optional[str]]:
-    """Field values from generated text: the first JSON object, else a ``"name": "value"`` regex per field.
+    """Field values from generated text.
 
+    JSON format: the first JSON object. Call format: the ``name="value"`` arguments of the first
+    ``function(...)`` call. Otherwise (either format) a ``name: value`` / ``name="value"`` regex per field.
     ``None`` = the field could not be parsed (a parse failure); a returned value may still be outside the label
     set (a hallucination) - the caller decides.
     """
     import re
 
+    if spec.format == "call":
+        call = re.search(re.escape(spec.function) + r"\s*\((.*?)\)", text, flags=re.S)
+        if call:
+            args = {m.group(1): m.group(2).strip() for m in re.finditer(r'(\w+)\s*=\s*"([^"]*)"', call.group(1))}
+            if args:
+                return [args.get(n) for n in spec.names]
     start = text.find("{")
-    if start >= 0:
+    if spec.format == "json" and start >= 0:
         end = text.find("}", start)
         if end >= 0:
             try:
@@ -127,7 +158,8 @@ def parse_answer(text: str, spec: AnswerSpec) -> list[Optional[str]]:
                 pass
     out: list[Optional[str]] = []
     for name in spec.names:
-        match = re.search(r'"?\s*' + re.escape(name) + r'\s*"?\s*:\s*"?([^",}\n]*)', text)
+        ends = '",)\n' if spec.format == "call" else '",}\n'  # what ends an unquoted value
+        match = re.search(r'"?\s*' + re.escape(name) + r'\s*"?\s*[:=]\s*"?([^' + ends + ']*)', text)
         out.append(match.group(1).strip() if match and match.group(1).strip() else None)
     return out
 
@@ -208,7 +240,11 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         labels: Fixed label set per field (order = class ids); default: the sorted mapped training values.
         label_maps: ``{field: {old: new}}`` remapping raw values (e.g. priority 0,1 -> high; 2 -> medium ...).
             Values not in a field's map are kept.
-        instruction: Prompt template with ``{field_list}``, ``{allowed}`` (one line per field) and ``{text}``.
+        answer_format: ``json`` (``{"category": "...", ...}``) or ``call`` (``classify(category="...", ...)``, a
+            function call as FunctionGemma-style models are tuned to emit; field names must be identifiers).
+        function_name: The called function's name for ``answer_format: call``.
+        instruction: Prompt template with ``{field_list}``, ``{allowed}`` (one line per field), ``{text}`` and
+            ``{function}``; the default asks for a JSON object, or for the function call with ``call``.
         use_chat_template: ``auto`` (the tokenizer's chat template when it has one), ``always`` or ``never``.
         max_length: Maximum number of TEXT tokens (the text is cut, never the instruction or the answer).
         val_fraction: Fraction of each class moved to validation when there is no validation file.
@@ -232,6 +268,8 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         field_names: Optional[dict[str, str]] = None,
         labels: Optional[dict[str, list[str]]] = None,
         label_maps: Optional[dict[str, dict[str, str]]] = None,
+        answer_format: AnswerFormat = "json",
+        function_name: str = "classify",
         instruction: str = DEFAULT_INSTRUCTION,
         use_chat_template: str = "auto",
         max_length: int = 128,
@@ -257,6 +295,9 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         unknown = set(self.label_maps) - set(self.label_fields)
         if unknown:
             raise DataError(f"label_maps: field(s) {sorted(unknown)} are not in label_fields {self.label_fields}")
+        if answer_format == "call" and instruction == DEFAULT_INSTRUCTION:
+            instruction = DEFAULT_CALL_INSTRUCTION
+        self.answer_format, self.function_name = answer_format, function_name
         self.instruction, self.use_chat_template = instruction, use_chat_template
         self.max_length, self.val_fraction, self.seed = max_length, val_fraction, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
@@ -351,7 +392,8 @@ class PromptClassificationDataModule(pl.LightningDataModule):
 
     @cached_property
     def answer_spec(self) -> AnswerSpec:
-        return build_answer_spec(self.tokenizer, self.label_fields, self.field_names, self.field_labels)
+        return build_answer_spec(self.tokenizer, self.label_fields, self.field_names, self.field_labels,
+                                 self.answer_format, self.function_name)
 
     # ---- prompts ----
 
@@ -364,7 +406,8 @@ class PromptClassificationDataModule(pl.LightningDataModule):
     def prompt_text(self, text: str) -> str:
         """The full prompt string for one text (before the answer)."""
         allowed = "\n".join(f"{n}: {', '.join(v)}" for n, v in zip(self.field_names, self.field_labels, strict=True))
-        body = self.instruction.format(field_list=", ".join(self.field_names), allowed=allowed, text=text)
+        body = self.instruction.format(field_list=", ".join(self.field_names), allowed=allowed, text=text,
+                                       function=self.function_name)
         if self._chat():
             return self.tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
                                                       add_generation_prompt=True)

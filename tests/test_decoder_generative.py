@@ -111,13 +111,19 @@ def test_parse_answer():
     assert parse_answer("no idea", spec) == [None, None]
     assert parse_answer('{ " category " : " a b ", " urgency " : " low " }', spec) == ["a b", "low"]  # spaced
     assert parse_answer('{"category": "c", "urgency": "lo', spec) == ["c", "lo"]  # cut off: regex fallback
+    call = AnswerSpec(spec.fields, spec.names, spec.labels, [[], []], [], [], [[], []], None, "call", "route")
+    assert parse_answer('route(category="a b", urgency="low") trailing', call) == ["a b", "low"]
+    assert parse_answer('route ( category = " c " , urgency = " high " )', call) == ["c", "high"]  # spaced
+    assert parse_answer('route(urgency="low")', call) == [None, "low"]  # a missing argument: a parse failure
+    assert parse_answer('category="c", urgency="lo', call) == ["c", "lo"]  # no call, cut off: regex fallback
+    assert parse_answer("no idea", call) == [None, None]
 
 
-def _fit(model_dir: Path, data: Path, run_dir: Path, epochs: int, batch_size: int = 32, **kwargs
-         ) -> tuple[GenerativeClassifier, pl.Trainer, PromptClassificationDataModule]:
+def _fit(model_dir: Path, data: Path, run_dir: Path, epochs: int, batch_size: int = 32,
+         dm_kwargs: dict | None = None, **kwargs) -> tuple[GenerativeClassifier, pl.Trainer, PromptClassificationDataModule]:
     pl.seed_everything(0)
     # A short instruction: a random 2-layer model learns to attend to one text word within a few dozen steps.
-    dm = _dm(model_dir, data, instruction="text : {text}", batch_size=batch_size)
+    dm = _dm(model_dir, data, instruction="text : {text}", batch_size=batch_size, **(dm_kwargs or {}))
     module = GenerativeClassifier(pretrained=str(model_dir), num_classes=dm.num_classes, label_names=dm.label_names,
                                   lr=kwargs.pop("lr", 1e-2), warmup=0, max_new_tokens=24, **kwargs)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
@@ -351,6 +357,36 @@ def test_gemma3_tree_path_within_the_window_and_per_field_beyond_it(window, prom
         for a, b in zip(per_scores, scores, strict=True):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     module.hparams["label_normalisation"] = "labels"
+
+
+def test_function_call_answers(tiny_llama, prompt_data, tmp_path):
+    """answer_format=call: the answer is classify(category="...", urgency="..."); the default prompt asks for the
+    call; training, label scoring (tree path = per-field path) and generation + parsing work as with JSON."""
+    dm = _dm(tiny_llama, prompt_data, answer_format="call")
+    assert "function call classify(...)" in dm.prompt_text("refund")
+    spec = dm.answer_spec
+    assert dm.tokenizer.decode(spec.answer_ids([1, 0]), skip_special_tokens=True) == \
+        'classify ( category = " billing refund ", urgency = " high " )'
+    assert parse_answer(dm.tokenizer.decode(spec.answer_ids([1, 0]), skip_special_tokens=True), spec) == [
+        "billing refund", "high"]
+    with pytest.raises(DataError, match="identifier"):
+        _ = _dm(tiny_llama, prompt_data, answer_format="call", field_names={"label": "the category"}).answer_spec
+    with pytest.raises(DataError, match="identifier"):
+        _ = _dm(tiny_llama, prompt_data, answer_format="call", function_name="route me").answer_spec
+    module, trainer, dm = _fit(tiny_llama, prompt_data, tmp_path / "run", epochs=60,
+                               dm_kwargs={"answer_format": "call", "function_name": "classify"})
+    trainer.test(module, dm, verbose=False)
+    results = module.compute_metrics("test")
+    assert results["score"]["fields"]["category"]["accuracy"] >= 0.6, results["score"]  # chance 0.25
+    assert results["generate"]["parse_failure_rate"] < 1.0  # it learned to write the call
+    module.eval()
+    batch = next(iter(dm.test_dataloader()))
+    assert module._tree_path_ok(module._prompts(batch))
+    choice, scores = module.decode_score(batch)
+    per_choice, per_scores = module._decode_score_per_field(batch)
+    assert torch.equal(per_choice, choice)
+    for a, b in zip(per_scores, scores, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_value_unseen_in_train_is_scored_wrong_and_left_out_of_the_loss(tiny_llama, prompt_data, tmp_path):

@@ -350,13 +350,15 @@ def test_gemma3_tree_path_within_the_window_and_per_field_beyond_it(window, prom
     batch = next(iter(dm.test_dataloader()))
     assert module._tree_path_ok(module._prompts(batch)) == (window == 256)
     for normalisation in ("labels", "vocab"):
-        module.hparams["label_normalisation"] = normalisation
-        choice, scores = module.decode_score(batch)
-        per_choice, per_scores = module._decode_score_per_field(batch)
-        assert torch.equal(per_choice, choice)
-        for a, b in zip(per_scores, scores, strict=True):
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    module.hparams["label_normalisation"] = "labels"
+        for length_normalise in (False, True):
+            module.hparams["label_normalisation"] = normalisation
+            module.hparams["length_normalise"] = length_normalise
+            choice, scores = module.decode_score(batch)
+            per_choice, per_scores = module._decode_score_per_field(batch)
+            assert torch.equal(per_choice, choice)
+            for a, b in zip(per_scores, scores, strict=True):
+                torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    module.hparams["label_normalisation"], module.hparams["length_normalise"] = "labels", False
 
 
 def test_function_call_answers(tiny_llama, prompt_data, tmp_path):

@@ -4,12 +4,16 @@ urgency and impact as three fields) or on online_shopping_10_cats (Chinese revie
 
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py                    # Endava tickets
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py --dataset online_shopping
-    .venv/bin/python benchmarks/decoder_classifiers.py --model tests/tiny --smoke              # plumbing check only
+    .venv/bin/python -c "from pathlib import Path; from tests.decoder_support import write_tiny_decoder as w; \
+        w(Path('/tmp/tinydec'))" && .venv/bin/python benchmarks/decoder_classifiers.py --model /tmp/tinydec --smoke \
+        --train_size 40 --test_size 16 --max_length 16 --parts generative                   # plumbing check only
 
 Subset (this 2-core CPU cannot fine-tune a 270M decoder on all 4327 tickets in a session): a stratified sample
 of ``--train_size`` train and ``--test_size`` test tickets (per category, seeded; ``datamodules.splits``), text cut
 to ``--max_length`` tokens, ``--epochs`` epochs (default 1) for the two fine-tuned routes. The generative model predicts category, urgency and impact as one JSON
-object; label scoring decodes the fields in order, each conditioned on the values chosen before it.
+object; label scoring decodes the fields in order, each conditioned on the values chosen before it, and is run
+twice: with constrained-decoding normalisation (the module default, ``label_scoring``) and with full-vocabulary
+normalisation (``label_scoring_vocab``); the 5x target is checked for each (``target``, ``target_vocab``).
 Writes ``benchmarks/results/endava_tickets.json`` (atomically).
 """
 

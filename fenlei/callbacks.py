@@ -139,7 +139,8 @@ class RunFilesCallback(pl.Callback):
 
 class PredictionWriter(pl.callbacks.BasePredictionWriter):
     """Write ``predict/predictions.jsonl`` in the run directory: one row per input row, in input order, with
-    the predicted label, its probability and the top-k labels (written atomically at the end)."""
+    the predicted label, its probability and the top-k labels (written atomically at the end); numeric-target
+    modules add ``value``, multi-field generative classifiers ``fields`` (each field's label and confidence)."""
 
     def __init__(self, top_k: int = 5) -> None:
         super().__init__(write_interval="epoch")
@@ -153,6 +154,11 @@ class PredictionWriter(pl.callbacks.BasePredictionWriter):
         index, probs = index[order], probs[order]
         # Numeric-target modules also predict a number (the regressor's output or the bin's median).
         values = torch.cat([b["values"] for b in batches])[order].tolist() if "values" in batches[0] else None
+        # Multi-field generative classifiers also give every answer field's label probabilities.
+        fields = None
+        if "field_probs" in batches[0]:
+            fields = [(name, labels, torch.cat([b["field_probs"][k] for b in batches])[order])
+                      for k, (name, labels) in enumerate(pl_module.field_label_names())]
         names = getattr(pl_module.hparams, "label_names", None) or [str(i) for i in range(probs.shape[-1])]
         k = min(self.top_k, probs.shape[-1])
         top_p, top_i = probs.topk(k, dim=-1)
@@ -162,5 +168,8 @@ class PredictionWriter(pl.callbacks.BasePredictionWriter):
                       "top_k": [{"label": names[i], "p": round(p, 6)} for p, i in zip(p_row, i_row, strict=False)]}
             if values is not None:
                 record["value"] = round(float(values[n]), 4)
+            if fields is not None:
+                record["fields"] = {name: {"label": labels[int(p[n].argmax())], "confidence": round(float(p[n].max()), 6)}
+                                    for name, labels, p in fields}
             lines.append(json.dumps(record, ensure_ascii=False))
         atomic_write_text(Path(trainer.default_root_dir) / "predict" / "predictions.jsonl", "\n".join(lines) + "\n")

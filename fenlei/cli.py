@@ -10,7 +10,7 @@ Run directory (``trainer.default_root_dir``; default ``runs/<name of the first -
     wandb/                 the W&B run (offline unless --wandb.mode online)
     run_summary.json       written last, atomically: the fit finished
     test/                  per_class.csv, per_class.md, confusion_matrix.png, metrics.json (after `test`)
-    predict/               predictions.jsonl: row, label, confidence, top_k (after `predict`)
+    predict/               predictions.jsonl: row, label, confidence, top_k (+ value / fields) (after `predict`)
 """
 
 from __future__ import annotations

@@ -546,9 +546,17 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
                                   names, {"test/acc": results["score"]["accuracy"],
                                           "test/f1_macro": results["score"]["f1_macro"]}, loggers=self.loggers)
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """First field's label probabilities (``probs``) and every field's (``field_probs``), by label scoring;
+        ``cli.py predict`` writes them to ``predict/predictions.jsonl``."""
         _, scores = self.decode_score(batch)
-        return {"index": batch["index"], "probs": torch.softmax(scores[0].float(), dim=-1)}
+        field_probs = [torch.softmax(s.float(), dim=-1).cpu() for s in scores]
+        return {"index": batch["index"], "probs": field_probs[0], "field_probs": field_probs}
+
+    def field_label_names(self) -> list[tuple[str, list[str]]]:
+        """``(name, labels)`` of each answer field, for prediction writers."""
+        spec = self.spec
+        return list(zip(spec.names, spec.labels, strict=True))
 
     # ---- end of fit (the optimiser and adapter-only checkpoints: AdapterTrainingMixin) ----
 

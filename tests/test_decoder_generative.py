@@ -158,6 +158,28 @@ def test_training_beats_chance_and_reports_every_metric(trained):
     assert (run_dir / "test" / "per_class.csv").is_file()
 
 
+def test_predict_writes_every_field(trained, tmp_path):
+    """``predict`` writes one row per input row with the first field's label/top-k and every field's label and
+    confidence, the same labels that label scoring picks in test."""
+    from fenlei.callbacks import PredictionWriter
+
+    module, _, dm, _ = trained
+    trainer = pl.Trainer(accelerator="cpu", logger=False, default_root_dir=str(tmp_path), callbacks=[PredictionWriter()],
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.predict(module, datamodule=dm)
+    rows = [json.loads(line) for line in (tmp_path / "predict" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == list(range(12))
+    module.eval()
+    dm.setup("test")
+    choice = torch.cat([module.decode_score(b)[0] for b in dm.test_dataloader()])
+    spec = dm.answer_spec
+    for r, c in zip(rows, choice.tolist(), strict=True):
+        assert set(r["fields"]) == {"category", "urgency"}
+        assert r["fields"]["category"]["label"] == r["label"] == spec.labels[0][c[0]]
+        assert r["fields"]["urgency"]["label"] == spec.labels[1][c[1]]
+        assert 0 < r["fields"]["urgency"]["confidence"] <= 1
+
+
 def _sequence_logp(model, ids: list[int], start: int) -> float:
     """Brute force: one forward over the whole sequence, summing log p of tokens ``start..``."""
     with torch.no_grad():

@@ -333,9 +333,9 @@ class LabelTree:
     ancestors); every other step has one allowed continuation, log 1 = 0 under constrained decoding. Its logits
     are needed only for the allowed tokens (``columns``), not the whole vocabulary.
 
-    Memory: ``"vocab"`` materialises float32 logits ``[batch, 1 + nodes, vocab]`` (150 three-token labels are ~450
-    nodes: 8 prompts x 451 x 262k words is about 3.8 GB), so chunk the batch for large label sets or use
-    ``"labels"``, whose head output is ``[batch, 1 + nodes, len(columns)]``.
+    Memory: the head output is ``[batch, 1 + nodes, len(columns)]`` either way; ``"vocab"`` computes the
+    full-vocabulary softmax a few rows at a time (:func:`vocab_logp_at`), so a large label set does not
+    materialise ``[batch, nodes, 262k]`` logits at once.
     """
 
     def __init__(self, label_token_ids: list[list[int]], normalisation: Normalisation = "vocab") -> None:
@@ -358,14 +358,13 @@ class LabelTree:
         longest = max(map(len, label_token_ids))
         shape = (len(label_token_ids), longest)
         self.rows = torch.zeros(shape, dtype=torch.long)  # head-output row that predicts token t of label l
-        self.targets = torch.zeros(shape, dtype=torch.long)  # its vocabulary id
         self.target_columns = torch.zeros(shape, dtype=torch.long)  # its index in ``columns``
         self.scored = torch.zeros(shape, dtype=torch.bool)  # False: padding, or a step with one continuation
         for lab, seq in enumerate(label_token_ids):
             for t, tok in enumerate(seq):
                 prefix = tuple(seq[:t])
                 if prefix in row:
-                    self.rows[lab, t], self.targets[lab, t] = row[prefix], tok
+                    self.rows[lab, t] = row[prefix]
                     self.target_columns[lab, t], self.scored[lab, t] = column[tok], True
         self.allowed = torch.zeros(len(self.nodes) + 1, len(self.columns), dtype=torch.bool)  # [rows, columns]
         for prefix, r in row.items():
@@ -376,19 +375,15 @@ class LabelTree:
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def token_logp(self, logits: torch.Tensor) -> torch.Tensor:
-        """``[B, L, T]`` label token log-probs from the head output at the prompt's last token and the nodes:
-        ``[B, 1 + nodes, vocab]`` for ``"vocab"``, ``[B, 1 + nodes, len(columns)]`` (logits of ``columns``) for
-        ``"labels"``."""
-        device = logits.device
-        logits = logits.float()
+    def token_logp(self, head: torch.Tensor) -> torch.Tensor:
+        """``[B, L, T]`` label token log-probs from the head output ``[B, 1 + nodes, len(columns)]`` at the prompt's
+        last token and at the nodes, for the tokens in ``columns``: full-vocabulary LOG-PROBS for ``"vocab"``
+        (:func:`vocab_logp_at`), raw logits for ``"labels"`` (normalised here over each step's allowed tokens)."""
+        device = head.device
+        logp = head.float()
         if self.normalisation == "labels":
-            logits = logits.masked_fill(~self.allowed.to(device), float("-inf"))
-            targets = self.target_columns.to(device)
-        else:
-            targets = self.targets.to(device)
-        logp = logits.log_softmax(dim=-1)
-        out = logp[:, self.rows.to(device), targets]  # [B, L, T]
+            logp = logp.masked_fill(~self.allowed.to(device), float("-inf")).log_softmax(dim=-1)
+        out = logp[:, self.rows.to(device), self.target_columns.to(device)]  # [B, L, T]
         return out.masked_fill(~self.scored.to(device), 0.0)
 
     def attention_mask(self, past: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
@@ -420,25 +415,52 @@ class LabelTree:
         return out
 
 
-def restricted_logits(model, hidden: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
-    """The LM head's logits for ``token_ids`` only: ``hidden [..., H] -> [..., len(token_ids)]``.
+_LOGIT_SCALES = ("logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _text_config(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base, (base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config)
+
+
+def plain_lm_head(model) -> bool:
+    """Whether the LM head is a linear layer (+ Gemma's final soft-capping) that :func:`restricted_logits` can
+    reproduce; heads that scale logits some other way are left to the model's own forward."""
+    _, config = _text_config(model)
+    return all(getattr(config, name, None) in (None, 1, 1.0) for name in _LOGIT_SCALES)
+
+
+def restricted_logits(model, hidden: torch.Tensor, token_ids: list[int] | None = None) -> torch.Tensor:
+    """The LM head's logits for ``token_ids`` only (None: every row): ``hidden [..., H] -> [..., len(token_ids)]``.
 
     Gemma's head has 262k rows; scoring a handful of label tokens needs a handful of them. Applies Gemma's final
     logit soft-capping; heads that scale logits some other way are refused rather than scored wrongly.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    for name in ("logit_scale", "logits_scaling", "output_multiplier_scale"):
-        if getattr(config, name, None) not in (None, 1, 1.0):
-            raise NotImplementedError(f"{type(base).__name__} scales its logits ({name}); use normalisation='vocab'")
+    base, config = _text_config(model)
+    if not plain_lm_head(model):
+        raise NotImplementedError(f"{type(base).__name__} scales its logits; use normalisation='vocab'")
     head = base.get_output_embeddings()
-    ids = torch.tensor(token_ids, dtype=torch.long, device=head.weight.device)
-    bias = head.bias[ids] if getattr(head, "bias", None) is not None else None
-    logits = torch.nn.functional.linear(hidden, head.weight[ids], bias).float()
+    weight, bias = head.weight, getattr(head, "bias", None)
+    if token_ids is not None:
+        ids = torch.tensor(token_ids, dtype=torch.long, device=weight.device)
+        weight, bias = weight[ids], (bias[ids] if bias is not None else None)
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()
     cap = getattr(config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def vocab_logp_at(model, hidden: torch.Tensor, token_ids: list[int], budget_bytes: int = 2**28) -> torch.Tensor:
+    """Full-vocabulary log-probs of ``token_ids`` at every position of ``hidden [B, R, H]`` -> ``[B, R, len]``,
+    computing the ``[B, rows, vocab]`` float32 logits a few rows at a time (about ``budget_bytes`` each)."""
+    base, _ = _text_config(model)
+    vocab = base.get_output_embeddings().weight.shape[0]
+    step = max(1, budget_bytes // max(1, hidden.shape[0] * vocab * 4))
+    ids = torch.tensor(token_ids, dtype=torch.long, device=hidden.device)
+    parts = [restricted_logits(model, hidden[:, i : i + step]).log_softmax(dim=-1)[..., ids]
+             for i in range(0, hidden.shape[1], step)]
+    return torch.cat(parts, dim=1)
 
 
 def tree_attention_supported(model) -> bool:
@@ -456,7 +478,8 @@ def extend_with_tree(
     ``cache`` (None: nothing before the block) holds ``past`` slots (0/1, holes allowed) with ``lengths`` real
     tokens per row, the position the block continues at. Returns the extended cache (the block and ALL nodes
     appended: keep the chosen label's nodes with :meth:`LabelTree.path_mask` and mask the rest) and the head
-    output at the block's last token and at every node, ready for :meth:`LabelTree.token_logp`. Every row's
+    output ``[B, 1 + nodes, len(tree.columns)]`` at the block's last token and at every node, ready for
+    :meth:`LabelTree.token_logp`. Every row's
     block must end in a real token (left padding). Exact only while the whole cache fits every sliding window
     (the custom mask does not apply the window): callers check.
     """
@@ -478,12 +501,17 @@ def extend_with_tree(
                   use_cache=True)
     if cache is not None:
         kwargs[_cache_kwarg(model)] = cache
-    if tree.normalisation == "vocab":
+    if tree.normalisation == "vocab" and not plain_lm_head(model):  # the model's own head, all rows at once
         out = model(**kwargs, logits_to_keep=keep)
-        head = out.logits
-    else:  # the decoder's final hidden states, then only the label tokens' rows of the LM head
+        columns = torch.tensor(tree.columns, dtype=torch.long, device=device)
+        head = out.logits.float().log_softmax(dim=-1)[..., columns]
+    else:  # the decoder's final hidden states, then the LM head (only the label tokens' rows for "labels")
         out = base.get_decoder()(**kwargs)
-        head = restricted_logits(model, out.last_hidden_state[:, keep], tree.columns)
+        hidden = out.last_hidden_state[:, keep]
+        if tree.normalisation == "vocab":
+            head = vocab_logp_at(model, hidden, tree.columns)
+        else:
+            head = restricted_logits(model, hidden, tree.columns)
     cache = getattr(out, "cache", None)
     return (cache if cache is not None else out.past_key_values), head
 

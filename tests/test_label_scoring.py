@@ -13,6 +13,7 @@ from lightning_modules.label_scoring import (
     renormalise_over_labels,
     score_labels,
     tokenize_labels,
+    vocab_logp_at,
 )
 
 WORDS = [
@@ -290,6 +291,23 @@ def test_tree_strategy_with_eager_attention_and_window_guard(tokenizer):
     long_prompt = tokenizer(" ".join(["ticket : my card was charged twice"] * 3), add_special_tokens=False)["input_ids"]
     with pytest.raises(ValueError, match="sliding window"):
         score_labels(model, torch.tensor(long_prompt), label_ids, strategy="tree")
+
+
+def test_vocab_log_probs_in_row_chunks_and_heads_that_scale_logits(tokenizer):
+    """The full-vocabulary softmax is computed a few rows at a time (any chunk size gives the same numbers); a
+    model whose config scales logits is scored through its own forward for "vocab" and refused for "labels"."""
+    model, label_ids = _llama(), tokenize_labels(tokenizer, LABELS)
+    hidden = torch.randn(3, 7, model.config.hidden_size)
+    columns = [5, 9, 17]
+    whole = model.lm_head(hidden).float().log_softmax(-1)[..., columns]
+    for budget in (1, 3 * 64 * 4 * 2, 2**28):  # one row, two rows, everything per chunk
+        torch.testing.assert_close(vocab_logp_at(model, hidden, columns, budget_bytes=budget), whole)
+    prompt = _prompts(tokenizer)[0]
+    model.config.logit_scale = 2.0  # Llama ignores it; fenlei must not apply its own head to such a model
+    got = score_labels(model, torch.tensor(prompt), label_ids, strategy="tree")
+    torch.testing.assert_close(got[0], _brute_force(model, prompt, label_ids), rtol=1e-4, atol=1e-4)
+    with pytest.raises(NotImplementedError, match="scales its logits"):
+        score_labels(model, torch.tensor(prompt), label_ids, strategy="tree", normalisation="labels")
 
 
 def test_tokenize_labels_leading_space_variant():

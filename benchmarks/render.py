@@ -314,7 +314,11 @@ quote) and run Gemma's 262k-row LM head at each; the constrained one feeds only 
 after "1") and computes the LM head rows of the label tokens only. One text at a time (the service case;
 `--batch_size 1 --batches 12`): 0.57 s (constrained) and 0.94 s (vocab) per text against 3.32 s for free
 generation (5.9x and 3.5x). Before the label tree (repeating the prompt cache per label, six forward passes for
-three fields) this was 4.63 s per batch of 8 and 1.79 s per single text (about 2x at both)."""
+three fields) this was 4.63 s per batch of 8 and 1.79 s per single text (about 2x at both). A second run of the
+same command later that day, after the full-vocabulary path was changed to compute its softmax a few rows at a
+time and with the adapter of the lr 1e-3 run (see the notes below) in the work folder: 1.67 s (constrained), 3.07 s
+(vocab), floor 1.31 s, free generation 8.53 s (5.1x and 2.8x): the margin over 5x on these four batches is small,
+and run-to-run spread on this machine is about 5-10%."""
 
 
 def render_decoder_benchmark(res: dict[str, Any]) -> str:

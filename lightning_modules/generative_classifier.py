@@ -287,15 +287,11 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         """Whether the one-forward-per-field tree path is exact here: LoRA (prefix tuning injects its own cache),
         an attention that takes a custom 4-D mask, and everything (prompt, nodes, continuations, holes included)
         within every sliding-window layer (the custom mask does not apply the window)."""
-        if self.hparams.peft_method == "prefix":
-            return False
-        from lightning_modules.label_scoring import tree_attention_supported
+        from lightning_modules.label_scoring import sliding_window, tree_attention_supported
 
-        config = self.model.get_base_model().config
-        if not tree_attention_supported(self.model):
+        if self.hparams.peft_method == "prefix" or not tree_attention_supported(self.model):
             return False
-        config = getattr(config, "text_config", config)
-        window = getattr(config, "sliding_window", None)
+        window = sliding_window(self.model)
         spec = self.spec
         slots = max(map(len, prompts)) + len(spec.openers[0]) + sum(
             len(tree) + max(map(len, ids)) + len(spec.quote) + len(opener)
@@ -312,8 +308,9 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         next field's opener, followed by field ``k``'s tree. Prefix tuning (and a prompt too long for a sliding
         window) re-encodes the prompt per field instead.
         """
-        if self._tree_path_ok(self._prompts(batch)):
-            return self._decode_score_tree(batch)
+        prompts = self._prompts(batch)
+        if self._tree_path_ok(prompts):
+            return self._decode_score_tree(batch, prompts)
         return self._decode_score_per_field(batch)
 
     # Prompts share their instruction and label lists; only the text at the end differs. That common prefix is
@@ -361,10 +358,11 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         return ids, copy.deepcopy(cache)
 
     @torch.no_grad()
-    def _decode_score_tree(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _decode_score_tree(self, batch: dict[str, torch.Tensor], prompts: list[list[int]]
+                           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         from lightning_modules.label_scoring import extend_with_tree
 
-        spec, prompts, trees = self.spec, self._prompts(batch), self._trees()
+        spec, trees = self.spec, self._trees()
         device, n = batch["prompt_ids"].device, len(prompts)
         rows = [p + spec.openers[0] for p in prompts]
         shared = self._shared_prefix(rows)

@@ -112,13 +112,18 @@ def _as_batch(prompt_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> 
     return prompt_ids, attention_mask
 
 
+def _base_model(model):
+    """The HF model under a PEFT wrapper (the model itself when unwrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _cache_kwarg(model) -> str:
     """Name of the forward kwarg that takes a KV cache.
 
     transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns and goes in 5.40). Wrappers
     such as PEFT's forward ``**kwargs`` on, so look at the wrapped base model's signature.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
@@ -232,22 +237,17 @@ def score_labels(
     """
     ids, mask = _as_batch(prompt_ids, attention_mask)
     labels, label_mask = _pad_labels(label_token_ids, ids.device)
-    if strategy == "tree":
+    if normalisation not in ("vocab", "labels"):
+        raise ValueError(f"unknown normalisation {normalisation!r}; choose vocab or labels")
+    if strategy == "tree":  # normalises itself (the LabelTree computes only what its normalisation needs)
         token_logp = _score_tree(model, ids, mask, LabelTree(label_token_ids, normalisation))
-        scores = token_logp.sum(dim=-1)
-        if length_normalise:
-            scores = scores / label_mask.sum(dim=1).to(scores.dtype)
-        return scores
-    if strategy == "kv_cache":
-        token_logp = _score_kv_cache(model, ids, mask, labels, label_mask)
-    elif strategy == "concat":
-        token_logp = _score_concat(model, ids, mask, labels, label_mask)
+    elif strategy in ("kv_cache", "concat"):
+        score = _score_kv_cache if strategy == "kv_cache" else _score_concat
+        token_logp = score(model, ids, mask, labels, label_mask)
+        if normalisation == "labels":
+            token_logp = renormalise_over_labels(token_logp, label_token_ids)
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
-    if normalisation == "labels":
-        token_logp = renormalise_over_labels(token_logp, label_token_ids)
-    elif normalisation != "vocab":
-        raise ValueError(f"unknown normalisation {normalisation!r}; choose vocab or labels")
     scores = token_logp.sum(dim=-1)
     if length_normalise:
         scores = scores / label_mask.sum(dim=1).to(scores.dtype)
@@ -341,6 +341,8 @@ class LabelTree:
     def __init__(self, label_token_ids: list[list[int]], normalisation: Normalisation = "vocab") -> None:
         if normalisation not in ("vocab", "labels"):
             raise ValueError(f"unknown normalisation {normalisation!r}; choose vocab or labels")
+        if not label_token_ids or any(len(ids) == 0 for ids in label_token_ids):
+            raise ValueError("a label tree needs at least one label, and every label at least one token")
         self.sequences, self.normalisation = label_token_ids, normalisation
         kids = _continuations(label_token_ids)
         wanted = [p for p, nxt in kids.items() if p and (normalisation == "vocab" or len(nxt) > 1)]
@@ -419,8 +421,14 @@ _LOGIT_SCALES = ("logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
 def _text_config(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """``(HF model, its text config)`` through PEFT wrappers and multimodal configs."""
+    base = _base_model(model)
     return base, (base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config)
+
+
+def sliding_window(model) -> int | None:
+    """The model's local-attention window (Gemma 3), or None when every layer attends globally."""
+    return getattr(_text_config(model)[1], "sliding_window", None)
 
 
 def plain_lm_head(model) -> bool:
@@ -465,8 +473,7 @@ def vocab_logp_at(model, hidden: torch.Tensor, token_ids: list[int], budget_byte
 
 def tree_attention_supported(model) -> bool:
     """Whether the model's attention takes the custom 4-D mask of :func:`extend_with_tree` (sdpa, eager)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.config._attn_implementation in ("sdpa", "eager")
+    return _base_model(model).config._attn_implementation in ("sdpa", "eager")
 
 
 def extend_with_tree(
@@ -479,9 +486,8 @@ def extend_with_tree(
     tokens per row, the position the block continues at. Returns the extended cache (the block and ALL nodes
     appended: keep the chosen label's nodes with :meth:`LabelTree.path_mask` and mask the rest) and the head
     output ``[B, 1 + nodes, len(tree.columns)]`` at the block's last token and at every node, ready for
-    :meth:`LabelTree.token_logp`. Every row's
-    block must end in a real token (left padding). Exact only while the whole cache fits every sliding window
-    (the custom mask does not apply the window): callers check.
+    :meth:`LabelTree.token_logp`. Every row's block must end in a real token (left padding). Exact only while the
+    whole cache fits every sliding window (the custom mask does not apply the window): callers check.
     """
     device, batch = ids.device, ids.shape[0]
     if past is None:
@@ -493,7 +499,7 @@ def extend_with_tree(
     block_pos = lengths.unsqueeze(1) + (block_mask.cumsum(dim=1) - 1).clamp(min=0)
     node_pos = (lengths + block_mask.sum(dim=1)).unsqueeze(1) + tree.depth.to(device) - 1
     mask = tree.attention_mask(past, block_mask)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     if base.config._attn_implementation == "eager":  # eager ADDS the mask to the attention scores
         mask = torch.zeros(mask.shape, device=device).masked_fill(~mask, torch.finfo(torch.float32).min)
     keep = torch.arange(n - 1, n + nodes, device=device)
@@ -520,9 +526,7 @@ def _score_tree(model, ids: torch.Tensor, mask: torch.Tensor, tree: LabelTree) -
     """Per-token label log-probs ``[B, L, T]``: each prompt and the label tree in one forward, no cache reuse."""
     if not tree_attention_supported(model):
         raise ValueError("strategy='tree' needs sdpa or eager attention; use kv_cache or concat")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    window = getattr(config, "sliding_window", None)
+    window = sliding_window(model)
     if window is not None and int(mask.sum(dim=1).max()) + len(tree) >= window:
         raise ValueError(f"prompt + label tree exceed the sliding window ({window}); use kv_cache or concat")
     order = mask.argsort(dim=1, stable=True)  # re-pack to left padding: every row ends in a real token

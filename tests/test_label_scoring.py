@@ -266,6 +266,9 @@ def test_label_tree_nodes_and_chosen_paths():
     assert lean.scored.tolist() == [[True, True, False], [True, False, False], [True, True, False]]
     with pytest.raises(ValueError, match="normalisation"):
         LabelTree(labels, "softmax")
+    for bad in ([], [[a, q], []]):
+        with pytest.raises(ValueError, match="at least one"):
+            LabelTree(bad)
     # Renormalising full-vocabulary token log-probs: log of (p / sum over the allowed tokens at that step).
     token_logp = torch.log(torch.tensor([[[0.2, 0.5, 0.0], [0.1, 0.9, 0.0], [0.2, 0.25, 0.4]]]))
     got = renormalise_over_labels(token_logp, labels)

@@ -11,8 +11,8 @@ intra-op threads), on the same pre-tokenized inputs (the bundle's tokenizer, dyn
 - ``fenlei_ort_int8_static``  a second bundle with ``--quantization static`` (QDQ S8S8, MinMax on 512 train texts)
 
 Batch-1 latency: model call only (tokenization excluded, the same for all), ``--latency_n`` test texts, measured in
-interleaved rounds (each round runs every engine on its share of texts) so a change in machine load hits all
-engines alike; p50/p95 in ms. Batch-32 throughput: texts/s over ``--throughput_n`` texts in length-sorted batches.
+interleaved rounds (each round runs every engine on its share of texts, after 8 untimed calls) so a change in
+machine load hits all engines alike; p50/p95 in ms. Batch-32 throughput: texts/s over ``--throughput_n`` texts in length-sorted batches.
 Accuracy/agreement: the whole test set at batch 32. Then a bounded load test of ``cli.py serve`` over loopback.
 
     flock /tmp/fenlei_cpu.lock python benchmarks/deploy_latency.py --run_dir runs/banking77_minilm \\
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import run_logged  # noqa: E402
 from deploy.export import macro_f1  # noqa: E402
-from deploy.predictor import BundlePredictor, session_options  # noqa: E402
+from deploy.predictor import BundlePredictor, disabled_optimizers, ort_session  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 
 PYTHON = sys.executable
@@ -63,10 +63,11 @@ def read_test(path: Path, limit: int | None) -> tuple[list[str], list[str]]:
 
 
 class OrtEngine:
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
+    """One ORT session. A bundle's model is loaded the way its predictor loads it (skipping the onnxruntime fusions
+    that metadata.json names); the naive models get onnxruntime's defaults."""
 
-        self.session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    def __init__(self, path: Path, threads: int, skip_fusions: list[str] | None = None) -> None:
+        self.session = ort_session(path, threads, skip_fusions or [])
         self.path = path
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -130,7 +131,11 @@ def evaluate(engine: Any, encode: Any, texts: list[str], batch_size: int, num_cl
     return out
 
 
-def latency(engines: dict[str, Any], feeds: list[dict[str, np.ndarray]], rounds: int, warmup: int) -> dict[str, list[float]]:
+def latency(engines: dict[str, Any], feeds: list[dict[str, np.ndarray]], rounds: int, warmup: int,
+            switch_warmup: int = 8) -> dict[str, list[float]]:
+    """Batch-1 latency per engine in interleaved rounds. After each switch of engine, ``switch_warmup`` untimed
+    calls: the previous engine's worker threads (ORT pools, torch's OpenMP) keep spinning for a moment and would
+    otherwise slow the first timed calls of whichever engine comes next."""
     times: dict[str, list[float]] = {name: [] for name in engines}
     for engine in engines.values():
         for f in feeds[:warmup]:
@@ -138,6 +143,8 @@ def latency(engines: dict[str, Any], feeds: list[dict[str, np.ndarray]], rounds:
     share = np.array_split(np.arange(len(feeds)), rounds)
     for part in share:
         for name, engine in engines.items():
+            for i in part[:switch_warmup]:
+                engine(feeds[i])
             for i in part:
                 started = time.perf_counter()
                 engine(feeds[i])
@@ -287,11 +294,12 @@ def main() -> None:
         "torch_fp32": TorchEngine(model),
         "naive_ort_fp32": OrtEngine(naive_fp32, args.threads),
         "naive_ort_int8": OrtEngine(naive_int8, args.threads),
-        "fenlei_ort_fp32": OrtEngine(bundles["dynamic"] / "model_fp32.onnx", args.threads),
-        "fenlei_ort_int8": OrtEngine(bundles["dynamic"] / "model_int8.onnx", args.threads),
+        "fenlei_ort_fp32": OrtEngine(bundles["dynamic"] / "model_fp32.onnx", args.threads, disabled_optimizers(meta["dynamic"])),
+        "fenlei_ort_int8": OrtEngine(bundles["dynamic"] / "model_int8.onnx", args.threads, disabled_optimizers(meta["dynamic"])),
     }
     if "static" in bundles:
-        engines["fenlei_ort_int8_static"] = OrtEngine(bundles["static"] / "model_int8.onnx", args.threads)
+        engines["fenlei_ort_int8_static"] = OrtEngine(bundles["static"] / "model_int8.onnx", args.threads,
+                                                      disabled_optimizers(meta["static"]))
     sizes = {"torch_fp32": sum(t.numel() * t.element_size() for t in model.state_dict().values()),
              "naive_ort_fp32": naive_fp32.stat().st_size, "naive_ort_int8": naive_int8.stat().st_size,
              "fenlei_ort_fp32": (bundles["dynamic"] / "model_fp32.onnx").stat().st_size,

@@ -26,7 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import positive_int  # noqa: E402
-from deploy.predictor import session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
+from deploy.predictor import disabled_optimizers, session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
+
+
+def skip_fusions(model: str) -> list[str]:
+    """A bundle's model runs the way its predictor runs it: without the fusions its metadata.json names."""
+    meta = Path(model).parent / "metadata.json"
+    return disabled_optimizers(json.loads(meta.read_text())) if meta.is_file() else []
 
 
 def main() -> None:
@@ -61,7 +67,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 opts.enable_profiling = True
                 opts.profile_file_prefix = os.path.join(tmp, "prof")
-                sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+                sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=skip_fusions(model))
                 names = {i.name for i in sess.get_inputs()}
                 for f in feeds[:20]:
                     sess.run(None, {k: v for k, v in f.items() if k in names})
@@ -98,7 +105,8 @@ def latency_only(args: argparse.Namespace, feeds: list[dict[str, np.ndarray]]) -
                     "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__, "n": len(feeds), "rounds": args.rounds,
                     "p50_ms": {}, "p95_ms": {}}
     for threads in args.threads:
-        sessions = {m: ort.InferenceSession(m, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+        sessions = {m: ort.InferenceSession(m, sess_options=session_options(threads), providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=skip_fusions(m))
                     for m in args.models}
         times: dict[str, list[float]] = {m: [] for m in sessions}
         for block in np.array_split(np.arange(len(feeds)), args.rounds):

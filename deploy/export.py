@@ -394,7 +394,10 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
     # Stubs so that a BundlePredictor can load the temp bundle (it gives the parity gate its ORT logits and the
     # static calibration its feeds); both files are rewritten below.
     atomic_write_json(tmp / "calibration.json", {"by_precision": {p: {"temperature": 1.0} for p in ("fp32", "int8")}})
-    atomic_write_json(tmp / "metadata.json", {"max_length": source.max_length, "pad_token_id": source.tokenizer.pad_token_id or 0})
+    # The stub carries the optimization entry: it names the onnxruntime fusions the sessions must skip, so the parity
+    # gate runs the graph exactly as it will be served.
+    atomic_write_json(tmp / "metadata.json", {"max_length": source.max_length, "pad_token_id": source.tokenizer.pad_token_id or 0,
+                                              "optimization": optimization})
     if args.quantization == "dynamic":
         # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
         excluded = onnx_tools.head_nodes(fp32) if args.keep_head_fp32 else []

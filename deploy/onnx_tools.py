@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from deploy.cpu_rewrites import DISABLED_ORT_FUSIONS, rewrite_for_cpu
+
 OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask"]
 # HF model types whose graphs the onnxruntime "bert" fusions understand (attention, skip-layernorm, bias-gelu).
@@ -42,7 +44,8 @@ def export_onnx(model: Any, example: tuple[Any, Any], path: Path, opset: int = O
 
 
 def optimize_fp32(src: Path, dst: Path, model_type: str | None, num_heads: int, hidden_size: int) -> dict[str, Any]:
-    """Fuse the transformer graph with onnxruntime's optimizer (Attention, SkipLayerNormalization, BiasGelu).
+    """Fuse the transformer graph with onnxruntime's optimizer (Attention, SkipLayerNormalization, BiasGelu), then
+    rewrite it for onnxruntime's CPU kernels (:func:`deploy.cpu_rewrites.rewrite_for_cpu`).
 
     Fusion before quantization is what makes the INT8 model fast: quantize_dynamic then turns the fused Attention
     into QAttention instead of quantizing many small MatMuls. Unknown architectures get ORT's basic level only.
@@ -57,14 +60,19 @@ def optimize_fp32(src: Path, dst: Path, model_type: str | None, num_heads: int, 
         optimized = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
     else:
         optimized = optimize_model(str(src), model_type="bert", opt_level=1, only_onnxruntime=True)
+    rewrites: dict[str, Any] | None = None
+    if fusion:
+        # Exact rewrites of the fused graph for onnxruntime's CPU kernels (see deploy.cpu_rewrites).
+        rewrites = rewrite_for_cpu(optimized.model)
     optimized.save_model_to_file(str(dst))
     counts: dict[str, int] = {}
     for node in onnx.load(str(dst), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     fused = {k: counts[k] for k in ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu",
-                                     "FastGelu", "EmbedLayerNormalization", "LayerNormalization") if k in counts}
+                                     "FastGelu", "Gelu", "EmbedLayerNormalization", "LayerNormalization") if k in counts}
     return {"tool": "onnxruntime.transformers.optimizer", "fusion": "bert" if fusion else "none (ORT basic only)",
-            "fused_ops": fused, "num_nodes": sum(counts.values())}
+            "fused_ops": fused, "num_nodes": sum(counts.values()),
+            **({"cpu_rewrites": rewrites, "ort_disabled_optimizers": list(DISABLED_ORT_FUSIONS)} if rewrites else {})}
 
 
 def head_nodes(path: Path) -> list[str]:

@@ -67,6 +67,21 @@ def session_options(intra_op_threads: int | None = None) -> Any:
     return opts
 
 
+def ort_session(model_path: str | Path, intra_op_threads: int | None = None,
+                disabled_optimizers: Sequence[str] = ()) -> Any:
+    """One CPU onnxruntime session with :func:`session_options`; ``disabled_optimizers`` names onnxruntime graph
+    transformers to skip (a bundle lists the fusions that would undo its CPU rewrites, see deploy.cpu_rewrites)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads),
+                                providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers))
+
+
+def disabled_optimizers(metadata: dict[str, Any]) -> list[str]:
+    """The onnxruntime fusions a bundle's sessions must skip (none for bundles written before the CPU rewrites)."""
+    return [str(x) for x in (metadata.get("optimization") or {}).get("ort_disabled_optimizers", [])]
+
+
 class BundlePredictor:
     """Predict with a fenlei bundle.
 
@@ -77,7 +92,6 @@ class BundlePredictor:
     """
 
     def __init__(self, bundle_dir: str | Path, precision: str = "int8", intra_op_threads: int | None = None) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.bundle_dir = Path(bundle_dir)
@@ -106,9 +120,7 @@ class BundlePredictor:
         model_path = self.bundle_dir / f"model_{precision}.onnx"
         if not model_path.is_file():
             raise BundleError(f"{model_path}: missing (not a complete fenlei bundle)")
-        self.session = ort.InferenceSession(
-            str(model_path), sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
-        )
+        self.session = ort_session(model_path, intra_op_threads, disabled_optimizers(self.metadata))
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown or "input_ids" not in self.input_names:

@@ -354,6 +354,34 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ExportError(f"--out {out}: exists and is not a folder")
 
 
+def _quantize(source: Source, tmp: Path, raw: Path, fp32: Path, int8: Path, args: argparse.Namespace,
+              reduce_range: bool, log: Any) -> dict[str, Any]:
+    """Write ``int8`` (dynamic from the fused graph, or static QDQ from the raw one); return its description."""
+    quant: dict[str, Any] = {"mode": args.quantization, "per_channel": args.per_channel, "reduce_range": reduce_range,
+                             "weight_type": "QInt8", "keep_head_fp32": args.keep_head_fp32}
+    if args.quantization == "dynamic":
+        # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
+        excluded = onnx_tools.head_nodes(fp32) if args.keep_head_fp32 else []
+        log(f"quantizing: dynamic INT8 (per_channel={args.per_channel}, reduce_range={reduce_range})")
+        onnx_tools.quantize_dynamic_int8(fp32, int8, args.per_channel, reduce_range, excluded)
+    else:
+        pre = tmp / ".model_pre.onnx"
+        onnx_tools.preprocess_for_static(raw, pre)
+        excluded = onnx_tools.head_nodes(pre) if args.keep_head_fp32 else []
+        encoder = BundlePredictor(tmp, "fp32", args.threads)
+        texts = _sample(source.train_texts, args.calibration_size, args.seed)
+        log(f"quantizing: static QDQ S8S8 ({args.calibration_method}) calibrated on {len(texts)} training texts")
+        feeds = onnx_tools.batched_feeds(encoder.encode, texts, 16)
+        del encoder
+        onnx_tools.quantize_static_int8(pre, int8, feeds, args.per_channel, reduce_range, excluded,
+                                        args.calibration_method)
+        pre.unlink()
+        quant.update({"format": "QDQ", "activation_type": "QInt8", "calibration_texts": len(texts),
+                      "calibration_method": args.calibration_method, "from": "unfused graph (quant_pre_process)"})
+    quant["nodes_excluded"] = excluded
+    return quant
+
+
 def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Write every bundle file into ``tmp``; return the metadata (also written). Raises ExportError on a failed gate."""
     import torch
@@ -387,75 +415,63 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
         log("fusing the fp32 graph (onnxruntime transformers optimizer)")
         optimization = onnx_tools.optimize_fp32(raw, fp32, source.model_type, source.num_heads, source.hidden_size)
     int8 = tmp / "model_int8.onnx"
-    if args.reduce_range is None:
-        args.reduce_range = args.quantization == "dynamic"
-    quant: dict[str, Any] = {"mode": args.quantization, "per_channel": args.per_channel, "reduce_range": args.reduce_range,
-                             "weight_type": "QInt8", "keep_head_fp32": args.keep_head_fp32}
     # Stubs so that a BundlePredictor can load the temp bundle (it gives the parity gate its ORT logits and the
-    # static calibration its feeds); both files are rewritten below.
+    # static calibration its feeds); both files are rewritten below. The stub carries the optimization entry: it
+    # names the onnxruntime fusions the sessions must skip, so the parity gate runs the graph exactly as served.
     atomic_write_json(tmp / "calibration.json", {"by_precision": {p: {"temperature": 1.0} for p in ("fp32", "int8")}})
-    # The stub carries the optimization entry: it names the onnxruntime fusions the sessions must skip, so the parity
-    # gate runs the graph exactly as it will be served.
     atomic_write_json(tmp / "metadata.json", {"max_length": source.max_length, "pad_token_id": source.tokenizer.pad_token_id or 0,
                                               "optimization": optimization})
-    if args.quantization == "dynamic":
-        # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
-        excluded = onnx_tools.head_nodes(fp32) if args.keep_head_fp32 else []
-        log(f"quantizing: dynamic INT8 (per_channel={args.per_channel}, reduce_range={args.reduce_range})")
-        onnx_tools.quantize_dynamic_int8(fp32, int8, args.per_channel, args.reduce_range, excluded)
+    # reduce_range: given, one attempt. Not given: static keeps the full range; dynamic tries 8-bit weights first
+    # and, only if the gate fails, 7-bit weights (the documented remedy for u8s8 saturation on CPUs without VNNI).
+    if args.reduce_range is not None:
+        ranges = [args.reduce_range]
     else:
-        pre = tmp / ".model_pre.onnx"
-        onnx_tools.preprocess_for_static(raw, pre)
-        excluded = onnx_tools.head_nodes(pre) if args.keep_head_fp32 else []
-        encoder = BundlePredictor(tmp, "fp32", args.threads)
-        texts = _sample(source.train_texts, args.calibration_size, args.seed)
-        log(f"quantizing: static QDQ S8S8 ({args.calibration_method}) calibrated on {len(texts)} training texts")
-        feeds = onnx_tools.batched_feeds(encoder.encode, texts, 16)
-        del encoder
-        onnx_tools.quantize_static_int8(pre, int8, feeds, args.per_channel, args.reduce_range, excluded,
-                                        args.calibration_method)
-        pre.unlink()
-        quant.update({"format": "QDQ", "activation_type": "QInt8", "calibration_texts": len(texts),
-                      "calibration_method": args.calibration_method, "from": "unfused graph (quant_pre_process)"})
-    quant["nodes_excluded"] = excluded
-    raw.unlink()
+        ranges = [False, True] if args.quantization == "dynamic" else [False]
 
-    # 4. Parity gate at the deployment batch size(s).
+    # 4. Parity gate at the deployment batch size(s): torch and ORT fp32 logits once, INT8 per attempt.
     texts, labels = source.eval_texts, source.eval_labels
     log(f"parity gate on {len(texts)} held-out texts ({source.eval_source})")
     ref, hf_ids = torch_logits(source, texts, args.batch_size)
     ort_fp32 = BundlePredictor(tmp, "fp32", args.threads)
     bundle_ids = [e.ids for e in ort_fp32.tokenizer.encode_batch(texts)]
     token_mismatch = sum(a != list(b) for a, b in zip(bundle_ids, hf_ids, strict=True))
-    ort_int8 = BundlePredictor(tmp, "int8", args.threads)
-    logits = {"ort_fp32": ort_fp32.predict_logits(texts, args.batch_size)}
-    int8_logits_by_batch = {}
-    for bs in sorted(set(args.parity_batch_sizes) | {args.batch_size}):
-        int8_logits_by_batch[bs] = ort_int8.predict_logits(texts, bs)
-    logits["ort_int8"] = int8_logits_by_batch[args.batch_size]
-    for bs, value in int8_logits_by_batch.items():
-        if bs != args.batch_size:
-            logits[f"ort_int8_batch{bs}"] = value
+    fp32_logits = ort_fp32.predict_logits(texts, args.batch_size)
     limits = GateLimits(args.min_agreement, args.max_f1_change)
-    parity = parity_report(labels, ref, logits, num_classes, limits)
+    attempts: list[dict[str, Any]] = []
+    for attempt, reduce_range in enumerate(ranges):
+        quant = _quantize(source, tmp, raw, fp32, int8, args, reduce_range, log)
+        ort_int8 = BundlePredictor(tmp, "int8", args.threads)
+        logits = {"ort_fp32": fp32_logits}
+        for bs in sorted(set(args.parity_batch_sizes) | {args.batch_size}):
+            logits["ort_int8" if bs == args.batch_size else f"ort_int8_batch{bs}"] = ort_int8.predict_logits(texts, bs)
+        del ort_int8
+        parity = parity_report(labels, ref, logits, num_classes, limits)
+        if token_mismatch:
+            parity["failures"].append(f"tokenizer.json disagrees with the training tokenizer on {token_mismatch} texts")
+            parity["passed"] = False
+        attempts.append({"reduce_range": reduce_range, "passed": parity["passed"], "failures": parity["failures"]})
+        for name, eng in parity["engines"].items():
+            extra = f", agreement {eng['agreement_vs_torch']:.4f}, dF1 {eng['macro_f1_change_pt']:+.2f} pt" if "agreement_vs_torch" in eng else ""
+            log(f"  {name}: accuracy {eng['accuracy']:.4f}, macro-F1 {eng['macro_f1']:.4f}{extra}")
+        if parity["passed"] or token_mismatch:
+            break
+        if attempt + 1 < len(ranges):
+            log(f"gate failed with reduce_range={reduce_range} ({'; '.join(parity['failures'])}); retrying with 7-bit weights")
+    raw.unlink()
+    quant["attempts"] = attempts
     parity.update({"eval_source": source.eval_source, "n": len(texts), "batch_size": args.batch_size,
                    "tokenizer_mismatches": token_mismatch})
-    if token_mismatch:
-        parity["failures"].append(f"tokenizer.json disagrees with the training tokenizer on {token_mismatch} texts")
-        parity["passed"] = False
     parity["forced"] = bool(not parity["passed"] and args.force)
-    for name, eng in parity["engines"].items():
-        extra = f", agreement {eng['agreement_vs_torch']:.4f}, dF1 {eng['macro_f1_change_pt']:+.2f} pt" if "agreement_vs_torch" in eng else ""
-        log(f"  {name}: accuracy {eng['accuracy']:.4f}, macro-F1 {eng['macro_f1']:.4f}{extra}")
     if not parity["passed"]:
         why = "; ".join(parity["failures"])
         if not args.force:
-            # --reduce_range: on CPUs without VNNI (AVX2 only) u8s8 products can saturate; 7-bit weights avoid it.
+            # --keep_head_fp32 / --per_channel / --quantization dynamic: the other knobs that can recover accuracy.
             hints = [h for h, missing in (("--per_channel", not args.per_channel),
                                           ("--keep_head_fp32", not args.keep_head_fp32 and args.quantization == "static"),
-                                          ("--reduce_range", not args.reduce_range),
+                                          ("--reduce_range", not any(a["reduce_range"] for a in attempts)),
                                           ("--quantization dynamic", args.quantization == "static")) if missing]
-            raise ExportError(f"parity gate failed on {len(texts)} held-out texts: {why} "
+            tried = f" (tried reduce_range={', '.join(str(a['reduce_range']) for a in attempts)})" if len(attempts) > 1 else ""
+            raise ExportError(f"parity gate failed on {len(texts)} held-out texts: {why}{tried} "
                               f"(try {', '.join(hints + ['--force to ship anyway'])})")
         log(f"WARNING: parity gate failed but --force given: {why}")
 
@@ -521,9 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--per_channel", action=argparse.BooleanOptionalAction, default=True,
                    help="per-channel weight scales (default; --no-per_channel: per-tensor)")
     q.add_argument("--reduce_range", action=argparse.BooleanOptionalAction, default=None,
-                   help="7-bit weights (default on for dynamic, off for static): avoids u8s8 saturation on CPUs without "
-                        "VNNI (AVX2 only). Per-channel + reduce_range was the one all-int8 setting that passed the gate "
-                        "on Banking77 (benchmarks/results/int8_options.json)")
+                   help="7-bit weights: avoids u8s8 saturation on CPUs without VNNI (AVX2 only). Default: static off; "
+                        "dynamic tries 8-bit weights and, only if the parity gate fails, 7-bit (both attempts are in "
+                        "metadata.json); give --reduce_range or --no-reduce_range for a single attempt")
     q.add_argument("--keep_head_fp32", action="store_true", help="leave the classification head unquantized")
     q.add_argument("--calibration_size", type=int, default=512, help="training texts for static calibration")
     q.add_argument("--calibration_method", choices=["minmax", "entropy", "percentile"], default="minmax")

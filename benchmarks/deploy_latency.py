@@ -342,21 +342,30 @@ def main() -> None:
     e2e_ms = 1000 * (time.perf_counter() - started) / min(100, len(sample))
 
     ours, torch_r, naive = results["fenlei_ort_int8"], results["torch_fp32"], results["naive_ort_int8"]
-    ratios = {
-        "speedup_vs_torch_fp32_batch1_p50": round(torch_r["batch1_p50_ms"] / ours["batch1_p50_ms"], 2),
-        "speedup_vs_naive_int8_batch1_p50": round(naive["batch1_p50_ms"] / ours["batch1_p50_ms"], 2),
+    # Targets are judged on unrounded ratios (a 1.2497x must not pass as "1.25"); the JSON keeps 3 decimals.
+    raw = {
+        "speedup_vs_torch_fp32_batch1_p50": torch_r["batch1_p50_ms"] / ours["batch1_p50_ms"],
+        "speedup_vs_naive_int8_batch1_p50": naive["batch1_p50_ms"] / ours["batch1_p50_ms"],
         "agreement_vs_torch": ours["agreement_vs_torch"],
-        "accuracy_loss_pt": round(100 * (torch_r["test_accuracy"] - ours["test_accuracy"]), 2),
-        "size_ratio_torch_over_int8": round(sizes["torch_fp32"] / sizes["fenlei_ort_int8"], 2),
-        "size_ratio_onnx_fp32_over_int8": round(sizes["fenlei_ort_fp32"] / sizes["fenlei_ort_int8"], 2),
-        "throughput_vs_torch_batch32": round(ours["batch32_texts_per_s"] / torch_r["batch32_texts_per_s"], 2),
+        "accuracy_loss_pt": 100 * (torch_r["test_accuracy"] - ours["test_accuracy"]),
+        "size_ratio_torch_over_int8": sizes["torch_fp32"] / sizes["fenlei_ort_int8"],
+        "size_ratio_onnx_fp32_over_int8": sizes["fenlei_ort_fp32"] / sizes["fenlei_ort_int8"],
+        "throughput_vs_torch_batch32": ours["batch32_texts_per_s"] / torch_r["batch32_texts_per_s"],
     }
+    ratios: dict[str, Any] = {k: round(v, 3) for k, v in raw.items()}
+    # The same ratio round by round (each round times both engines on the same texts, close in time): its spread
+    # shows how much of the verdict is machine noise.
+    per_round = [float(np.median(a) / np.median(b)) for a, b in zip(
+        np.array_split(np.asarray(times["naive_ort_int8"]), args.rounds),
+        np.array_split(np.asarray(times["fenlei_ort_int8"]), args.rounds), strict=True)]
+    ratios["speedup_vs_naive_int8_per_round"] = [round(r, 3) for r in per_round]
+    raw_ratios = raw
     targets = {
-        "speedup_vs_torch_ge_3.5x": ratios["speedup_vs_torch_fp32_batch1_p50"] >= TARGETS["speedup_vs_torch_fp32"],
-        "speedup_vs_naive_int8_ge_1.25x": ratios["speedup_vs_naive_int8_batch1_p50"] >= TARGETS["speedup_vs_naive_int8"],
-        "agreement_ge_99pct": ratios["agreement_vs_torch"] >= TARGETS["min_agreement"],
-        "accuracy_loss_le_0.3pt": ratios["accuracy_loss_pt"] <= TARGETS["max_accuracy_loss_pt"],
-        "size_ratio_ge_3.5x": ratios["size_ratio_onnx_fp32_over_int8"] >= TARGETS["min_size_ratio"],
+        "speedup_vs_torch_ge_3.5x": raw_ratios["speedup_vs_torch_fp32_batch1_p50"] >= TARGETS["speedup_vs_torch_fp32"],
+        "speedup_vs_naive_int8_ge_1.25x": raw_ratios["speedup_vs_naive_int8_batch1_p50"] >= TARGETS["speedup_vs_naive_int8"],
+        "agreement_ge_99pct": raw_ratios["agreement_vs_torch"] >= TARGETS["min_agreement"],
+        "accuracy_loss_le_0.3pt": raw_ratios["accuracy_loss_pt"] <= TARGETS["max_accuracy_loss_pt"],
+        "size_ratio_ge_3.5x": raw_ratios["size_ratio_onnx_fp32_over_int8"] >= TARGETS["min_size_ratio"],
     }
     serve = load_test(bundles["dynamic"], texts, args.threads, args.serve_levels, args.serve_requests)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.cpu_rewrites import DISABLED_ORT_FUSIONS, rewrite_for_cpu
+from deploy.cpu_rewrites import DISABLED_ORT_FUSIONS, approximate_gelu, rewrite_for_cpu
 
 OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask"]
@@ -73,6 +73,16 @@ def optimize_fp32(src: Path, dst: Path, model_type: str | None, num_heads: int, 
     return {"tool": "onnxruntime.transformers.optimizer", "fusion": "bert" if fusion else "none (ORT basic only)",
             "fused_ops": fused, "num_nodes": sum(counts.values()),
             **({"cpu_rewrites": rewrites, "ort_disabled_optimizers": list(DISABLED_ORT_FUSIONS)} if rewrites else {})}
+
+
+def approximate_gelu_copy(src: Path, dst: Path) -> int:
+    """``src`` with tanh GELU (:func:`deploy.cpu_rewrites.approximate_gelu`) written to ``dst``; nodes changed."""
+    import onnx
+
+    model = onnx.load(str(src))
+    changed = approximate_gelu(model)
+    onnx.save(model, str(dst))
+    return changed
 
 
 def head_nodes(path: Path) -> list[str]:

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy.cpu_rewrites import DISABLED_ORT_FUSIONS, rewrite_for_cpu, segment_ids_are_constant_zero
+from deploy.cpu_rewrites import DISABLED_ORT_FUSIONS, approximate_gelu, rewrite_for_cpu, segment_ids_are_constant_zero
 from deploy.predictor import BundlePredictor, ort_session
 from tests.deploy_support import tiny_bundle
 
@@ -97,6 +97,17 @@ def test_token_types_that_are_not_constant_zero_are_kept(segment: str, why: str)
     assert not report["token_type_folded"] and why in report["token_type_kept"]
     assert any(n.op_type == "EmbedLayerNormalization" and n.input[1] == "seg_ids" for n in model.graph.node)
     np.testing.assert_allclose(_run(model, _feeds(), DISABLED_ORT_FUSIONS), before, rtol=1e-4, atol=1e-5)
+
+
+def test_tanh_gelu_stays_within_its_bound() -> None:
+    """approximate_gelu: FastGelu replaces the erf Gelu; outputs move by no more than the approximation's ~3e-4 per unit."""
+    model = _fused_graph()
+    rewrite_for_cpu(model)
+    exact = _run(model, _feeds(), DISABLED_ORT_FUSIONS)
+    assert approximate_gelu(model) == 1
+    assert [n.op_type for n in model.graph.node if "Gelu" in n.op_type] == ["FastGelu"]
+    approx = _run(model, _feeds(), DISABLED_ORT_FUSIONS)
+    assert 0 < np.abs(approx - exact).max() < 1e-3 * max(1.0, float(np.abs(exact).max()))
 
 
 def test_skip_layer_norm_with_used_statistics_is_left_fused() -> None:

@@ -56,6 +56,9 @@ def test_round_trip_logits_match_torch(bundle: Path, run_dir: Path, tiny_model: 
     assert (meta["quantization"]["mode"], meta["quantization"]["per_channel"], meta["quantization"]["reduce_range"]) == (
         "dynamic", True, False)
     assert meta["quantization"]["attempts"] == [{"reduce_range": False, "passed": True, "failures": []}]
+    # The head (once per text) stays fp32 and the INT8 graph's two GELUs use the tanh form.
+    assert meta["quantization"]["keep_head_fp32"] and meta["quantization"]["nodes_excluded"] == ["/inner/head/head.1/Gemm"]
+    assert meta["quantization"]["gelu_approximated"] == 2
     assert json.loads((bundle / "labels.json").read_text()) == ["billing", "bug", "login", "shipping"]
 
     texts, labels = _texts(tiny_data, "test")

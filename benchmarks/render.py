@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,9 @@ def render_deploy_latency(res: dict[str, Any]) -> str:
            "| ratio / target | value | met |", "|---|---|---|",
            f"| batch-1 p50 speed-up vs torch fp32 (target >= 3.5x) | {ra['speedup_vs_torch_fp32_batch1_p50']}x | {tg['speedup_vs_torch_ge_3.5x']} |",
            f"| batch-1 p50 speed-up vs naive int8 (target >= 1.25x) | {ra['speedup_vs_naive_int8_batch1_p50']}x | {tg['speedup_vs_naive_int8_ge_1.25x']} |",
+           *([f"| the same, round by round ({len(ra['speedup_vs_naive_int8_per_round'])} rounds, min / median / max) | "
+              f"{min(ra['speedup_vs_naive_int8_per_round'])} / {statistics.median(ra['speedup_vs_naive_int8_per_round']):.3f} / "
+              f"{max(ra['speedup_vs_naive_int8_per_round'])} | |"] if "speedup_vs_naive_int8_per_round" in ra else []),
            f"| argmax agreement vs torch (target >= 99%) | {pct(ra['agreement_vs_torch'])} | {tg['agreement_ge_99pct']} |",
            f"| accuracy loss (target <= 0.3 pt) | {ra['accuracy_loss_pt']:+.2f} pt | {tg['accuracy_loss_le_0.3pt']} |",
            f"| ONNX fp32 / int8 size (target >= 3.5x) | {ra['size_ratio_onnx_fp32_over_int8']}x | {tg['size_ratio_ge_3.5x']} |", ""]

@@ -46,7 +46,11 @@ def main() -> None:
     p.add_argument("--latency_only", action="store_true", help="no profiler: batch-1 p50/p95 per model and thread count")
     p.add_argument("--rounds", type=positive_int, default=5, help="--latency_only: blocks per model")
     p.add_argument("--out", help="--latency_only: write the figures to this JSON file")
+    p.add_argument("--name", help="--latency_only: a benchmark name for the JSON (rendered into BENCHMARKS.md)")
+    p.add_argument("--labels", nargs="+", help="--latency_only: one short label per model, in order")
     args = p.parse_args()
+    if args.labels and len(args.labels) != len(args.models):
+        p.error(f"--labels: {len(args.labels)} labels for {len(args.models)} models")
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -101,7 +105,9 @@ def latency_only(args: argparse.Namespace, feeds: list[dict[str, np.ndarray]]) -
 
     import onnxruntime as ort
 
-    result: dict = {"date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": os.cpu_count(),
+    result: dict = {"benchmark": args.name, "command": "python benchmarks/profile_onnx.py " + " ".join(sys.argv[1:]),
+                    "labels": dict(zip(args.models, args.labels or args.models, strict=True)),
+                    "date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__, "n": len(feeds), "rounds": args.rounds,
                     "p50_ms": {}, "p95_ms": {}}
     for threads in args.threads:

@@ -74,32 +74,61 @@ count on the same pre-tokenized inputs; batch-1 latency is the model call only (
 interleaved rounds. Accuracy and agreement: the whole test split at batch 32. The serve load test runs the client
 threads on the same 2 cores as the server, so it understates what a separate client machine would see.
 
-**This run (2026-11-27):** the benchmark model (`python cli.py fit --config configs/bench/banking77_minilm.yaml`, 5
-epochs, best epoch 4 of 5 by validation macro-F1, 93.6% test accuracy in torch), on an AVX2-only EPYC (no AVX-512,
-no VNNI, no bf16; not the AVX-512 VNNI machine the issue's figures came from). The bundle is the default export
-(dynamic INT8, per-channel, 7-bit weights), which passed the parity gate on 1003 validation texts (99.0% / 99.2%
-agreement at batch 32 / 1). Four of the five targets are met: 5.2x faster than torch fp32, 99.4% agreement and
--0.26 pt accuracy on the whole test split, 3.95x smaller. **Not met: 1.11x faster than the naive INT8 path (target
-1.25x).** Why, measured with `flock /tmp/fenlei_cpu.lock python benchmarks/profile_onnx.py
+**This run (2026-11-27, 11:50 UTC):** the benchmark model (`python cli.py fit --config
+configs/bench/banking77_minilm.yaml`, 5 epochs, 93.6% test accuracy in torch), on an AVX2-only EPYC (no AVX-512,
+no VNNI, no bf16; not the AVX-512 VNNI machine the issue's figures came from). The bundle is the default export:
+fused graph plus the CPU rewrites (`deploy/cpu_rewrites.py`: SkipLayerNormalization and BiasGelu split into standard
+ops with the biases folded into the INT8 matrix products, the constant-zero token types folded away), dynamic INT8
+with per-channel 8-bit weights (the first attempt passed the parity gate on 1003 validation texts: 99.1% / 99.2%
+agreement at batch 32 / 1), the head in fp32 and tanh GELU in the INT8 graph. **All five targets are met in this
+run**: 5.9x faster than torch fp32, 1.27x faster than the naive INT8 path, 99.4% agreement and -0.10 pt accuracy on
+the whole test split, 3.96x smaller. The 1.25x margin is thin against this machine's noise: the ratio ranged
+1.18-1.38 across the run's six rounds, and `deploy_latency_rerun` (the same bundles, measured again 15 minutes
+later) gave 1.42x (rounds 1.21-1.59). Earlier the same day, with the same command, the previous default (no rewrites,
+7-bit weights, INT8 head, exact GELU) measured 1.11x here (the results file's git history), and an intermediate
+(rewrites, 8-bit weights, INT8 head, exact GELU) 3.228 / 2.583 ms = 1.2497x, which counts as missed (targets are
+judged on unrounded ratios; that results file was overwritten by this run). How much each change bought is in `int8_levers` below;
+in short, the spread between runs is as large as the gain, so this is a pass on this machine, not a comfortable
+one. Where the time goes (`flock /tmp/fenlei_cpu.lock python benchmarks/profile_onnx.py
 benchmarks/work/deploy/bundle_dynamic/model_int8.onnx benchmarks/work/deploy/naive/model_int8.onnx --tokenizer
-benchmarks/work/deploy/bundle_dynamic --threads 1 2` (same day and machine, onnxruntime's profiler, 300 batch-1
-test texts, 2 threads): the INT8 matrix products (DynamicQuantizeMatMul 1.40 ms + QAttention 0.63 ms of the
-bundle's 2.92 ms of kernel time per request; 1.35 + 0.59 ms in the naive graph) are the same work in both paths,
-and without VNNI they dominate; fusion removes the ~100 small shape/transpose/softmax nodes around them, which is
-the whole gain. Per-channel scales and 7-bit weights (needed here to pass the 99% agreement gate; per-tensor fails
-it at 98.4%) are not what costs the speed: in `int8_options` below the variants' batch-1 p50 differ by less than the
-run-to-run spread (3.10-3.29 ms against 3.19 ms for per-tensor). Static QDQ S8S8 no longer collapses (it quantized the attention-mask arithmetic
-before; now only MatMul/Gemm get QDQ pairs: 93.1% test accuracy, 98.5% agreement), but on this CPU it is slower
-than fp32 (S8S8 without VNNI) and larger (the embedding table stays fp32).""",
-    "int8_options": """All variants are dynamic INT8 of the same fused fp32 graph; agreement and macro-F1 change are against
-that fp32 graph on the validation split the export's parity gate uses (gate: agreement >= 99% and |change| <= 0.5 pt
-at both batch sizes). Per-channel with reduced range is the one all-INT8 variant that passes, so it is the export
-default; keeping a third of the weights in fp32 (FFN outputs, or the first and last layer) passes with more margin
+benchmarks/work/deploy/bundle_dynamic --threads 2`, onnxruntime's profiler, earlier bundle): the INT8 matrix products
+(DynamicQuantizeMatMul and QAttention, about 2 ms of the roughly 3 ms of kernel time per request) are the same work
+in both paths and without VNNI they dominate; fusion removes the ~100 small shape/transpose/softmax nodes around
+them, and the rewrites make the remaining small kernels cheaper. Static QDQ S8S8 no longer collapses (93.1% test
+accuracy, 98.5% agreement), but on this CPU it is slower than fp32 (S8S8 without VNNI) and larger (the embedding
+table stays fp32).""",
+    "deploy_latency_rerun": """The same bundles as deploy_latency (`--skip_export`), measured again about 15 minutes later on the same
+machine; only the timings differ from that run (accuracy, agreement and sizes are the same models'). Shown to give
+the size of the run-to-run spread on this shared 2-core machine.""",
+    "int8_options": """**The graph before the CPU rewrites** (fused only; run earlier on 2026-11-27). All variants are dynamic
+INT8 of the same fused fp32 graph; agreement and macro-F1 change are against that fp32 graph on the validation
+split the export's parity gate uses (gate: agreement >= 99% and |change| <= 0.5 pt at both batch sizes).
+Per-channel with reduced range is the one all-INT8 variant that passes on this graph (it was the export default
+then; see int8_options_rw for the graph the export writes now); keeping a third of the weights in fp32 (FFN outputs, or the first and last layer) passes with more margin
 at 33 MB. U8U8 products (`QUInt8` weights, which cannot saturate without VNNI) do not pass either. Keeping the
 head in fp32 changes nothing here (the head is one small matrix). Latency: 300 batch-1
 requests per variant in 5 blocks, variants taking turns block by block; differences under ~0.3 ms are within the
 run-to-run spread seen between this table and deploy_latency.""",
-    "int8_latency_cpus": """The same two INT8 files (copied, with tokenizer.json and the test texts, into a local `.devdata/`
+    "int8_options_rw": """The same study on **the graph after the CPU rewrites** (`deploy/cpu_rewrites.py`; exact GELU, INT8
+head in every variant here). Now per-channel with 8-bit weights passes (99.4% / 99.1%) and 7-bit fails (98.7% at
+batch 32), the reverse of int8_options: on these 1003 texts both settings sit within a few texts of the 99% line,
+so the export tries 8-bit first and 7-bit if the gate fails (docs/deployment.md). Keeping the embeddings in fp32
+passes with the best F1 change but makes the model 59 MB. Latency: 200 batch-1 requests per variant; the spread
+between variants is within this machine's run-to-run noise.""",
+    "int8_levers": """What each change bought, batch 1, 2 threads, block-interleaved (each block starts with 10 untimed calls).
+`before_rewrites`: the previous default (`cli.py export ... --no_cpu_rewrites --no-keep_head_fp32
+--no-gelu_approximation --reduce_range --force`, written to benchmarks/work/deploy/bundle_before_rewrites; it passes
+the gate at 99.0%); `rewrites_only`: the same with the CPU rewrites (`... --no-keep_head_fp32 --no-gelu_approximation
+--reduce_range --force`; it fails the gate at 98.7%, which is why 8-bit weights are now tried first); `default`: the
+deploy_latency bundle. Two runs of the same command a few minutes apart (`int8_levers`, `int8_levers_repeat`): the
+previous default was 1.24x / 1.28x faster than naive, the rewrites 1.29x / 1.32x, the full default 1.20x / 1.36x.
+So on this machine the levers' gains (a few percent) are of the size of the run-to-run spread, and the previous
+default measured here today is itself above 1.2x (1.15x earlier the same day in int8_latency_cpus, 1.11x in that
+morning's deploy_latency). Honest reading: the fused INT8 bundle is about 1.2-1.4x faster than naive INT8 at batch 1
+on this AVX2 CPU, depending on the hour; the 1.25x target is met in both deploy_latency runs of the current default,
+without much to spare.""",
+    "int8_levers_repeat": """Second run of the int8_levers command (see there).""",
+    "int8_latency_cpus": """**The graph before the CPU rewrites.** The same two INT8 files (copied, with tokenizer.json and the test texts, into a local `.devdata/`
 folder so that they could travel) timed with the same script on this project's CPU and on a CPU with AVX-512 VNNI
 and AMX, the kind the issue's figures came from; each model ran 5 blocks of 120 requests, the two taking turns. On
 the Xeon the whole INT8 model answers in 1.0-1.5 ms instead of 3.2-4.6 ms (a different, faster CPU, so not all of
@@ -113,7 +142,8 @@ test (4500 + 1000); "calibrated" divides the logits by the temperature fitted (N
 Published for BERT-base on the same split: in-scope accuracy 96-97%, OOS recall 40-59% (Larson et al. 2019), AUROC
 about 0.94.
 
-This run (2026-11-27, AVX2-only AMD EPYC, 2 cores; the fit and the export ran in the command above): the INT8
+This run (2026-11-27, AVX2-only AMD EPYC, 2 cores; the fit and the export ran in the command above, with the export
+defaults of that morning: no CPU rewrites, 7-bit weights, INT8 head, exact GELU; not rerun since): the INT8
 bundle passed its parity gate (99.5% / 99.4% agreement at batch 32 / 1 on in-scope validation). In-scope accuracy
 96.6% is in the published range. OOS recall (84-86%) is well above the published 40-59% because the threshold here
 is tuned on validation for the balance of the two (it rejects 3.6-5.5% of in-scope test texts), whereas the
@@ -238,6 +268,23 @@ def render_int8_latency_cpus(res: dict[str, Any]) -> str:
             f = next(v for k, v in run["p50_ms"].items() if "bundle" in k and k.endswith(f"threads={t}"))
             n = next(v for k, v in run["p50_ms"].items() if "naive" in k and k.endswith(f"threads={t}"))
             out.append(f"| {run['machine']} | {run['date']} | {run['onnxruntime']} | {t} | {num(f, 3)} | {num(n, 3)} | {n / f:.2f}x |")
+    out.append("")
+    return "\n".join(out)
+
+
+def render_latency_only(res: dict[str, Any]) -> str:
+    """Batch-1 latency of several ONNX models, taking turns block by block (profile_onnx.py --latency_only)."""
+    flags = ", ".join(f for f, on in res["cpu_flags"].items() if on) or "none listed"
+    first = next(iter(res["p50_ms"]))
+    base = res["p50_ms"][first]
+    out = [f"## {res['benchmark']}", "", f"Command: `{res['command']}`  ",
+           f"Date: {res['date']}; machine: {res['cpus']} CPUs ({flags}); onnxruntime {res['onnxruntime']}; {res['n']} batch-1 "
+           f"requests per model in {res['rounds']} blocks, the models taking turns block by block.", "",
+           "| model | file | p50 ms | p95 ms | speed-up vs first row |", "|---|---|---|---|---|"]
+    for key, p50 in res["p50_ms"].items():
+        path = key.rsplit(" threads=", 1)[0]
+        out.append(f"| {res['labels'].get(path, path)} (threads={key.rsplit('threads=', 1)[1]}) | `{path}` | {num(p50, 3)} "
+                   f"| {num(res['p95_ms'][key], 3)} | {base / p50:.2f}x |")
     out.append("")
     return "\n".join(out)
 
@@ -394,6 +441,12 @@ def renderer(benchmark: str) -> Any:
     """The section renderer of a results file's ``benchmark`` name (None: not shown)."""
     if benchmark.startswith("banking77"):
         return render_banking77
+    if benchmark.startswith("deploy_latency") and not benchmark.endswith("_quick"):
+        return render_deploy_latency
+    if benchmark.startswith("int8_levers"):
+        return render_latency_only
+    if benchmark.startswith("int8_options"):
+        return render_int8_options
     if benchmark in DECODER_CAVEATS:
         return render_decoder_benchmark
     return {"deploy_latency": render_deploy_latency, "int8_latency_cpus": render_int8_latency_cpus,

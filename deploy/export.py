@@ -420,7 +420,8 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
         optimization = {"tool": None, "fusion": "disabled (--no_optimize)"}
     else:
         log("fusing the fp32 graph (onnxruntime transformers optimizer)")
-        optimization = onnx_tools.optimize_fp32(raw, fp32, source.model_type, source.num_heads, source.hidden_size)
+        optimization = onnx_tools.optimize_fp32(raw, fp32, source.model_type, source.num_heads, source.hidden_size,
+                                                cpu_rewrites=not args.no_cpu_rewrites)
     int8 = tmp / "model_int8.onnx"
     # Stubs so that a BundlePredictor can load the temp bundle (it gives the parity gate its ORT logits and the
     # static calibration its feeds); both files are rewritten below. The stub carries the optimization entry: it
@@ -558,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calibration_size", type=int, default=512, help="training texts for static calibration")
     q.add_argument("--calibration_method", choices=["minmax", "entropy", "percentile"], default="minmax")
     q.add_argument("--no_optimize", action="store_true", help="skip graph fusion (slower; for debugging)")
+    q.add_argument("--no_cpu_rewrites", action="store_true",
+                   help="fuse, but keep onnxruntime's fused SkipLayerNormalization/BiasGelu/token-type nodes as they are "
+                        "(deploy/cpu_rewrites.py; for comparisons, or for consumers that load the ONNX with their own "
+                        "session options)")
     g = p.add_argument_group("parity gate")
     g.add_argument("--batch_size", type=int, default=32, help="deployment batch size; parity is measured at it")
     g.add_argument("--parity_batch_sizes", type=int, nargs="*", default=[1],

@@ -43,7 +43,8 @@ def export_onnx(model: Any, example: tuple[Any, Any], path: Path, opset: int = O
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
 
 
-def optimize_fp32(src: Path, dst: Path, model_type: str | None, num_heads: int, hidden_size: int) -> dict[str, Any]:
+def optimize_fp32(src: Path, dst: Path, model_type: str | None, num_heads: int, hidden_size: int,
+                  cpu_rewrites: bool = True) -> dict[str, Any]:
     """Fuse the transformer graph with onnxruntime's optimizer (Attention, SkipLayerNormalization, BiasGelu), then
     rewrite it for onnxruntime's CPU kernels (:func:`deploy.cpu_rewrites.rewrite_for_cpu`).
 
@@ -61,7 +62,7 @@ def optimize_fp32(src: Path, dst: Path, model_type: str | None, num_heads: int, 
     else:
         optimized = optimize_model(str(src), model_type="bert", opt_level=1, only_onnxruntime=True)
     rewrites: dict[str, Any] | None = None
-    if fusion:
+    if fusion and cpu_rewrites:
         # Exact rewrites of the fused graph for onnxruntime's CPU kernels (see deploy.cpu_rewrites).
         rewrites = rewrite_for_cpu(optimized.model)
     optimized.save_model_to_file(str(dst))

@@ -143,3 +143,16 @@ def test_bundle_sessions_serve_the_rewritten_graph(tmp_path_factory: pytest.Temp
     served = {n.op_type for n in onnx.load(str(opts_path)).graph.node}
     assert "SkipLayerNormalization" not in served and "LayerNormalization" in served
     assert ort_session(bundle / "model_fp32.onnx", 1, opt["ort_disabled_optimizers"]).get_inputs()[0].name == "input_ids"
+
+
+def test_no_cpu_rewrites_keeps_onnxruntime_fusions(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+                                                   tiny_data: Path, tmp_path: Path) -> None:
+    from deploy.export import export
+    from tests.deploy_support import export_args, tiny_run
+
+    run_dir = tiny_run(tmp_path_factory, tiny_model, tiny_data)
+    meta = export(export_args("--ckpt_path", str(run_dir), "--out", str(tmp_path / "b"), "--no_cpu_rewrites"))
+    assert "cpu_rewrites" not in meta["optimization"] and "ort_disabled_optimizers" not in meta["optimization"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "model_fp32.onnx")).graph.node}
+    assert {"SkipLayerNormalization", "BiasGelu"} <= ops
+    assert BundlePredictor(tmp_path / "b", "int8").predict(["reset my password"])[0]["label"]

@@ -74,7 +74,7 @@ count on the same pre-tokenized inputs; batch-1 latency is the model call only (
 interleaved rounds. Accuracy and agreement: the whole test split at batch 32. The serve load test runs the client
 threads on the same 2 cores as the server, so it understates what a separate client machine would see.
 
-**This run (2026-11-27, 11:50 UTC):** the benchmark model (`python cli.py fit --config
+**This run (2026-11-27, finished 11:02 UTC):** the benchmark model (`python cli.py fit --config
 configs/bench/banking77_minilm.yaml`, 5 epochs, 93.6% test accuracy in torch), on an AVX2-only EPYC (no AVX-512,
 no VNNI, no bf16; not the AVX-512 VNNI machine the issue's figures came from). The bundle is the default export:
 fused graph plus the CPU rewrites (`deploy/cpu_rewrites.py`: SkipLayerNormalization and BiasGelu split into standard
@@ -83,8 +83,8 @@ with per-channel 8-bit weights (the first attempt passed the parity gate on 1003
 agreement at batch 32 / 1), the head in fp32 and tanh GELU in the INT8 graph. **All five targets are met in this
 run**: 5.9x faster than torch fp32, 1.27x faster than the naive INT8 path, 99.4% agreement and -0.10 pt accuracy on
 the whole test split, 3.96x smaller. The 1.25x margin is thin against this machine's noise: the ratio ranged
-1.18-1.38 across the run's six rounds, and `deploy_latency_rerun` (the same bundles, measured again 15 minutes
-later) gave 1.42x (rounds 1.21-1.59). Earlier the same day, with the same command, the previous default (no rewrites,
+1.18-1.38 across the run's six rounds, and `deploy_latency_rerun` (the same bundles, measured again right
+after) gave 1.42x (rounds 1.21-1.59). Earlier the same day, with the same command, the previous default (no rewrites,
 7-bit weights, INT8 head, exact GELU) measured 1.11x here (the results file's git history), and an intermediate
 (rewrites, 8-bit weights, INT8 head, exact GELU) 3.228 / 2.583 ms = 1.2497x, which counts as missed (targets are
 judged on unrounded ratios; that results file was overwritten by this run). How much each change bought is in `int8_levers` below;
@@ -97,7 +97,7 @@ in both paths and without VNNI they dominate; fusion removes the ~100 small shap
 them, and the rewrites make the remaining small kernels cheaper. Static QDQ S8S8 no longer collapses (93.1% test
 accuracy, 98.5% agreement), but on this CPU it is slower than fp32 (S8S8 without VNNI) and larger (the embedding
 table stays fp32).""",
-    "deploy_latency_rerun": """The same bundles as deploy_latency (`--skip_export`), measured again about 15 minutes later on the same
+    "deploy_latency_rerun": """The same bundles as deploy_latency (`--skip_export`), measured again right after it (finished 11:06 UTC) on the same
 machine; only the timings differ from that run (accuracy, agreement and sizes are the same models'). Shown to give
 the size of the run-to-run spread on this shared 2-core machine.""",
     "int8_options": """**The graph before the CPU rewrites** (fused only; run earlier on 2026-11-27). All variants are dynamic

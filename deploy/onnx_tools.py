@@ -99,6 +99,12 @@ def head_nodes(path: Path) -> list[str]:
     return named or ([linear[-1].name] if linear else [])
 
 
+def _with_gemm_aliases(names: Sequence[str]) -> list[str]:
+    """The quantizer rewrites a Gemm ``X`` as MatMul ``X_MatMul`` + Add before quantizing, and matches
+    ``nodes_to_exclude`` against the new names: exclude both, or an excluded Gemm gets quantized anyway."""
+    return [alias for name in names for alias in (name, f"{name}_MatMul")]
+
+
 def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool, reduce_range: bool, exclude: Sequence[str],
                           weight_type: str = "QInt8") -> None:
     """Dynamic INT8 (weights S8 by default, activations quantized at run time): onnxruntime's advice for
@@ -110,7 +116,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, per_channel: bool, reduce_range:
     # quantizer must be told their outputs are float.
     with _QuietQuantizer():
         quantize_dynamic(str(src), str(dst), per_channel=per_channel, reduce_range=reduce_range,
-                         weight_type=getattr(QuantType, weight_type), nodes_to_exclude=list(exclude),
+                         weight_type=getattr(QuantType, weight_type), nodes_to_exclude=_with_gemm_aliases(exclude),
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
 
 
@@ -187,7 +193,7 @@ def quantize_static_int8(src: Path, dst: Path, feeds: Iterable[dict[str, np.ndar
     with _QuietQuantizer():
         quantize_static(str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=list(exclude), calibrate_method=methods[method],
+                        nodes_to_exclude=_with_gemm_aliases(exclude), calibrate_method=methods[method],
                         op_types_to_quantize=list(op_types),
                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
 

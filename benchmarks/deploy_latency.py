@@ -11,8 +11,8 @@ intra-op threads), on the same pre-tokenized inputs (the bundle's tokenizer, dyn
 - ``fenlei_ort_int8_static``  a second bundle with ``--quantization static`` (QDQ S8S8, MinMax on 512 train texts)
 
 Batch-1 latency: model call only (tokenization excluded, the same for all), ``--latency_n`` test texts, measured in
-interleaved rounds (each round runs every engine on its share of texts, after 8 untimed calls) so a change in
-machine load hits all engines alike; p50/p95 in ms. Batch-32 throughput: texts/s over ``--throughput_n`` texts in length-sorted batches.
+interleaved rounds (30 by default; each round runs every engine on its share of texts after 5 untimed calls, in
+an order that reverses every other round) so a change in machine load hits all engines alike; p50/p95 in ms. Batch-32 throughput: texts/s over ``--throughput_n`` texts in length-sorted batches.
 Accuracy/agreement: the whole test set at batch 32. Then a bounded load test of ``cli.py serve`` over loopback.
 
     flock /tmp/fenlei_cpu.lock python benchmarks/deploy_latency.py --run_dir runs/banking77_minilm \\
@@ -132,17 +132,20 @@ def evaluate(engine: Any, encode: Any, texts: list[str], batch_size: int, num_cl
 
 
 def latency(engines: dict[str, Any], feeds: list[dict[str, np.ndarray]], rounds: int, warmup: int,
-            switch_warmup: int = 8) -> dict[str, list[float]]:
-    """Batch-1 latency per engine in interleaved rounds. After each switch of engine, ``switch_warmup`` untimed
-    calls: the previous engine's worker threads (ORT pools, torch's OpenMP) keep spinning for a moment and would
-    otherwise slow the first timed calls of whichever engine comes next."""
+            switch_warmup: int = 5) -> dict[str, list[float]]:
+    """Batch-1 latency per engine in interleaved rounds. Short rounds, and the engine order reversed every other
+    round, so that a change in machine load (this kind of shared machine drifts within seconds) falls on all
+    engines alike. After each switch of engine, ``switch_warmup`` untimed calls: the previous engine's worker
+    threads (ORT pools, torch's OpenMP) keep spinning for a moment and would otherwise slow the first timed calls
+    of whichever engine comes next."""
     times: dict[str, list[float]] = {name: [] for name in engines}
     for engine in engines.values():
         for f in feeds[:warmup]:
             engine(f)
     share = np.array_split(np.arange(len(feeds)), rounds)
-    for part in share:
-        for name, engine in engines.items():
+    for r, part in enumerate(share):
+        order = list(engines.items())
+        for name, engine in (order if r % 2 == 0 else order[::-1]):
             for i in part[:switch_warmup]:
                 engine(feeds[i])
             for i in part:
@@ -245,7 +248,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--latency_n", type=int, default=600, help="batch-1 requests per engine")
     p.add_argument("--throughput_n", type=int, default=1024, help="texts per batch-32 throughput pass")
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=30, help="latency rounds (each engine runs latency_n / rounds texts "
+                   "per round; the order reverses every other round)")
     p.add_argument("--serve_requests", type=int, default=300, help="requests per concurrency level")
     p.add_argument("--serve_levels", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--skip_export", action="store_true", help="reuse the bundles in benchmarks/work/deploy")

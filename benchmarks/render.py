@@ -105,11 +105,11 @@ table stays fp32).""",
     "deploy_latency_rerun": """The same bundles as deploy_latency (`--skip_export`), measured again right after it (finished 11:28 UTC) on
 the same machine; only the timings differ from that run (accuracy, agreement and sizes are the same models'). Shown
 to give the size of the run-to-run spread on this shared 2-core machine.""",
-    "deploy_latency_interleaved": """The same bundles again (`--skip_export`, finished about 11:58 UTC), with the benchmark's current latency
+    "deploy_latency_interleaved": """The same bundles again (`--skip_export`, finished 11:47 UTC), with the benchmark's current latency
 method: 30 rounds of 20 texts per engine, the engine order reversed every other round, 5 untimed calls after each
 switch (deploy_latency and its rerun above used 6 rounds of 100 texts and 8 untimed calls). Even and odd rounds give
 the same median ratio (1.21x / 1.22x), so the reversed order adds no bias; the single rounds spread 0.53-1.88x, and
-the pooled p50 ratio is 1.15x: not met, and the machine was slower than half an hour earlier (naive INT8 3.43 ms
+the pooled p50 ratio is 1.15x: not met, and the machine was slower than 20 minutes earlier (naive INT8 3.43 ms
 against 3.20 ms).""",
     "int8_options": """**The graph before the CPU rewrites** (fused only; run earlier on 2026-11-27). All variants are dynamic
 INT8 of the same fused fp32 graph; agreement and macro-F1 change are against that fp32 graph on the validation

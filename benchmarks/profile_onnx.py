@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import positive_int  # noqa: E402
-from deploy.predictor import disabled_optimizers, session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
+from deploy.predictor import disabled_optimizers, ort_session, session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
 
 
 def skip_fusions(model: str) -> list[str]:
@@ -111,9 +111,7 @@ def latency_only(args: argparse.Namespace, feeds: list[dict[str, np.ndarray]]) -
                     "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__, "n": len(feeds), "rounds": args.rounds,
                     "p50_ms": {}, "p95_ms": {}}
     for threads in args.threads:
-        sessions = {m: ort.InferenceSession(m, sess_options=session_options(threads), providers=["CPUExecutionProvider"],
-                                            disabled_optimizers=skip_fusions(m))
-                    for m in args.models}
+        sessions = {m: ort_session(m, threads, skip_fusions(m)) for m in args.models}
         times: dict[str, list[float]] = {m: [] for m in sessions}
         for block in np.array_split(np.arange(len(feeds)), args.rounds):
             for model, sess in sessions.items():

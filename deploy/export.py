@@ -354,23 +354,28 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ExportError(f"--out {out}: exists and is not a folder")
 
 
-def _quantize(source: Source, tmp: Path, raw: Path, fp32: Path, int8: Path, args: argparse.Namespace,
-              reduce_range: bool, log: Any) -> dict[str, Any]:
-    """Write ``int8`` (dynamic from the fused graph, or static QDQ from the raw one); return its description."""
+def _dynamic_source(fp32: Path, tmp: Path, args: argparse.Namespace) -> tuple[Path, list[str], dict[str, Any]]:
+    """What dynamic INT8 quantizes (the fused graph, or a copy with tanh GELU), the nodes it leaves in fp32, and what
+    the copy changed. Prepared once: every weight-range attempt quantizes the same graph."""
+    excluded = onnx_tools.head_nodes(fp32) if args.keep_head_fp32 else []
+    if not args.gelu_approximation:
+        return fp32, excluded, {}
+    copy = tmp / ".model_for_int8.onnx"
+    return copy, excluded, {"gelu_approximated": onnx_tools.approximate_gelu_copy(fp32, copy)}
+
+
+def _quantize(source: Source, tmp: Path, raw: Path, int8: Path, args: argparse.Namespace, reduce_range: bool,
+              dynamic: tuple[Path, list[str], dict[str, Any]] | None, log: Any) -> dict[str, Any]:
+    """Write ``int8`` (dynamic from ``dynamic``'s graph, or static QDQ from the raw one); return its description."""
     quant: dict[str, Any] = {"mode": args.quantization, "per_channel": args.per_channel, "reduce_range": reduce_range,
                              "weight_type": "QInt8", "keep_head_fp32": args.keep_head_fp32}
-    if args.quantization == "dynamic":
+    if dynamic is not None:
         # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
-        excluded = onnx_tools.head_nodes(fp32) if args.keep_head_fp32 else []
-        source_graph = fp32
-        if args.gelu_approximation:
-            source_graph = tmp / ".model_for_int8.onnx"
-            quant["gelu_approximated"] = onnx_tools.approximate_gelu_copy(fp32, source_graph)
+        graph, excluded, changes = dynamic
+        quant.update(changes)
         log(f"quantizing: dynamic INT8 (per_channel={args.per_channel}, reduce_range={reduce_range}, "
             f"head fp32={args.keep_head_fp32}, tanh GELU={args.gelu_approximation})")
-        onnx_tools.quantize_dynamic_int8(source_graph, int8, args.per_channel, reduce_range, excluded)
-        if source_graph != fp32:
-            source_graph.unlink()
+        onnx_tools.quantize_dynamic_int8(graph, int8, args.per_channel, reduce_range, excluded)
     else:
         pre = tmp / ".model_pre.onnx"
         onnx_tools.preprocess_for_static(raw, pre)
@@ -448,8 +453,9 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
     fp32_logits = ort_fp32.predict_logits(texts, args.batch_size)
     limits = GateLimits(args.min_agreement, args.max_f1_change)
     attempts: list[dict[str, Any]] = []
+    dynamic = _dynamic_source(fp32, tmp, args) if args.quantization == "dynamic" else None
     for attempt, reduce_range in enumerate(ranges):
-        quant = _quantize(source, tmp, raw, fp32, int8, args, reduce_range, log)
+        quant = _quantize(source, tmp, raw, int8, args, reduce_range, dynamic, log)
         ort_int8 = BundlePredictor(tmp, "int8", args.threads)
         logits = {"ort_fp32": fp32_logits}
         for bs in sorted(set(args.parity_batch_sizes) | {args.batch_size}):
@@ -468,6 +474,8 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
         if attempt + 1 < len(ranges):
             log(f"gate failed with reduce_range={reduce_range} ({'; '.join(parity['failures'])}); retrying with 7-bit weights")
     raw.unlink()
+    if dynamic is not None and dynamic[0] != fp32:
+        dynamic[0].unlink()
     quant["attempts"] = attempts
     parity.update({"eval_source": source.eval_source, "n": len(texts), "batch_size": args.batch_size,
                    "tokenizer_mismatches": token_mismatch})

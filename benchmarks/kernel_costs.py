@@ -27,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import positive_int  # noqa: E402
 from deploy.cpu_rewrites import DISABLED_ORT_FUSIONS  # noqa: E402
 from deploy.predictor import ort_session  # noqa: E402
 
@@ -68,9 +69,9 @@ def build(width: int, ops: list[tuple[str, str, list[str]]], tokens: int) -> byt
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--tokens", type=int, default=20)
-    p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2])
+    p.add_argument("--tokens", type=positive_int, default=20)
+    p.add_argument("--runs", type=positive_int, default=1000)
     p.add_argument("--name", default="kernel_costs")
     args = p.parse_args()
     import onnxruntime as ort

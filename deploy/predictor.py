@@ -78,8 +78,14 @@ def ort_session(model_path: str | Path, intra_op_threads: int | None = None,
 
 
 def disabled_optimizers(metadata: dict[str, Any]) -> list[str]:
-    """The onnxruntime fusions a bundle's sessions must skip (none for bundles written before the CPU rewrites)."""
-    return [str(x) for x in (metadata.get("optimization") or {}).get("ort_disabled_optimizers", [])]
+    """The onnxruntime fusions a bundle's sessions must skip (none for bundles written before the CPU rewrites).
+
+    onnxruntime accepts any names here silently, so a malformed entry is refused rather than quietly ignored."""
+    names = (metadata.get("optimization") or {}).get("ort_disabled_optimizers", [])
+    if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
+        raise BundleError(f"metadata.json: optimization.ort_disabled_optimizers must be a list of onnxruntime "
+                          f"optimizer names, got {names!r}")
+    return names
 
 
 class BundlePredictor:

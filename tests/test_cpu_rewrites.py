@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploy.cpu_rewrites import DISABLED_ORT_FUSIONS, approximate_gelu, rewrite_for_cpu, segment_ids_are_constant_zero
-from deploy.predictor import BundlePredictor, ort_session
-from tests.deploy_support import tiny_bundle
+from deploy.predictor import BundleError, BundlePredictor, ort_session
+from tests.deploy_support import copy_bundle, tiny_bundle
 
 H, VOCAB, POSITIONS = 8, 30, 16
 
@@ -156,3 +156,14 @@ def test_no_cpu_rewrites_keeps_onnxruntime_fusions(tmp_path_factory: pytest.Temp
     ops = {n.op_type for n in onnx.load(str(tmp_path / "b" / "model_fp32.onnx")).graph.node}
     assert {"SkipLayerNormalization", "BiasGelu"} <= ops
     assert BundlePredictor(tmp_path / "b", "int8").predict(["reset my password"])[0]["label"]
+
+
+def test_malformed_fusion_list_is_refused(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_data: Path,
+                                          tmp_path: Path) -> None:
+    """onnxruntime silently accepts any names, so a string where the list belongs must not pass as 'skip nothing'."""
+    bundle = copy_bundle(tiny_bundle(tmp_path_factory, tiny_model, tiny_data), tmp_path / "b")
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["optimization"]["ort_disabled_optimizers"] = "SkipLayerNormFusion"
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"metadata\.json: optimization\.ort_disabled_optimizers must be a list"):
+        BundlePredictor(bundle, "int8")

@@ -91,7 +91,7 @@ GELU) 1.11x (the results file's git history); rewrites with 8-bit weights and ex
 are judged on unrounded ratios); rewrites, 8-bit weights and tanh GELU 1.27x and, rerun, 1.42x (git history; that
 bundle asked for an fp32 head but still had an INT8 one, a bug fixed since: the quantizer renamed the head's Gemm
 before matching the exclusion list); this run 1.21x and its rerun 1.23x. So on this machine the fused bundle is about
-1.2-1.4x faster than naive INT8 at batch 1 depending on the run, and the 1.25x target is met in two runs of six: not
+1.2-1.4x faster than naive INT8 at batch 1 depending on the run, and the 1.25x target is met in two runs of six (and not in deploy_latency_interleaved below): not
 reliably. The per-round spread inside one run (up to 1.0-1.6) is larger than anything the export changes bought
 (int8_levers below).
 Where the time goes (`flock /tmp/fenlei_cpu.lock python benchmarks/profile_onnx.py

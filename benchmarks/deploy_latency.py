@@ -17,6 +17,8 @@ Accuracy/agreement: the whole test set at batch 32. Then a bounded load test of 
 
     flock /tmp/fenlei_cpu.lock python benchmarks/deploy_latency.py --run_dir runs/banking77_minilm \\
         --test_file ../shared/data/banking77/test.jsonl --name deploy_latency
+    flock /tmp/fenlei_cpu.lock python benchmarks/deploy_latency.py --run_dir runs/banking77_mpnet \\
+        --name deploy_latency_mpnet --work_dir benchmarks/work/deploy_mpnet
 
 Writes ``benchmarks/results/<name>.json`` (``--quick`` for a fast smoke run that writes ``<name>_quick.json``).
 """
@@ -253,7 +255,9 @@ def main() -> None:
                    "per round; the order reverses every other round)")
     p.add_argument("--serve_requests", type=int, default=300, help="requests per concurrency level")
     p.add_argument("--serve_levels", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--skip_export", action="store_true", help="reuse the bundles in benchmarks/work/deploy")
+    p.add_argument("--work_dir", help="where the bundles and the naive export go (default benchmarks/work/deploy, "
+                   "or deploy_quick with --quick); give each model its own")
+    p.add_argument("--skip_export", action="store_true", help="reuse the bundles already in the work folder")
     p.add_argument("--quick", action="store_true", help="smoke run: 300 test texts, fewer requests")
     p.add_argument("--force_export", action="store_true",
                    help="export past a failed parity gate (for smoke runs on barely trained models)")
@@ -263,7 +267,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    work = REPO / "benchmarks" / "work" / ("deploy_quick" if args.quick else "deploy")
+    work = Path(args.work_dir) if args.work_dir else REPO / "benchmarks" / "work" / ("deploy_quick" if args.quick else "deploy")
     run_dir = Path(args.run_dir)
     bundles = {"dynamic": work / "bundle_dynamic", "static": work / "bundle_static"}
     export_log: dict[str, Any] = {}
@@ -378,7 +382,7 @@ def main() -> None:
         "command": "python benchmarks/deploy_latency.py " + " ".join(sys.argv[1:]),
         "date": dt.date.today().isoformat(),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "threads": args.threads, "run_dir": str(run_dir), "test_file": args.test_file, "test_n": len(texts),
+        "threads": args.threads, "run_dir": str(run_dir), "work_dir": str(work), "test_file": args.test_file, "test_n": len(texts),
         "engines": results, "ratios": ratios, "targets": targets, "target_values": TARGETS,
         "predictor_end_to_end_batch1_ms": round(e2e_ms, 3),
         "bundle_parity": {k: m["parity"] for k, m in meta.items()},

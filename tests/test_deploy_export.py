@@ -201,3 +201,37 @@ def test_hf_decoder_sequence_classifier(tiny_model: Path, tiny_data: Path, tmp_p
     assert meta["parity"]["engines"]["ort_int8"]["agreement_vs_torch"] >= 0.99
     predictions = BundlePredictor(out).predict(["refund my card", "courier late again today"], top_k=2)
     assert len(predictions) == 2 and predictions[0]["predicted_label"] in labels
+
+
+def test_mpnet_encoder_classifier(tiny_data: Path, tmp_path: Path) -> None:
+    """An EncoderClassifier on MPNet (relative position bias in every attention layer): the bundle matches torch,
+    and its metadata says truthfully which fusions applied (onnxruntime's BERT attention fusion does not match
+    MPNet's extra bias Add, so there is no fused Attention; LayerNorm and GELU are still fused)."""
+    import torch
+    from transformers import BertTokenizerFast, MPNetConfig, MPNetModel
+
+    from fenlei.cli import run_lightning_cli
+    from tests.conftest import REPO_ROOT, make_vocab, tiny_overrides
+
+    folder = tmp_path / "tiny_mpnet"
+    vocab = make_vocab()
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(0)
+    MPNetModel(MPNetConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=130, pad_token_id=0)).save_pretrained(folder)
+    run = tmp_path / "run"
+    run_lightning_cli(args=["fit", "--config", str(REPO_ROOT / "configs" / "quickstart.yaml"),
+                            *tiny_overrides(folder, tiny_data, run), "--trainer.max_epochs=4",
+                            "--trainer.precision=32-true", "--model.init_args.lr=3e-3", "--model.init_args.head_lr=1e-2"])
+    out = tmp_path / "bundle"
+    meta = export(export_args("--ckpt_path", str(run), "--out", str(out)))
+    fused = meta["optimization"]["fused_ops"]
+    assert "Attention" not in fused and fused.get("LayerNormalization", 0) >= 4
+    assert meta["parity"]["passed"] and meta["parity"]["engines"]["ort_fp32"]["max_abs_logit_diff"] < 1e-4
+
+    texts, _ = _texts(tiny_data, "test")
+    reference = _torch_logits(run, folder, texts)
+    np.testing.assert_allclose(BundlePredictor(out, "fp32").predict_logits(texts, batch_size=3), reference,
+                               atol=1e-4, rtol=1e-4)
+    int8 = BundlePredictor(out, "int8").predict_logits(texts, batch_size=1)
+    assert (int8.argmax(1) == reference.argmax(1)).mean() >= 0.9

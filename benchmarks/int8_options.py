@@ -51,29 +51,10 @@ VARIANTS: dict[str, tuple] = {
     "per_channel_keep_ffn_out": (True, False, ["ffn_out"]),
     "per_channel_keep_embeddings": (True, False, ["embeddings"]),
     "per_channel_keep_first_last_layer": (True, False, ["first_last_layer"]),
+    "per_channel_reduce_range_keep_ffn_out": (True, True, ["head", "ffn_out"]),
+    "per_channel_u8u8_keep_head": (True, False, ["head"], "QUInt8"),
+    "per_channel_u8u8_keep_ffn_out": (True, False, ["head", "ffn_out"], "QUInt8"),
 }
-
-
-def node_groups(model_path: Path) -> dict[str, list[str]]:
-    """Node names of each exclusion group in the fused graph (names come from the torch module paths)."""
-    import onnx
-
-    nodes = list(onnx.load(str(model_path), load_external_data=False).graph.node)
-    quantizable = [n for n in nodes if n.op_type in ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")]
-    layers = sorted({int(n.name.split("layer.")[1].split("/")[0]) for n in quantizable if "layer." in n.name})
-    attention = [n.name for n in nodes if n.op_type == "Attention"]  # fused Attention_<i>, one per layer, in order
-    ends = [f"layer.{layers[0]}/", f"layer.{layers[-1]}/"] if layers else []
-    first_last = [n.name for n in quantizable if any(e in n.name for e in ends)]
-    if attention:
-        first_last += [attention[0], attention[-1]]
-    from deploy.onnx_tools import head_nodes
-
-    return {
-        "head": head_nodes(model_path),
-        "ffn_out": [n.name for n in quantizable if "/output/dense/" in n.name and "/attention/" not in n.name],
-        "embeddings": [n.name for n in quantizable if n.op_type == "EmbedLayerNormalization" or "embeddings" in n.name],
-        "first_last_layer": first_last,
-    }
 
 
 def main() -> None:
@@ -88,7 +69,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from deploy.export import build_parser, load_fenlei_source, macro_f1
-    from deploy.onnx_tools import quantize_dynamic_int8
+    from deploy.onnx_tools import node_groups, quantize_dynamic_int8
     from deploy.predictor import BundlePredictor
 
     work = REPO / "benchmarks" / "work" / args.name

@@ -356,7 +356,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _dynamic_source(fp32: Path, tmp: Path, args: argparse.Namespace) -> tuple[Path, list[str], dict[str, Any]]:
     """What dynamic INT8 quantizes (the fused graph, or a copy with tanh GELU), the nodes it leaves in fp32, and what
-    the copy changed. Prepared once: every weight-range attempt quantizes the same graph."""
+    the copy changed. Prepared once: every attempt quantizes the same graph."""
     excluded = onnx_tools.head_nodes(fp32) if args.keep_head_fp32 else []
     if not args.gelu_approximation:
         return fp32, excluded, {}
@@ -364,22 +364,43 @@ def _dynamic_source(fp32: Path, tmp: Path, args: argparse.Namespace) -> tuple[Pa
     return copy, excluded, {"gelu_approximated": onnx_tools.approximate_gelu_copy(fp32, copy)}
 
 
+def quantization_attempts(args: argparse.Namespace) -> list[tuple[bool, bool]]:
+    """The (reduce_range, keep_ffn_out_fp32) settings to try in order until one passes the parity gate.
+
+    Given flags make one attempt (``--reduce_range``/``--no-reduce_range``, with ``--keep_ffn_out_fp32`` or not).
+    Dynamic INT8 by default: 8-bit weights; then 7-bit (the remedy for u8s8 saturation on CPUs without VNNI); then
+    7-bit with the FFN output projections in fp32 (a larger bundle, so only when the all-INT8 model is not accurate
+    enough: Banking77 MPNet on an AVX2 CPU, docs/deployment.md). Static: the full range, one attempt.
+    """
+    keep_ffn = args.keep_ffn_out_fp32
+    if args.reduce_range is not None:
+        return [(args.reduce_range, bool(keep_ffn))]
+    if args.quantization == "static":
+        return [(False, bool(keep_ffn))]
+    if keep_ffn is None:
+        return [(False, False), (True, False), (True, True)]
+    return [(False, keep_ffn), (True, keep_ffn)]
+
+
 def _quantize(source: Source, tmp: Path, raw: Path, int8: Path, args: argparse.Namespace, reduce_range: bool,
-              dynamic: tuple[Path, list[str], dict[str, Any]] | None, log: Any) -> dict[str, Any]:
+              keep_ffn_out: bool, dynamic: tuple[Path, list[str], dict[str, Any]] | None, log: Any) -> dict[str, Any]:
     """Write ``int8`` (dynamic from ``dynamic``'s graph, or static QDQ from the raw one); return its description."""
     quant: dict[str, Any] = {"mode": args.quantization, "per_channel": args.per_channel, "reduce_range": reduce_range,
-                             "weight_type": "QInt8", "keep_head_fp32": args.keep_head_fp32}
+                             "weight_type": "QInt8", "keep_head_fp32": args.keep_head_fp32,
+                             "keep_ffn_out_fp32": keep_ffn_out}
     if dynamic is not None:
         # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
         graph, excluded, changes = dynamic
+        excluded = excluded + (onnx_tools.ffn_output_nodes(graph) if keep_ffn_out else [])
         quant.update(changes)
         log(f"quantizing: dynamic INT8 (per_channel={args.per_channel}, reduce_range={reduce_range}, "
-            f"head fp32={args.keep_head_fp32}, tanh GELU={args.gelu_approximation})")
+            f"head fp32={args.keep_head_fp32}, FFN outputs fp32={keep_ffn_out}, tanh GELU={args.gelu_approximation})")
         onnx_tools.quantize_dynamic_int8(graph, int8, args.per_channel, reduce_range, excluded)
     else:
         pre = tmp / ".model_pre.onnx"
         onnx_tools.preprocess_for_static(raw, pre)
         excluded = onnx_tools.head_nodes(pre) if args.keep_head_fp32 else []
+        excluded += onnx_tools.ffn_output_nodes(pre) if keep_ffn_out else []
         encoder = BundlePredictor(tmp, "fp32", args.threads)
         texts = _sample(source.train_texts, args.calibration_size, args.seed)
         log(f"quantizing: static QDQ S8S8 ({args.calibration_method}) calibrated on {len(texts)} training texts")
@@ -436,12 +457,7 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
                                               "optimization": optimization})
     if args.keep_head_fp32 is None:
         args.keep_head_fp32 = args.quantization == "dynamic"
-    # reduce_range: given, one attempt. Not given: static keeps the full range; dynamic tries 8-bit weights first
-    # and, only if the gate fails, 7-bit weights (the documented remedy for u8s8 saturation on CPUs without VNNI).
-    if args.reduce_range is not None:
-        ranges = [args.reduce_range]
-    else:
-        ranges = [False, True] if args.quantization == "dynamic" else [False]
+    ranges = quantization_attempts(args)
 
     # 4. Parity gate at the deployment batch size(s): torch and ORT fp32 logits once, INT8 per attempt.
     texts, labels = source.eval_texts, source.eval_labels
@@ -454,8 +470,8 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
     limits = GateLimits(args.min_agreement, args.max_f1_change)
     attempts: list[dict[str, Any]] = []
     dynamic = _dynamic_source(fp32, tmp, args) if args.quantization == "dynamic" else None
-    for attempt, reduce_range in enumerate(ranges):
-        quant = _quantize(source, tmp, raw, int8, args, reduce_range, dynamic, log)
+    for attempt, (reduce_range, keep_ffn_out) in enumerate(ranges):
+        quant = _quantize(source, tmp, raw, int8, args, reduce_range, keep_ffn_out, dynamic, log)
         ort_int8 = BundlePredictor(tmp, "int8", args.threads)
         logits = {"ort_fp32": fp32_logits}
         for bs in sorted(set(args.parity_batch_sizes) | {args.batch_size}):
@@ -465,14 +481,18 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
         if token_mismatch:
             parity["failures"].append(f"tokenizer.json disagrees with the training tokenizer on {token_mismatch} texts")
             parity["passed"] = False
-        attempts.append({"reduce_range": reduce_range, "passed": parity["passed"], "failures": parity["failures"]})
+        attempts.append({"reduce_range": reduce_range, "keep_ffn_out_fp32": keep_ffn_out, "passed": parity["passed"],
+                         "failures": parity["failures"], "size_mb": round(int8.stat().st_size / 1e6, 2)})
         for name, eng in parity["engines"].items():
             extra = f", agreement {eng['agreement_vs_torch']:.4f}, dF1 {eng['macro_f1_change_pt']:+.2f} pt" if "agreement_vs_torch" in eng else ""
             log(f"  {name}: accuracy {eng['accuracy']:.4f}, macro-F1 {eng['macro_f1']:.4f}{extra}")
         if parity["passed"] or token_mismatch:
             break
         if attempt + 1 < len(ranges):
-            log(f"gate failed with reduce_range={reduce_range} ({'; '.join(parity['failures'])}); retrying with 7-bit weights")
+            nxt = ranges[attempt + 1]
+            log(f"gate failed with reduce_range={reduce_range}, FFN outputs fp32={keep_ffn_out} "
+                f"({'; '.join(parity['failures'])}); retrying with {'7' if nxt[0] else '8'}-bit weights"
+                f"{' and the FFN output projections in fp32' if nxt[1] else ''}")
     raw.unlink()
     if dynamic is not None and dynamic[0] != fp32:
         dynamic[0].unlink()
@@ -487,8 +507,10 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
             hints = [h for h, missing in (("--per_channel", not args.per_channel),
                                           ("--keep_head_fp32", not args.keep_head_fp32 and args.quantization == "static"),
                                           ("--reduce_range", not any(a["reduce_range"] for a in attempts)),
+                                          ("--keep_ffn_out_fp32", not any(a["keep_ffn_out_fp32"] for a in attempts)),
                                           ("--quantization dynamic", args.quantization == "static")) if missing]
-            tried = f" (tried reduce_range={', '.join(str(a['reduce_range']) for a in attempts)})" if len(attempts) > 1 else ""
+            tried = (" (tried " + "; ".join(f"reduce_range={a['reduce_range']} keep_ffn_out_fp32={a['keep_ffn_out_fp32']}"
+                                            for a in attempts) + ")") if len(attempts) > 1 else ""
             raise ExportError(f"parity gate failed on {len(texts)} held-out texts: {why}{tried} "
                               f"(try {', '.join(hints + ['--force to ship anyway'])})")
         log(f"WARNING: parity gate failed but --force given: {why}")
@@ -558,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="7-bit weights: avoids u8s8 saturation on CPUs without VNNI (AVX2 only). Default: static off; "
                         "dynamic tries 8-bit weights and, only if the parity gate fails, 7-bit (both attempts are in "
                         "metadata.json); give --reduce_range or --no-reduce_range for a single attempt")
+    q.add_argument("--keep_ffn_out_fp32", action=argparse.BooleanOptionalAction, default=None,
+                   help="leave the FFN output projections unquantized (more accurate, about 1/3 of the encoder weights "
+                        "stay fp32). Default: dynamic tries it last, only if the all-INT8 attempts fail the parity gate")
     q.add_argument("--keep_head_fp32", action=argparse.BooleanOptionalAction, default=None,
                    help="leave the classification head unquantized (default on for dynamic: it runs once per text, "
                         "where INT8 only adds quantize/dequantize work; off for static)")

@@ -99,6 +99,37 @@ def head_nodes(path: Path) -> list[str]:
     return named or ([linear[-1].name] if linear else [])
 
 
+def ffn_output_nodes(path: Path) -> list[str]:
+    """Names of the FFN output projections (``layer.N/output/dense``, not the attention's ``output/dense``): the
+    INT8 products whose inputs are GELU outputs, with the widest activation ranges of an encoder layer, so the
+    first ones to keep in fp32 when INT8 is not accurate enough (benchmarks/results/int8_options_mpnet.json)."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    return [n.name for n in nodes if n.op_type in ("MatMul", "Gemm") and "/output/dense/" in n.name
+            and "/attention/" not in n.name]
+
+
+def node_groups(path: Path) -> dict[str, list[str]]:
+    """Node names of each group that can be left in fp32 (names come from the torch module paths)."""
+    import onnx
+
+    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    quantizable = [n for n in nodes if n.op_type in ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")]
+    layers = sorted({int(n.name.split("layer.")[1].split("/")[0]) for n in quantizable if "layer." in n.name})
+    attention = [n.name for n in nodes if n.op_type == "Attention"]  # fused Attention_<i>, one per layer, in order
+    ends = [f"layer.{layers[0]}/", f"layer.{layers[-1]}/"] if layers else []
+    first_last = [n.name for n in quantizable if any(e in n.name for e in ends)]
+    if attention:
+        first_last += [attention[0], attention[-1]]
+    return {
+        "head": head_nodes(path),
+        "ffn_out": ffn_output_nodes(path),
+        "embeddings": [n.name for n in quantizable if n.op_type == "EmbedLayerNormalization" or "embeddings" in n.name],
+        "first_last_layer": first_last,
+    }
+
+
 def _with_gemm_aliases(names: Sequence[str]) -> list[str]:
     """The quantizer rewrites a Gemm ``X`` as MatMul ``X_MatMul`` + Add before quantizing, and matches
     ``nodes_to_exclude`` against the new names: exclude both, or an excluded Gemm gets quantized anyway."""

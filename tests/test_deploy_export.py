@@ -55,7 +55,10 @@ def test_round_trip_logits_match_torch(bundle: Path, run_dir: Path, tiny_model: 
     # Default INT8: dynamic, per-channel, 8-bit weights first (7-bit only if that fails the gate; docs/deployment.md).
     assert (meta["quantization"]["mode"], meta["quantization"]["per_channel"], meta["quantization"]["reduce_range"]) == (
         "dynamic", True, False)
-    assert meta["quantization"]["attempts"] == [{"reduce_range": False, "passed": True, "failures": []}]
+    assert [{k: a[k] for k in ("reduce_range", "keep_ffn_out_fp32", "passed", "failures")}
+            for a in meta["quantization"]["attempts"]] == [
+        {"reduce_range": False, "keep_ffn_out_fp32": False, "passed": True, "failures": []}]
+    assert meta["quantization"]["attempts"][0]["size_mb"] > 0 and not meta["quantization"]["keep_ffn_out_fp32"]
     # The head (once per text) stays fp32 and the INT8 graph's two GELUs use the tanh form.
     assert meta["quantization"]["keep_head_fp32"] and meta["quantization"]["nodes_excluded"] == ["/inner/head/head.1/Gemm"]
     assert meta["quantization"]["gelu_approximated"] == 2
@@ -131,6 +134,54 @@ def test_failed_gate_retries_with_seven_bit_weights(run_dir: Path, tmp_path: Pat
     with pytest.raises(ExportError, match="parity gate failed"):
         export(export_args("--ckpt_path", str(run_dir), "--out", str(tmp_path / "c"), "--no-reduce_range"))
     assert calls == [False]
+
+
+def test_all_int8_failing_falls_back_to_fp32_ffn_outputs(run_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both all-INT8 attempts fail the gate: the third keeps the FFN output projections in fp32 and is shipped,
+    with every attempt (and its size) in the metadata; the INT8 graph really has those products in fp32."""
+    real = onnx_tools.quantize_dynamic_int8
+    calls: list[tuple[bool, int]] = []
+
+    def broken_unless_ffn_kept(src: Path, dst: Path, per_channel: bool, reduce_range: bool, exclude: list[str],
+                               *rest: object) -> None:
+        keeps_ffn = bool(set(onnx_tools.ffn_output_nodes(src)) & set(exclude))
+        calls.append((reduce_range, keeps_ffn))
+        (real if keeps_ffn else _break_head)(src, dst, per_channel, reduce_range, exclude, *rest)
+
+    monkeypatch.setattr(onnx_tools, "quantize_dynamic_int8", broken_unless_ffn_kept)
+    out = tmp_path / "b"
+    meta = export(export_args("--ckpt_path", str(run_dir), "--out", str(out)))
+    assert calls == [(False, False), (True, False), (True, True)]
+    quant = meta["quantization"]
+    assert [(a["reduce_range"], a["keep_ffn_out_fp32"], a["passed"]) for a in quant["attempts"]] == [
+        (False, False, False), (True, False, False), (True, True, True)]
+    assert quant["keep_ffn_out_fp32"] and meta["parity"]["passed"]
+    ffn = onnx_tools.ffn_output_nodes(out / "model_fp32.onnx")
+    assert len(ffn) == 2 and set(ffn) <= set(quant["nodes_excluded"])  # one per layer of the tiny BERT
+    import onnx
+
+    int8_nodes = {n.name: n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
+    assert all(int8_nodes.get(name) == "MatMul" for name in ffn)
+    assert quant["attempts"][2]["size_mb"] == round((out / "model_int8.onnx").stat().st_size / 1e6, 2)
+    # --no-keep_ffn_out_fp32: two attempts only, and the export fails naming the flag to try.
+    calls.clear()
+    with pytest.raises(ExportError, match="--keep_ffn_out_fp32"):
+        export(export_args("--ckpt_path", str(run_dir), "--out", str(tmp_path / "c"), "--no-keep_ffn_out_fp32"))
+    assert calls == [(False, False), (True, False)]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], [(False, False), (True, False), (True, True)]),
+    (["--keep_ffn_out_fp32"], [(False, True), (True, True)]),
+    (["--reduce_range"], [(True, False)]),
+    (["--no-reduce_range", "--keep_ffn_out_fp32"], [(False, True)]),
+    (["--quantization", "static"], [(False, False)]),
+])
+def test_quantization_attempts(argv: list[str], expected: list[tuple[bool, bool]]) -> None:
+    from deploy.export import quantization_attempts
+
+    assert quantization_attempts(export_args("--out", "x", *argv)) == expected
 
 
 def test_gate_limits_are_configurable(run_dir: Path, tmp_path: Path) -> None:

@@ -121,6 +121,15 @@ at 33 MB. U8U8 products (`QUInt8` weights, which cannot saturate without VNNI) d
 before matching the exclusion list; fixed later that day), which is why it equals the row above it. Latency: 300 batch-1
 requests per variant in 5 blocks, variants taking turns block by block; differences under ~0.3 ms are within the
 run-to-run spread seen between this table and deploy_latency.""",
+    "int8_options_mpnet": """The same study on the Banking77 **MPNet** model (`python cli.py fit --config
+configs/bench/banking77_mpnet.yaml --trainer.max_epochs 2`, 2026-11-27 on this AVX2 machine: 1582 s, 12.1 samples/s
+in fp32, since the CPU has no native bf16; validation macro-F1 0.935), after its default export had failed the
+gate (agreement with torch at batch 32 / batch 1: 8-bit 1.4% / 0.8%, 7-bit 96.8% / 97.9%). Graph without attention fusion (MPNet's relative position bias,
+docs/deployment.md), exact GELU. Full 8-bit weights collapse the model, with or without the FFN outputs in fp32: the
+u8s8 products saturate on a CPU without VNNI. All-INT8 7-bit and U8U8 (which cannot saturate) both lose about 2-3% of
+the argmax decisions; keeping the 12 FFN output projections (whose inputs are GELU outputs) in fp32 brings both to
+99.4% / 99.0% at 195 MB instead of 110 MB, and 21.4 ms instead of 15.2 ms at batch 1. That became the export's third
+attempt (`--keep_ffn_out_fp32`).""",
     "int8_options_rw": """The same study on **the graph after the CPU rewrites** (`deploy/cpu_rewrites.py`; exact GELU in every
 variant here; rerun after the head-exclusion fix, so `_keep_head` really keeps it: its size is 0.08 MB larger and its
 agreement identical). Now per-channel with 8-bit weights passes (99.4% / 99.1%) and 7-bit fails (98.7% at batch 32),

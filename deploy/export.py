@@ -33,7 +33,7 @@ import numpy as np
 
 from datamodules.readers import DataError, read_records
 from deploy import onnx_tools
-from deploy.predictor import BUNDLE_FILES, BundlePredictor
+from deploy.predictor import BUNDLE_FILES, BundlePredictor, cpu_has_vnni
 from fenlei.io import atomic_dir, atomic_write_json, file_sha256
 
 
@@ -541,6 +541,8 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
         "sizes_bytes": sizes,
         "size_ratio_fp32_over_int8": sizes["model_fp32.onnx"] / sizes["model_int8.onnx"],
         "versions": library_versions(),
+        # The INT8 kernels differ by CPU (u8s8 saturation without VNNI): the gate's verdict holds for this kind.
+        "export_cpu": {"vnni": cpu_has_vnni()},
         "command": " ".join(["python", "cli.py", "export", *getattr(args, "argv", [])]),
     }
     atomic_write_json(tmp / "metadata.json", metadata)

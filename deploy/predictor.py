@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,33 @@ def disabled_optimizers(metadata: dict[str, Any]) -> list[str]:
     return names
 
 
+def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU has a VNNI-class INT8 dot product (AVX512-VNNI, AVX-VNNI or AMX-INT8); None where unknown.
+
+    Without one, onnxruntime's u8s8 products sum pairs of products in 16 bits, which saturates with full 8-bit
+    weights (the reason for ``reduce_range``)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}) if flags else None
+
+
+def saturation_warning(metadata: dict[str, Any], here_vnni: bool | None) -> str | None:
+    """A warning when a dynamic INT8 model with full-range 8-bit weights was validated on a CPU with VNNI and is
+    loaded on one without: its parity gate then says nothing about this CPU (u8s8 saturation; see
+    docs/deployment.md, where an MPNet model fell to 1% agreement at 8-bit on an AVX2 CPU)."""
+    quant = metadata.get("quantization") or {}
+    exported_vnni = (metadata.get("export_cpu") or {}).get("vnni")
+    risky = quant.get("mode") == "dynamic" and quant.get("weight_type") == "QInt8" and quant.get("reduce_range") is False
+    if risky and exported_vnni is True and here_vnni is False:
+        return ("model_int8.onnx has 8-bit weights and passed its parity gate on a CPU with VNNI; this CPU has none, "
+                "and there its u8s8 products can saturate. Re-run the export on this kind of CPU (it retries with "
+                "7-bit weights when needed) or export with --reduce_range.")
+    return None
+
+
 class BundlePredictor:
     """Predict with a fenlei bundle.
 
@@ -127,6 +155,10 @@ class BundlePredictor:
         if not model_path.is_file():
             raise BundleError(f"{model_path}: missing (not a complete fenlei bundle)")
         self.session = ort_session(model_path, intra_op_threads, disabled_optimizers(self.metadata))
+        self.warnings: list[str] = []
+        if precision == "int8" and (message := saturation_warning(self.metadata, cpu_has_vnni())):
+            self.warnings.append(message)
+            warnings.warn(f"{self.bundle_dir}: {message}", RuntimeWarning, stacklevel=2)
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown or "input_ids" not in self.input_names:
@@ -225,4 +257,5 @@ class BundlePredictor:
             "max_length": self.max_length,
             "temperature": self.temperature,
             "uncertain_label": self.uncertain_label,
+            "warnings": self.warnings,
         }

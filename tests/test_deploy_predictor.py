@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -146,3 +147,44 @@ runpy.run_path({str(REPO_ROOT / 'cli.py')!r}, run_name='__main__')
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_cpu_vnni_detection(tmp_path: Path) -> None:
+    from deploy.predictor import cpu_has_vnni
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_has_vnni(info) is False
+    info.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert cpu_has_vnni(info) is True
+    info.write_text("model name\t: something without flags\n")
+    assert cpu_has_vnni(info) is None
+    assert cpu_has_vnni(tmp_path / "missing") is None
+
+
+def test_saturation_warning_for_8bit_bundle_moved_off_vnni(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           bundle: Path) -> None:
+    """A bundle whose 8-bit INT8 model passed its gate on a VNNI CPU warns when loaded on a CPU without VNNI
+    (and only then); 7-bit weights, an fp32 session, or a same-kind CPU give no warning."""
+    from deploy import predictor as predictor_module
+    from deploy.predictor import saturation_warning
+
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert "vnni" in meta["export_cpu"]
+    risky = {"quantization": {"mode": "dynamic", "weight_type": "QInt8", "reduce_range": False},
+             "export_cpu": {"vnni": True}}
+    assert "--reduce_range" in saturation_warning(risky, here_vnni=False)
+    assert saturation_warning(risky, here_vnni=True) is None and saturation_warning(risky, here_vnni=None) is None
+    assert saturation_warning({**risky, "quantization": {**risky["quantization"], "reduce_range": True}}, False) is None
+    assert saturation_warning({**risky, "export_cpu": {"vnni": False}}, False) is None
+    assert saturation_warning({"quantization": risky["quantization"]}, False) is None  # older bundles: unknown
+
+    moved = tmp_path / "moved"
+    shutil.copytree(bundle, moved)
+    meta["quantization"].update(reduce_range=False, weight_type="QInt8", mode="dynamic")
+    meta["export_cpu"] = {"vnni": True}
+    (moved / "metadata.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(predictor_module, "cpu_has_vnni", lambda: False)
+    with pytest.warns(RuntimeWarning, match="u8s8 products can saturate"):
+        loaded = BundlePredictor(moved, "int8")
+    assert loaded.info()["warnings"] and BundlePredictor(moved, "fp32").info()["warnings"] == []

@@ -290,6 +290,9 @@ def main() -> None:
             print(f"exported {kind} bundle in {export_log[kind]['seconds']} s", file=sys.stderr)
 
     bundles = {k: b for k, b in bundles.items() if (b / "metadata.json").is_file() and "failed" not in export_log.get(k, {})}
+    if "dynamic" not in bundles:  # only reachable with --skip_export: a failed dynamic export raised above
+        p.error(f"--skip_export: no bundle at {work / 'bundle_dynamic'} (metadata.json missing); check --work_dir "
+                "or run without --skip_export")
     meta = {k: json.loads((b / "metadata.json").read_text()) for k, b in bundles.items()}
     predictor = BundlePredictor(bundles["dynamic"], "int8", args.threads)
     labels_names = predictor.label_names

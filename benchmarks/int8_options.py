@@ -70,7 +70,7 @@ def main() -> None:
 
     from deploy.export import build_parser, load_fenlei_source, macro_f1
     from deploy.onnx_tools import node_groups, quantize_dynamic_int8
-    from deploy.predictor import BundlePredictor
+    from deploy.predictor import BundlePredictor, cpu_has_vnni
 
     work = REPO / "benchmarks" / "work" / args.name
     bundle = work / "bundle"
@@ -137,8 +137,7 @@ def main() -> None:
         "benchmark": args.name, "date": dt.date.today().isoformat(),
         "command": "flock /tmp/fenlei_cpu.lock python benchmarks/int8_options.py " + " ".join(sys.argv[1:]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "vnni": any(f in Path("/proc/cpuinfo").read_text() for f in (" avx512_vnni", " avx_vnni"))
-                    if Path("/proc/cpuinfo").is_file() else None},
+                    "vnni": cpu_has_vnni()},
         "threads": args.threads, "run_dir": args.run_dir, "eval_source": source.eval_source, "eval_n": len(texts),
         "reference": "fused fp32 ONNX of the same bundle", "latency_n": len(sample), "variants": report,
     }

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -354,14 +354,23 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ExportError(f"--out {out}: exists and is not a folder")
 
 
-def _dynamic_source(fp32: Path, tmp: Path, args: argparse.Namespace) -> tuple[Path, list[str], dict[str, Any]]:
-    """What dynamic INT8 quantizes (the fused graph, or a copy with tanh GELU), the nodes it leaves in fp32, and what
-    the copy changed. Prepared once: every attempt quantizes the same graph."""
-    excluded = onnx_tools.head_nodes(fp32) if args.keep_head_fp32 else []
+class _DynamicSource(NamedTuple):
+    graph: Path  # what dynamic INT8 quantizes: the fused graph, or a copy with tanh GELU
+    excluded: list[str]  # nodes every attempt leaves in fp32 (the head, with keep_head_fp32)
+    ffn_out: list[str]  # the FFN output projections, left in fp32 by the keep_ffn_out_fp32 attempts
+    changes: dict[str, Any]  # what the copy changed, for metadata.quantization
+
+
+def _dynamic_source(fp32: Path, tmp: Path, args: argparse.Namespace) -> _DynamicSource:
+    """Prepared once (one read of the fused graph): every attempt quantizes the same graph. The GELU copy keeps
+    every node name, so the names found in ``fp32`` hold for it."""
+    nodes = onnx_tools.graph_nodes(fp32)
+    excluded = onnx_tools.head_nodes(nodes) if args.keep_head_fp32 else []
+    ffn_out = onnx_tools.ffn_output_nodes(nodes)
     if not args.gelu_approximation:
-        return fp32, excluded, {}
+        return _DynamicSource(fp32, excluded, ffn_out, {})
     copy = tmp / ".model_for_int8.onnx"
-    return copy, excluded, {"gelu_approximated": onnx_tools.approximate_gelu_copy(fp32, copy)}
+    return _DynamicSource(copy, excluded, ffn_out, {"gelu_approximated": onnx_tools.approximate_gelu_copy(fp32, copy)})
 
 
 def quantization_attempts(args: argparse.Namespace) -> list[tuple[bool, bool]]:
@@ -383,24 +392,25 @@ def quantization_attempts(args: argparse.Namespace) -> list[tuple[bool, bool]]:
 
 
 def _quantize(source: Source, tmp: Path, raw: Path, int8: Path, args: argparse.Namespace, reduce_range: bool,
-              keep_ffn_out: bool, dynamic: tuple[Path, list[str], dict[str, Any]] | None, log: Any) -> dict[str, Any]:
+              keep_ffn_out: bool, dynamic: _DynamicSource | None, log: Any) -> dict[str, Any]:
     """Write ``int8`` (dynamic from ``dynamic``'s graph, or static QDQ from the raw one); return its description."""
     quant: dict[str, Any] = {"mode": args.quantization, "per_channel": args.per_channel, "reduce_range": reduce_range,
                              "weight_type": "QInt8", "keep_head_fp32": args.keep_head_fp32,
                              "keep_ffn_out_fp32": keep_ffn_out}
     if dynamic is not None:
         # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
-        graph, excluded, changes = dynamic
-        excluded = excluded + (onnx_tools.ffn_output_nodes(graph) if keep_ffn_out else [])
-        quant.update(changes)
+        graph = dynamic.graph
+        excluded = dynamic.excluded + (dynamic.ffn_out if keep_ffn_out else [])
+        quant.update(dynamic.changes)
         log(f"quantizing: dynamic INT8 (per_channel={args.per_channel}, reduce_range={reduce_range}, "
             f"head fp32={args.keep_head_fp32}, FFN outputs fp32={keep_ffn_out}, tanh GELU={args.gelu_approximation})")
         onnx_tools.quantize_dynamic_int8(graph, int8, args.per_channel, reduce_range, excluded)
     else:
         pre = tmp / ".model_pre.onnx"
         onnx_tools.preprocess_for_static(raw, pre)
-        excluded = onnx_tools.head_nodes(pre) if args.keep_head_fp32 else []
-        excluded += onnx_tools.ffn_output_nodes(pre) if keep_ffn_out else []
+        nodes = onnx_tools.graph_nodes(pre)
+        excluded = onnx_tools.head_nodes(nodes) if args.keep_head_fp32 else []
+        excluded += onnx_tools.ffn_output_nodes(nodes) if keep_ffn_out else []
         encoder = BundlePredictor(tmp, "fp32", args.threads)
         texts = _sample(source.train_texts, args.calibration_size, args.seed)
         log(f"quantizing: static QDQ S8S8 ({args.calibration_method}) calibrated on {len(texts)} training texts")
@@ -494,8 +504,8 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
                 f"({'; '.join(parity['failures'])}); retrying with {'7' if nxt[0] else '8'}-bit weights"
                 f"{' and the FFN output projections in fp32' if nxt[1] else ''}")
     raw.unlink()
-    if dynamic is not None and dynamic[0] != fp32:
-        dynamic[0].unlink()
+    if dynamic is not None and dynamic.graph != fp32:
+        dynamic.graph.unlink()
     quant["attempts"] = attempts
     parity.update({"eval_source": source.eval_source, "n": len(texts), "batch_size": args.batch_size,
                    "tokenizer_mismatches": token_mismatch})

@@ -86,35 +86,39 @@ def approximate_gelu_copy(src: Path, dst: Path) -> int:
     return changed
 
 
-def head_nodes(path: Path) -> list[str]:
-    """Names of the classification head's MatMul/Gemm nodes (kept in fp32 with ``keep_head_fp32``).
+def graph_nodes(model: Path | Sequence[Any]) -> list[Any]:
+    """The nodes of an ONNX file (loaded once; pass the list on to the name helpers below), or ``model`` itself when
+    it already is a node list."""
+    import onnx
+
+    if isinstance(model, (str, Path)):
+        return list(onnx.load(str(model), load_external_data=False).graph.node)
+    return list(model)
+
+
+def head_nodes(model: Path | Sequence[Any]) -> list[str]:
+    """Names of the classification head's MatMul/Gemm nodes (kept in fp32 with ``keep_head_fp32``) in an ONNX file
+    or node list.
 
     Found by module name in the exported node names; if none matches, the last MatMul/Gemm before the output.
     """
-    import onnx
-
-    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    nodes = graph_nodes(model)
     linear = [n for n in nodes if n.op_type in ("MatMul", "Gemm")]
     named = [n.name for n in linear if any(p in n.name for p in HEAD_PATTERNS)]
     return named or ([linear[-1].name] if linear else [])
 
 
-def ffn_output_nodes(path: Path) -> list[str]:
+def ffn_output_nodes(model: Path | Sequence[Any]) -> list[str]:
     """Names of the FFN output projections (``layer.N/output/dense``, not the attention's ``output/dense``): the
     INT8 products whose inputs are GELU outputs, with the widest activation ranges of an encoder layer, so the
     first ones to keep in fp32 when INT8 is not accurate enough (benchmarks/results/int8_options_mpnet.json)."""
-    import onnx
-
-    nodes = onnx.load(str(path), load_external_data=False).graph.node
-    return [n.name for n in nodes if n.op_type in ("MatMul", "Gemm") and "/output/dense/" in n.name
+    return [n.name for n in graph_nodes(model) if n.op_type in ("MatMul", "Gemm") and "/output/dense/" in n.name
             and "/attention/" not in n.name]
 
 
 def node_groups(path: Path) -> dict[str, list[str]]:
     """Node names of each group that can be left in fp32 (names come from the torch module paths)."""
-    import onnx
-
-    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    nodes = graph_nodes(path)
     quantizable = [n for n in nodes if n.op_type in ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")]
     layers = sorted({int(n.name.split("layer.")[1].split("/")[0]) for n in quantizable if "layer." in n.name})
     attention = [n.name for n in nodes if n.op_type == "Attention"]  # fused Attention_<i>, one per layer, in order
@@ -123,8 +127,8 @@ def node_groups(path: Path) -> dict[str, list[str]]:
     if attention:
         first_last += [attention[0], attention[-1]]
     return {
-        "head": head_nodes(path),
-        "ffn_out": ffn_output_nodes(path),
+        "head": head_nodes(nodes),
+        "ffn_out": ffn_output_nodes(nodes),
         "embeddings": [n.name for n in quantizable if n.op_type == "EmbedLayerNormalization" or "embeddings" in n.name],
         "first_last_layer": first_last,
     }

@@ -106,8 +106,11 @@ def saturation_warning(metadata: dict[str, Any], here_vnni: bool | None) -> str 
     """A warning when a dynamic INT8 model with full-range 8-bit weights was validated on a CPU with VNNI and is
     loaded on one without: its parity gate then says nothing about this CPU (u8s8 saturation; see
     docs/deployment.md, where an MPNet model fell to 1% agreement at 8-bit on an AVX2 CPU)."""
-    quant = metadata.get("quantization") or {}
-    exported_vnni = (metadata.get("export_cpu") or {}).get("vnni")
+    # Advisory only: a missing or malformed entry means "unknown", never a failed load.
+    quant, cpu = metadata.get("quantization"), metadata.get("export_cpu")
+    if not isinstance(quant, dict) or not isinstance(cpu, dict):
+        return None
+    exported_vnni = cpu.get("vnni")
     risky = quant.get("mode") == "dynamic" and quant.get("weight_type") == "QInt8" and quant.get("reduce_range") is False
     if risky and exported_vnni is True and here_vnni is False:
         return ("model_int8.onnx has 8-bit weights and passed its parity gate on a CPU with VNNI; this CPU has none, "

@@ -178,6 +178,8 @@ def test_saturation_warning_for_8bit_bundle_moved_off_vnni(tmp_path: Path, monke
     assert saturation_warning({**risky, "quantization": {**risky["quantization"], "reduce_range": True}}, False) is None
     assert saturation_warning({**risky, "export_cpu": {"vnni": False}}, False) is None
     assert saturation_warning({"quantization": risky["quantization"]}, False) is None  # older bundles: unknown
+    assert saturation_warning({**risky, "export_cpu": "vnni"}, False) is None  # malformed: unknown, no crash
+    assert saturation_warning({**risky, "quantization": ["dynamic"]}, False) is None
 
     moved = tmp_path / "moved"
     shutil.copytree(bundle, moved)

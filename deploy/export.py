@@ -36,6 +36,9 @@ from deploy import onnx_tools
 from deploy.predictor import BUNDLE_FILES, BundlePredictor, cpu_has_vnni
 from fenlei.io import atomic_dir, atomic_write_json, file_sha256
 
+NO_FFN_OUTPUTS = ("--keep_ffn_out_fp32: the graph has no FFN output projections to keep in fp32 (no MatMul named "
+                  "'layer.N/output/dense'; a BERT-family encoder has one per layer)")
+
 
 class ExportError(RuntimeError):
     """The export cannot go on (bad source, parity gate failed, unreachable threshold); the message says why."""
@@ -410,7 +413,11 @@ def _quantize(source: Source, tmp: Path, raw: Path, int8: Path, args: argparse.N
         onnx_tools.preprocess_for_static(raw, pre)
         nodes = onnx_tools.graph_nodes(pre)
         excluded = onnx_tools.head_nodes(nodes) if args.keep_head_fp32 else []
-        excluded += onnx_tools.ffn_output_nodes(nodes) if keep_ffn_out else []
+        if keep_ffn_out:
+            ffn_out = onnx_tools.ffn_output_nodes(nodes)
+            if not ffn_out:
+                raise ExportError(NO_FFN_OUTPUTS)
+            excluded += ffn_out
         encoder = BundlePredictor(tmp, "fp32", args.threads)
         texts = _sample(source.train_texts, args.calibration_size, args.seed)
         log(f"quantizing: static QDQ S8S8 ({args.calibration_method}) calibrated on {len(texts)} training texts")
@@ -480,6 +487,12 @@ def build_bundle(source: Source, tmp: Path, args: argparse.Namespace) -> dict[st
     limits = GateLimits(args.min_agreement, args.max_f1_change)
     attempts: list[dict[str, Any]] = []
     dynamic = _dynamic_source(fp32, tmp, args) if args.quantization == "dynamic" else None
+    if dynamic is not None and not dynamic.ffn_out:
+        # Graphs without BERT-style FFN names (decoders: mlp/down_proj): an explicit request is an error, and the
+        # automatic last attempt would only repeat the one before it under a false label.
+        if args.keep_ffn_out_fp32:
+            raise ExportError(NO_FFN_OUTPUTS)
+        ranges = [r for r in ranges if not r[1]]
     for attempt, (reduce_range, keep_ffn_out) in enumerate(ranges):
         quant = _quantize(source, tmp, raw, int8, args, reduce_range, keep_ffn_out, dynamic, log)
         ort_int8 = BundlePredictor(tmp, "int8", args.threads)

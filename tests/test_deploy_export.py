@@ -252,6 +252,14 @@ def test_hf_decoder_sequence_classifier(tiny_model: Path, tiny_data: Path, tmp_p
     assert meta["parity"]["engines"]["ort_int8"]["agreement_vs_torch"] >= 0.99
     predictions = BundlePredictor(out).predict(["refund my card", "courier late again today"], top_k=2)
     assert len(predictions) == 2 and predictions[0]["predicted_label"] in labels
+    # No BERT-style FFN outputs in a decoder graph: an explicit --keep_ffn_out_fp32 is refused, naming the flag,
+    # and leaves nothing behind; the default keeps the two real attempts only (no mislabelled third).
+    refused = tmp_path / "refused"
+    with pytest.raises(ExportError, match="--keep_ffn_out_fp32: the graph has no FFN output projections"):
+        export(export_args("--hf_model", str(folder), "--data_dir", str(tiny_data), "--max_length", "32",
+                           "--out", str(refused), "--keep_ffn_out_fp32"))
+    assert not refused.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert all(not a["keep_ffn_out_fp32"] for a in meta["quantization"]["attempts"])
 
 
 def test_mpnet_encoder_classifier(tiny_data: Path, tmp_path: Path) -> None:

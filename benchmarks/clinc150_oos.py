@@ -36,9 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import run_logged  # noqa: E402
-from calibration import expected_calibration_error, softmax  # noqa: E402
-from deploy.predictor import BundlePredictor  # noqa: E402
+from fenlei.calibration import expected_calibration_error, softmax  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
+from fenlei.serving.predictor import BundlePredictor  # noqa: E402
 
 PYTHON = sys.executable
 PUBLISHED = "BERT (Larson et al. 2019, CLINC150 Full): in-scope accuracy 96-97%, OOS recall 40-59%; max-softmax AUROC about 0.94"

@@ -72,7 +72,7 @@ def write_subset(data: Path, out: Path, train_size: int, test_size: int, seed: i
 
 
 def run_probe(model: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from probe.run import build_parser, run
+    from fenlei.probe.run import build_parser, run
 
     out: dict[str, Any] = {}
     fields, names = DATASETS[args.dataset]["fields"], DATASETS[args.dataset]["names"]
@@ -164,7 +164,7 @@ def run_seqcls(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespa
             preds.append(module(batch["input_ids"], batch["attention_mask"]).argmax(-1))
             seconds += time.perf_counter() - t0
             targets.append(batch["labels"])
-    from probe.heads import classification_report
+    from fenlei.probe.heads import classification_report
 
     p, t = torch.cat(preds).numpy(), torch.cat(targets).numpy()
     report = classification_report(t, p)

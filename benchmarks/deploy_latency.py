@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import run_logged  # noqa: E402
-from deploy.export import macro_f1  # noqa: E402
-from deploy.predictor import BundlePredictor, disabled_optimizers, ort_session  # noqa: E402
+from fenlei.deploy.export import macro_f1  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
+from fenlei.serving.predictor import BundlePredictor, disabled_optimizers, ort_session  # noqa: E402
 
 PYTHON = sys.executable
 TARGETS = {"speedup_vs_torch_fp32": 3.5, "speedup_vs_naive_int8": 1.25, "min_agreement": 0.99,
@@ -89,7 +89,7 @@ class TorchEngine:
 
 
 def load_torch_model(run_dir: Path) -> Any:
-    from fenlei.cli import best_checkpoint
+    from fenlei.training.cli import best_checkpoint
     from lightning_modules import EncoderClassifier
 
     model = EncoderClassifier.load_from_checkpoint(str(best_checkpoint(run_dir)), map_location="cpu")

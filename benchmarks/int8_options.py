@@ -68,9 +68,9 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from deploy.export import build_parser, load_fenlei_source, macro_f1
-    from deploy.onnx_tools import node_groups, quantize_dynamic_int8
-    from deploy.predictor import BundlePredictor, cpu_has_vnni
+    from fenlei.deploy.export import build_parser, load_fenlei_source, macro_f1
+    from fenlei.deploy.onnx_tools import node_groups, quantize_dynamic_int8
+    from fenlei.serving.predictor import BundlePredictor, cpu_has_vnni
 
     work = REPO / "benchmarks" / "work" / args.name
     bundle = work / "bundle"

@@ -1,4 +1,4 @@
-"""Benchmark: onnxruntime CPU cost of the small kernels that ``deploy/cpu_rewrites.py`` swaps, one op at a time.
+"""Benchmark: onnxruntime CPU cost of the small kernels that ``fenlei/deploy/cpu_rewrites.py`` swaps, one op at a time.
 
 Each graph is a chain of 12 identical ops on a ``[tokens, width]`` float input (20 x 384 for the layer norms, 20 x 1536
 for the GELUs: a Banking77 text through MiniLM); the figure is the median time of one run of the chain divided by 12.
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import positive_int  # noqa: E402
-from deploy.cpu_rewrites import DISABLED_ORT_FUSIONS  # noqa: E402
-from deploy.predictor import ort_session  # noqa: E402
+from fenlei.deploy.cpu_rewrites import DISABLED_ORT_FUSIONS  # noqa: E402
+from fenlei.serving.predictor import ort_session  # noqa: E402
 
 CHAIN = 12
 # name -> (width, [(op_type, domain, inputs after x)...]) ; one entry per op applied to the running tensor x.

@@ -4,7 +4,7 @@ with ``--latency_only``, plain batch-1 latency instead (no profiler), the models
     flock /tmp/fenlei_cpu.lock python benchmarks/profile_onnx.py benchmarks/work/deploy/bundle_dynamic/model_int8.onnx \\
         benchmarks/work/deploy/naive/model_int8.onnx --tokenizer benchmarks/work/deploy/bundle_dynamic
 
-Needs only onnxruntime, tokenizers and NumPy (``deploy.predictor`` imports nothing else), so it also runs on a
+Needs only onnxruntime, tokenizers and NumPy (``fenlei.serving.predictor`` imports nothing else), so it also runs on a
 machine without the project's environment (the two models, tokenizer.json and the test file copied there).
 """
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import positive_int  # noqa: E402
-from deploy.predictor import disabled_optimizers, ort_session, session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
+from fenlei.serving.predictor import disabled_optimizers, ort_session, session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
 
 
 def skip_fusions(model: str) -> list[str]:

@@ -77,7 +77,7 @@ threads on the same 2 cores as the server, so it understates what a separate cli
 **This run (2026-11-27, finished 11:25 UTC):** the benchmark model (`python cli.py fit --config
 configs/bench/banking77_minilm.yaml`, 5 epochs, 93.6% test accuracy in torch), on an AVX2-only EPYC (no AVX-512,
 no VNNI, no bf16; not the AVX-512 VNNI machine the issue's figures came from), shared with other tenants. The
-bundle is the default export: fused graph plus the CPU rewrites (`deploy/cpu_rewrites.py`: SkipLayerNormalization
+bundle is the default export: fused graph plus the CPU rewrites (`fenlei/deploy/cpu_rewrites.py`: SkipLayerNormalization
 and BiasGelu split into standard ops with the biases folded into the INT8 matrix products, the constant-zero token
 types folded away), dynamic INT8 per-channel, the head in fp32 and tanh GELU in the INT8 graph. Its 8-bit attempt
 failed the parity gate (98.9% agreement at batch 32 on the 1003 validation texts) and the 7-bit retry passed
@@ -143,7 +143,7 @@ u8s8 products saturate on a CPU without VNNI. All-INT8 7-bit and U8U8 (which can
 the argmax decisions; keeping the 12 FFN output projections (whose inputs are GELU outputs) in fp32 brings both to
 99.4% / 99.0% at 195 MB instead of 110 MB, and 21.4 ms instead of 15.2 ms at batch 1. That became the export's third
 attempt (`--keep_ffn_out_fp32`).""",
-    "int8_options_rw": """The same study on **the graph after the CPU rewrites** (`deploy/cpu_rewrites.py`; exact GELU in every
+    "int8_options_rw": """The same study on **the graph after the CPU rewrites** (`fenlei/deploy/cpu_rewrites.py`; exact GELU in every
 variant here; rerun after the head-exclusion fix, so `_keep_head` really keeps it: its size is 0.08 MB larger and its
 agreement identical). Now per-channel with 8-bit weights passes (99.4% / 99.1%) and 7-bit fails (98.7% at batch 32),
 the reverse of int8_options. The deploy_latency bundle (tanh GELU, fp32 head) then failed with 8-bit (98.9%) and
@@ -163,7 +163,7 @@ deploy_latency_rerun (`int8_levers`, `int8_levers_repeat`), on a machine that ha
 the head fix, so `default` then had an INT8 head and 8-bit weights; in the results files' git history)
 gave 1.24x / 1.28x, 1.29x / 1.32x and 1.20x / 1.36x. Reading: the export changes are worth roughly 0-20% at batch 1
 on this CPU, about 8% on average over these four runs, and the machine's run-to-run spread is as large.""",
-    "kernel_costs": """Why the CPU rewrites (`deploy/cpu_rewrites.py`): onnxruntime's fused `SkipLayerNormalization` costs
+    "kernel_costs": """Why the CPU rewrites (`fenlei/deploy/cpu_rewrites.py`): onnxruntime's fused `SkipLayerNormalization` costs
 several times the `Add` + `LayerNormalization` it replaces (the bias Add disappears into the INT8 matrix product in
 the real graph, which is the last row of that pair), and `Gelu` alone costs about what `BiasGelu` did, so folding
 the bias into the MatMul saves the bias pass; `FastGelu` (tanh) is cheaper still. These are per-op savings of

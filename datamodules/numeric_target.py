@@ -22,11 +22,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from datamodules.binning import Binner, BinningReport, OutlierFilter, binner_from_dict, build_binner
 from datamodules.markers import FeatureMarkers, text_feature
 from datamodules.readers import DataError, Record
 from datamodules.text_classification import EncodedDataset, TextClassificationDataModule
 from fenlei.io import atomic_write_text
-from labeling import Binner, BinningReport, OutlierFilter, binner_from_dict, build_binner
 
 BINNING_FILE = "binning.json"
 

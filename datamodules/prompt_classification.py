@@ -386,7 +386,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
 
     @cached_property
     def tokenizer(self) -> Any:
-        from fenlei.causal_lm import load_tokenizer
+        from fenlei.pretrained.causal_lm import load_tokenizer
 
         return load_tokenizer(self.tokenizer_name, padding_side="left")
 

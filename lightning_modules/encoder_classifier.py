@@ -134,7 +134,7 @@ class EncoderClassifier(EncoderModule):
             preds = self.all_gather(preds).reshape(-1)
             targets = self.all_gather(targets).reshape(-1)
         if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
-            from fenlei.reporting import write_test_report
+            from fenlei.training.reporting import write_test_report
 
             names = self.hparams.label_names or [str(i) for i in range(self.hparams.num_classes)]
             write_test_report(

@@ -195,7 +195,7 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         self.save_hyperparameters()
         from peft import get_peft_model
 
-        from fenlei.causal_lm import load_causal_lm
+        from fenlei.pretrained.causal_lm import load_causal_lm
 
         base = load_causal_lm(pretrained)
         if gradient_checkpointing:
@@ -222,7 +222,7 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from fenlei.causal_lm import load_tokenizer
+            from fenlei.pretrained.causal_lm import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.hparams.tokenizer_path or self.hparams.pretrained)
         return self._tokenizer
@@ -536,7 +536,7 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
             out = Path(self.trainer.default_root_dir) / "test"
             atomic_write_text(out / "decoding_metrics.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
             if "score" in results:  # the per-class report of the first field under label scoring
-                from fenlei.reporting import write_test_report
+                from fenlei.training.reporting import write_test_report
 
                 tally = self._tallies["test/score"]
                 names = self.spec.labels[0]

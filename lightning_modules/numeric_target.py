@@ -7,7 +7,7 @@
 - ``OrdinalRegressor``: CORAL (one score, K-1 ordered thresholds) or CORN (K-1 conditional binary tasks), the
   principled alternatives to regressing the bin index.
 
-All of them log, for validation and test, the same figures (``labeling.metrics.numeric_target_report``): bin
+All of them log, for validation and test, the same figures (``fenlei.metrics.numeric_target_report``): bin
 accuracy, macro-F1, the worst bin's F1, MAE in bins, quadratic weighted kappa, and ``target_mae`` next to
 ``constant_mae`` (always predicting the train median), so that a labelling cannot win by being easy.
 The bin medians and target statistics come from the DataModule at ``fit`` and are stored in the checkpoint.
@@ -134,7 +134,7 @@ class NumericTargetModule(EncoderModule):
 
     def _report(self, stage: str) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
         """Metrics of the collected stage outputs, plus the true and predicted bins (for the test report)."""
-        from labeling.metrics import numeric_target_report
+        from fenlei.metrics import numeric_target_report
 
         pred_bins, pred_values, true_bins, targets = self._collect(stage)
         values = numeric_target_report(true_bins, pred_bins, targets, pred_values, self.num_bins,
@@ -157,7 +157,7 @@ class NumericTargetModule(EncoderModule):
         values, true_bins, pred_bins = self._report("test")
         self.log_dict({f"test/{k}": v for k, v in values.items()})
         if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
-            from fenlei.reporting import write_test_report
+            from fenlei.training.reporting import write_test_report
 
             names = self.hparams.label_names or [str(i) for i in range(self.num_bins)]
             write_test_report(Path(self.trainer.default_root_dir) / "test", true_bins, pred_bins, names,

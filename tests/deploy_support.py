@@ -19,7 +19,7 @@ _CACHE: dict[str, Path] = {}
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_data: Path) -> Path:
     """A tiny EncoderClassifier fitted for 4 epochs (it learns the four classes: ~0.9 validation accuracy)."""
     if "run" not in _CACHE:
-        from fenlei.cli import run_lightning_cli
+        from fenlei.training.cli import run_lightning_cli
 
         run_dir = tmp_path_factory.mktemp("deploy_run") / "run"
         run_lightning_cli(args=["fit", "--config", str(REPO_ROOT / "configs" / "quickstart.yaml"),
@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_da
 
 
 def export_args(*argv: str) -> argparse.Namespace:
-    from deploy.export import build_parser
+    from fenlei.deploy.export import build_parser
 
     args = build_parser().parse_args(["--quiet", *argv])
     args.argv = list(argv)
@@ -41,7 +41,7 @@ def export_args(*argv: str) -> argparse.Namespace:
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_data: Path) -> Path:
     """The default export (dynamic INT8, global threshold) of :func:`tiny_run`. Treat as read-only."""
     if "bundle" not in _CACHE:
-        from deploy.export import export
+        from fenlei.deploy.export import export
 
         run_dir = tiny_run(tmp_path_factory, tiny_model, tiny_data)
         out = tmp_path_factory.mktemp("deploy_bundle") / "bundle"

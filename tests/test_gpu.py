@@ -24,7 +24,7 @@ def test_cli_fit_and_test_on_gpu_with_bf16(tiny_model: Path, tiny_data: Path, tm
     """The quickstart config with the tiny model, through the CLI, on the GPU in bf16-mixed: fit, then test."""
     import json
 
-    from fenlei.cli import run_lightning_cli
+    from fenlei.training.cli import run_lightning_cli
 
     run_dir = tmp_path / "run"
     gpu = ["--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.precision=bf16-mixed",
@@ -118,7 +118,7 @@ def test_decoder_sequence_classifier_on_gpu(tiny_llama: Path) -> None:
 def test_probe_features_on_gpu_match_the_cpu(tiny_llama: Path) -> None:
     import numpy as np
 
-    from probe import features as feat
+    from fenlei.probe import features as feat
     from tests.decoder_support import make_tokenizer
 
     texts = ["my card was charged twice", "login", "the package is late again"]

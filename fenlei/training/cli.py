@@ -1,0 +1,286 @@
+"""fenlei's LightningCLI: the run-directory convention, linked arguments, offline-first loggers.
+
+Run directory (``trainer.default_root_dir``; default ``runs/<name of the first --config file>``) always holds:
+
+    config.yaml            resolved config (overwritten by a repeated run in the same directory)
+    labels.json            label vocabulary, class-id order
+    checkpoints/best-*.ckpt  weights of the best epoch on val/f1_macro
+    checkpoints/last.ckpt  full state (optimizer, loops, RNG) after the latest epoch: `fit --ckpt_path last` resumes
+    metrics.csv            every logged value (CSVLogger)
+    wandb/                 the W&B run (offline unless --wandb.mode online)
+    run_summary.json       written last, atomically: the fit finished
+    test/                  per_class.csv, per_class.md, confusion_matrix.png, metrics.json (after `test`)
+    predict/               predictions.jsonl: row, label, confidence, top_k (+ value / fields) (after `predict`)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from datamodules.readers import DataError
+from fenlei.training.callbacks import AtomicCheckpointIO, PredictionWriter, RngStateCallback, RunFilesCallback
+
+DEFAULT_RUNS_ROOT = "runs"
+
+
+class RunError(RuntimeError):
+    """A problem with the run directory or the command (as opposed to a bug): reported in one line, exit 2."""
+
+
+class FenleiCLI(LightningCLI):
+    """LightningCLI that links data-derived sizes into the model and fixes where every run's files go."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Known only once the data files are read: apply at instantiate time (lazy properties on the DataModule).
+        for attribute in ("num_classes", "label_names", "class_counts", "vocab_size"):
+            parser.link_arguments(f"data.{attribute}", f"model.init_args.{attribute}", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/f1_macro",
+                "checkpoint.mode": "max",
+                "checkpoint.save_weights_only": True,
+                "checkpoint.filename": "best-epoch{epoch:02d}",
+                "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.enable_version_counter": False,
+            }
+        )
+        parser.add_argument("--wandb.mode", type=str, default="offline", choices=["offline", "online", "disabled"],
+                            help="W&B logging: offline (default, no account needed), online, or disabled.")
+        parser.add_argument("--wandb.project", type=str, default="fenlei", help="W&B project name.")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        run_dir = Path(config.trainer.default_root_dir or default_run_dir(config.get("config")))
+        config.trainer.default_root_dir = str(run_dir)
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        if config.get("ckpt_path") == "best" and self.subcommand != "fit":
+            config.ckpt_path = str(best_checkpoint(run_dir))
+        avoid_emulated_bf16(config.trainer)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        run_dir = config.trainer.default_root_dir
+        if self.subcommand == "fit" and config.get("ckpt_path") is None:
+            # Only now, with the data read and validated and the model built: a fit that fails on bad input
+            # leaves the previous run where it was.
+            archive_previous_run(Path(run_dir))
+        if config.trainer.get("logger") in (None, True):
+            parsed = self.config[self.subcommand] if self.subcommand else self.config
+            kwargs["logger"] = default_loggers(run_dir, parsed, self.subcommand or "fit")
+        strategy = config.trainer.get("strategy", "auto")
+        if config.trainer.get("plugins") is None and not (isinstance(strategy, str) and "fsdp" in strategy):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.extend([RngStateCallback(), RunFilesCallback()])
+        if self.subcommand == "predict":
+            trainer.callbacks.append(PredictionWriter())
+        if self.subcommand == "fit" and not config.trainer.get("fast_dev_run"):
+            # ModelCheckpoint(save_last=True) only refreshes last.ckpt when a top-k checkpoint is saved (Lightning
+            # 2.6), so after an epoch without improvement it is stale. A second, unmonitored checkpoint callback
+            # rewrites last.ckpt (full state: optimizer, loops, RNG) after every epoch, which resume relies on.
+            trainer.callbacks.append(
+                ModelCheckpoint(dirpath=config.checkpoint.dirpath, filename="last", monitor=None, save_top_k=1,
+                                enable_version_counter=False)
+            )
+        if trainer.loggers:
+            trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        return trainer
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Save ``config.yaml`` as usual and also put the resolved config into every W&B run's config.
+
+    Lightning logs only the model's and DataModule's hyperparameters; trainer settings, the seed, the loss and the
+    ``--config`` files would be missing in W&B. Keys are dotted jsonargparse keys (``model.init_args.lr``), the
+    names sweeps use, so W&B's parallel-coordinates and importance views line up with the sweep parameters.
+    """
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not wandb_loggers:
+            return
+        import yaml
+
+        resolved = flatten_config(yaml.safe_load(self.parser.dump(self.config, skip_none=False)) or {})
+        for logger in wandb_loggers:
+            # allow_val_change: a W&B sweep agent has already put the swept keys into the run config.
+            logger.experiment.config.update(resolved, allow_val_change=True)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"init_args": {"lr": 1e-4}}}`` -> ``{"model.init_args.lr": 1e-4}`` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def cpu_has_native_bf16() -> Optional[bool]:
+    """Whether the CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo); None if unknown."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def avoid_emulated_bf16(trainer_config: Any) -> None:
+    """Fall back from bf16 autocast to fp32 on a CPU without native bf16, loudly.
+
+    Configs that were tuned on CPUs with AVX-512 BF16 ask for ``bf16-mixed``; on an AVX2-only CPU torch emulates
+    bf16 and a MiniLM training step was measured about 6x slower than in fp32. The change is written into the
+    saved config.yaml; ``FENLEI_KEEP_BF16=1`` keeps bf16 anyway.
+    """
+    precision = str(trainer_config.get("precision"))
+    if precision not in ("bf16-mixed", "bf16", "bf16-true") or os.environ.get("FENLEI_KEEP_BF16"):
+        return
+    accelerator = str(trainer_config.get("accelerator") or "auto")
+    if accelerator not in ("cpu", "auto") or cpu_has_native_bf16() is not False:
+        return
+    import torch
+
+    if accelerator == "auto" and torch.cuda.is_available():
+        return
+    print(f"fenlei: this CPU has no native bf16 (no avx512_bf16/amx_bf16); trainer.precision {precision} -> 32-true "
+          "(set FENLEI_KEEP_BF16=1 to keep it)", file=sys.stderr)
+    trainer_config.precision = "32-true"
+
+
+def default_run_dir(config_paths: Optional[list[Any]]) -> Path:
+    """``runs/<stem of the first --config>``, or ``runs/default`` when no config file was given."""
+    if config_paths:
+        first = config_paths[0]
+        name = Path(str(getattr(first, "relative", first))).stem
+        return Path(DEFAULT_RUNS_ROOT) / name
+    return Path(DEFAULT_RUNS_ROOT) / "default"
+
+
+def archive_previous_run(run_dir: Path) -> Optional[Path]:
+    """Move the files of an earlier fit in ``run_dir`` to ``run_dir/previous/<time>/`` (a new fit starts clean,
+    and nothing of the old one is lost). Returns the archive folder, or None when there was nothing to move."""
+    names = ["checkpoints", "metrics.csv", "hparams.yaml", "run_summary.json", "labels.json", "test", "validate", "predict"]
+    present = [run_dir / n for n in names if (run_dir / n).exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    archive = run_dir / "previous" / stamp
+    suffix = 1
+    while archive.exists():  # two fits within one second
+        archive = run_dir / "previous" / f"{stamp}-{suffix}"
+        suffix += 1
+    archive.mkdir(parents=True)
+    for path in present:
+        path.rename(archive / path.name)
+    print(f"fenlei: moved the previous run's files to {archive}", file=sys.stderr)
+    return archive
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The best checkpoint of the last finished fit in ``run_dir`` (from run_summary.json), for ``--ckpt_path best``."""
+    summary = run_dir / "run_summary.json"
+    if summary.is_file():
+        best = json.loads(summary.read_text()).get("best_checkpoint")
+        if best and Path(best).is_file():
+            return Path(best)
+    candidates = sorted((run_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise RunError(f"--ckpt_path best: no finished fit with a best checkpoint in {run_dir}")
+    return candidates[-1]
+
+
+def default_loggers(run_dir: str, config: Any, subcommand: str) -> list[Logger]:
+    """CSV metrics plus W&B, offline unless asked otherwise (never a login prompt).
+
+    ``fit`` logs to ``run_dir/metrics.csv`` (appending when it resumes); ``test`` and the other stages to
+    ``run_dir/<stage>/metrics.csv`` so they never overwrite the training curves.
+    """
+    resuming = subcommand == "fit" and config.get("ckpt_path") is not None
+    version = "" if subcommand == "fit" else subcommand
+    loggers: list[Logger] = [RunCSVLogger(save_dir=run_dir, name="", version=version, keep_existing=resuming)]
+    mode = config.wandb.mode  # the parser defines --wandb.mode and --wandb.project with defaults
+    if mode != "disabled":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        loggers.append(
+            WandbLogger(save_dir=run_dir, project=config.wandb.project, name=Path(run_dir).name,
+                        offline=mode == "offline", log_model=False)
+        )
+    return loggers
+
+
+class RunCSVLogger(CSVLogger):
+    """CSVLogger that can append to an existing ``metrics.csv`` (a resumed run keeps its earlier epochs)."""
+
+    def __init__(self, *args: Any, keep_existing: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_existing = keep_existing
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is None and self.keep_existing:
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return super().experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = sorted(next(csv.reader(handle), []))
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run, so a second run in the same process (tests, sweep runners) gets its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def _find_user_error(err: BaseException) -> Optional[Exception]:
+    """The DataError or RunError behind an exception (jsonargparse and Lightning may wrap it), if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (DataError, RunError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run_lightning_cli(args: Optional[list[str]] = None, run: bool = True) -> FenleiCLI:
+    """Build and (by default) run the CLI; data and run-directory errors become one clear line and exit status 2."""
+    try:
+        cli = FenleiCLI(
+            model_class=None,
+            datamodule_class=None,
+            save_config_callback=LoggerSaveConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+        if run:
+            _finish_wandb()
+        return cli
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is a data problem we can name precisely
+        user_error = _find_user_error(err)
+        if user_error is None:
+            raise
+        kind = "data error" if isinstance(user_error, DataError) else "error"
+        print(f"fenlei: {kind}: {user_error}", file=sys.stderr)
+        raise SystemExit(2) from None

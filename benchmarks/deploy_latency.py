@@ -46,8 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import run_logged  # noqa: E402
-from fenlei.deploy.export import macro_f1  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
+from fenlei.metrics import macro_f1  # noqa: E402
 from fenlei.serving.predictor import BundlePredictor, disabled_optimizers, ort_session  # noqa: E402
 
 PYTHON = sys.executable
@@ -324,7 +324,7 @@ def main() -> None:
     for name, engine in engines.items():
         logits[name] = evaluate(engine, predictor.encode, texts, 32, len(labels_names))
         pred = logits[name].argmax(1)
-        results[name] = {"test_accuracy": float(np.mean(pred == y)), "test_macro_f1": macro_f1(y, pred, len(labels_names)),
+        results[name] = {"test_accuracy": float(np.mean(pred == y)), "test_macro_f1": macro_f1(y, pred),
                          "size_mb": round(sizes[name] / 1e6, 2)}
         print(f"{name}: accuracy {results[name]['test_accuracy']:.4f}", file=sys.stderr)
     ref = logits["torch_fp32"].argmax(1)

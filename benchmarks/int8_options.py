@@ -68,8 +68,9 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from fenlei.deploy.export import build_parser, load_fenlei_source, macro_f1
+    from fenlei.deploy.export import build_parser, load_fenlei_source
     from fenlei.deploy.onnx_tools import node_groups, quantize_dynamic_int8
+    from fenlei.metrics import macro_f1
     from fenlei.serving.predictor import BundlePredictor, cpu_has_vnni
 
     work = REPO / "benchmarks" / "work" / args.name
@@ -81,7 +82,6 @@ def main() -> None:
         run_logged(cmd, work / "export.log")
     source = load_fenlei_source(build_parser().parse_args(["--ckpt_path", args.run_dir, "--out", "unused"]))
     texts, labels = source.eval_texts, np.asarray(source.eval_labels)
-    num_classes = len(source.label_names)
     fp32 = BundlePredictor(bundle, "fp32", args.threads)
     ref = fp32.predict_logits(texts, 32)
     ref_pred = ref.argmax(1)
@@ -90,7 +90,7 @@ def main() -> None:
     engines: dict[str, Any] = {"fp32": fp32}
     report: dict[str, Any] = {"fp32": {"size_mb": round((bundle / "model_fp32.onnx").stat().st_size / 1e6, 2),
                                        "accuracy": float((ref_pred == labels).mean()),
-                                       "macro_f1": macro_f1(labels, ref_pred, num_classes)}}
+                                       "macro_f1": macro_f1(labels, ref_pred)}}
     for name in args.variants:
         per_channel, reduce_range, excluded_groups, *rest = VARIANTS[name]
         weight_type = rest[0] if rest else "QInt8"
@@ -111,7 +111,7 @@ def main() -> None:
             pred = engine.predict_logits(texts, bs).argmax(1)
             entry[f"batch{bs}"] = {"agreement": float((pred == ref_pred).mean()),
                                    "accuracy": float((pred == labels).mean()),
-                                   "macro_f1_change_pt": 100 * (macro_f1(labels, pred, num_classes) - report["fp32"]["macro_f1"])}
+                                   "macro_f1_change_pt": 100 * (macro_f1(labels, pred) - report["fp32"]["macro_f1"])}
         entry["passes_default_gate"] = all(entry[f"batch{bs}"]["agreement"] >= 0.99
                                            and abs(entry[f"batch{bs}"]["macro_f1_change_pt"]) <= 0.5 for bs in (32, 1))
         report[name] = entry

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from fenlei.errors import FenleiError
+
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 
 
-class DataError(ValueError):
+class DataError(FenleiError, ValueError):
     """A problem in an input data file; the message starts with ``path:line:`` where a line is known."""
 
 

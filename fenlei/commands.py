@@ -15,6 +15,8 @@ import importlib
 import sys
 from typing import NamedTuple
 
+from fenlei.errors import exit_status_of
+
 
 class Command(NamedTuple):
     module: str  # module with ``main(argv) -> int``; "" for the LightningCLI subcommands
@@ -62,9 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     if command is None:
         print(f"fenlei: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(exit_status_of(lambda: run_command(command, args, lightning_argv=None if argv is None else args)))
+
+
+def run_command(command: Command, args: list[str], lightning_argv: list[str] | None) -> int | None:
     if command.module:
-        sys.exit(importlib.import_module(command.module).main(args[1:]))
+        return importlib.import_module(command.module).main(args[1:])
     from fenlei.training.cli import run_lightning_cli
 
     # None lets LightningCLI read sys.argv itself (it warns when given both an args list and a command line).
-    run_lightning_cli(args=None if argv is None else args)
+    run_lightning_cli(args=lightning_argv)
+    return 0

@@ -1,4 +1,9 @@
-"""Metrics for binned numeric targets: how far off, in target units and in bins, a bin prediction is.
+"""fenlei's metrics on NumPy arrays: the one macro-F1, and the metrics for binned numeric targets.
+
+``macro_f1`` is scikit-learn's ``f1_score(average="macro", zero_division=0)``: the unweighted mean of per-class
+F1 over the classes that occur in the targets or the predictions (every report, gate and benchmark uses it).
+
+Numeric targets: how far off, in target units and in bins, a bin prediction is.
 
 Accuracy alone hides how wrong an ordinal prediction is (bin 0 vs bin 3 counts the same as bin 2 vs bin 3),
 so these report target-unit error (``target_mae``, to compare against ``constant_predictor_mae``, the
@@ -14,6 +19,7 @@ import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
 __all__ = [
+    "macro_f1",
     "constant_predictor_mae",
     "exact_bin_accuracy",
     "mae_in_bins",
@@ -21,6 +27,13 @@ __all__ = [
     "quadratic_weighted_kappa",
     "target_mae",
 ]
+
+
+def macro_f1(y_true: Any, y_pred: Any, labels: Any = None) -> float:
+    """Macro F1 over ``labels`` (default: the classes present in ``y_true`` or ``y_pred``), 0 for a class never hit."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(np.asarray(y_true), np.asarray(y_pred), labels=labels, average="macro", zero_division=0))
 
 
 def _1d(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray:

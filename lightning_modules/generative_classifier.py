@@ -107,7 +107,7 @@ class _Tally:
         return merged
 
     def compute(self, names: list[str]) -> dict[str, Any]:
-        from sklearn.metrics import f1_score
+        from fenlei.metrics import macro_f1
 
         preds, targets = torch.cat(self.preds), torch.cat(self.targets)
         failed, halluc = torch.cat(self.failed), torch.cat(self.hallucinated)
@@ -118,7 +118,7 @@ class _Tally:
             classes = sorted((set(t.tolist()) | set(p.tolist())) - {-1})
             out["fields"][name] = {
                 "accuracy": float(((p == t) & (t >= 0)).mean()),  # a target unseen in train (-1) is never right
-                "f1_macro": float(f1_score(t, p, labels=classes, average="macro", zero_division=0)) if classes else 0.0,
+                "f1_macro": macro_f1(t, p, labels=classes) if classes else 0.0,
                 "parse_failure_rate": float(failed[:, k].float().mean()),
                 "hallucination_rate": float(halluc[:, k].float().mean()),
             }

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from fenlei.numerics import log_softmax, softmax
+
 # Search range for T. The NLL is unimodal in log T (it is convex in 1/T), so a bounded 1-D search over log T is
 # robust. The search starts on [1e-2, 1e2] and moves the bracket outward (by factors of 100) while the optimum sits
 # on an edge, up to these hard limits; they only bind for degenerate data (e.g. perfectly separable logits, where
@@ -40,25 +42,6 @@ def _check_logits_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[np.nda
     if not np.all(np.isfinite(z)):
         raise ValueError("logits contain NaN or inf")
     return z, y.astype(np.int64)
-
-
-def _check_temperature(temperature: float) -> float:
-    t = float(temperature)
-    if not (math.isfinite(t) and t > 0):
-        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
-    return t
-
-
-def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise ``log softmax(logits / T)``, stable for large logits (max subtracted before ``exp``)."""
-    z = np.asarray(logits, dtype=np.float64) / _check_temperature(temperature)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise ``softmax(logits / T)`` in float64."""
-    return np.exp(log_softmax(logits, temperature))
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

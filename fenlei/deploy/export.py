@@ -33,14 +33,16 @@ import numpy as np
 
 from datamodules.readers import DataError, read_records
 from fenlei.deploy import onnx_tools
+from fenlei.errors import FenleiError
 from fenlei.io import atomic_dir, atomic_write_json, file_sha256
+from fenlei.metrics import macro_f1
 from fenlei.serving.predictor import BUNDLE_FILES, BundlePredictor, cpu_has_vnni
 
 NO_FFN_OUTPUTS = ("--keep_ffn_out_fp32: the graph has no FFN output projections to keep in fp32 (no MatMul named "
                   "'layer.N/output/dense'; a BERT-family encoder has one per layer)")
 
 
-class ExportError(RuntimeError):
+class ExportError(FenleiError, RuntimeError):
     """The export cannot go on (bad source, parity gate failed, unreachable threshold); the message says why."""
 
 
@@ -237,18 +239,6 @@ def load_hf_source(args: argparse.Namespace) -> Source:
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
-def macro_f1(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
-    """Macro F1 over the classes that occur in the labels or the predictions (sklearn's default set)."""
-    present = np.union1d(np.unique(labels), np.unique(preds))
-    scores = []
-    for c in present:
-        tp = float(np.sum((preds == c) & (labels == c)))
-        fp = float(np.sum((preds == c) & (labels != c)))
-        fn = float(np.sum((preds != c) & (labels == c)))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
-
-
 def torch_logits(source: Source, texts: Sequence[str], batch_size: int) -> tuple[np.ndarray, list[list[int]]]:
     """Logits of the torch model tokenized with the HF tokenizer as in training (the reference for parity)."""
     import torch
@@ -280,12 +270,12 @@ def parity_report(labels: np.ndarray, reference: np.ndarray, candidates: dict[st
                   limits: GateLimits) -> dict[str, Any]:
     """Accuracy/macro-F1 of each engine, and argmax agreement + macro-F1 change (points) against ``reference``."""
     ref_pred = reference.argmax(1)
-    ref_f1 = macro_f1(labels, ref_pred, num_classes)
+    ref_f1 = macro_f1(labels, ref_pred)
     engines: dict[str, Any] = {"torch_fp32": {"accuracy": float(np.mean(ref_pred == labels)), "macro_f1": ref_f1}}
     failures = []
     for name, logits in candidates.items():
         pred = logits.argmax(1)
-        f1 = macro_f1(labels, pred, num_classes)
+        f1 = macro_f1(labels, pred)
         agreement = float(np.mean(pred == ref_pred))
         change = 100.0 * (f1 - ref_f1)
         engines[name] = {"accuracy": float(np.mean(pred == labels)), "macro_f1": f1, "agreement_vs_torch": agreement,

@@ -29,6 +29,7 @@ import numpy as np
 from datamodules.readers import DataError, _field_text
 from fenlei.data.tools import check_not_input, load, normalize_text, write_jsonl
 from fenlei.ops.runs import OpsError
+from fenlei.predictions import prediction_record
 
 STRATEGIES = ("least_confidence", "margin", "entropy")
 QUEUE_FIELD = "al"
@@ -78,12 +79,10 @@ def queue_rows(rows: Sequence[dict[str, Any]], lines: Sequence[int], probs: np.n
                chosen: Sequence[int], label_names: Sequence[str], strategy: str, top_k: int) -> list[dict[str, Any]]:
     out = []
     for rank, index in enumerate(chosen):
-        order = np.argsort(-probs[index], kind="stable")[:top_k]
-        top = [{"label": label_names[j], "p": round(float(probs[index][j]), 6)} for j in order]
         row = dict(rows[index])
         row[QUEUE_FIELD] = {"rank": rank, "score": round(float(scores[index]), 6), "strategy": strategy,
-                            "pool_line": lines[index], "prediction": top[0]["label"],
-                            "confidence": top[0]["p"], "top_k": top}
+                            "pool_line": lines[index],
+                            "prediction": prediction_record(probs[index], label_names, top_k, digits=6)}
         out.append(row)
     return out
 

@@ -48,6 +48,8 @@ def quality_metrics(probs: np.ndarray, gold: Sequence[str], label_names: Sequenc
     """Weighted/macro F1 and top-1/top-5 accuracy of probabilities ``(N, C)`` against gold label names."""
     from sklearn.metrics import f1_score
 
+    from fenlei.metrics import macro_f1
+
     if probs.ndim != 2 or probs.shape != (len(gold), len(label_names)):
         raise OpsError(f"scorer returned probabilities of shape {probs.shape}, expected ({len(gold)}, "
                        f"{len(label_names)})")
@@ -59,7 +61,7 @@ def quality_metrics(probs: np.ndarray, gold: Sequence[str], label_names: Sequenc
     in_top5 = (names[order[:, :k]] == gold_arr[:, None]).any(axis=1)
     return {
         "f1_weighted": float(f1_score(gold_arr, predicted, average="weighted", zero_division=0)),
-        "f1_macro": float(f1_score(gold_arr, predicted, average="macro", zero_division=0)),
+        "f1_macro": macro_f1(gold_arr, predicted),
         "top1_acc": float(np.mean(predicted == gold_arr)),
         "top5_acc": float(np.mean(in_top5)),
         "unknown_gold": int(sum(g not in set(label_names) for g in gold)),

@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from fenlei.errors import FenleiError
 from fenlei.io import atomic_write_json, atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class OpsError(ValueError):
+class OpsError(FenleiError, ValueError):
     """Bad input to an ops command (spec file, arguments): printed as one line, exit status 2."""
 
 
@@ -62,13 +63,22 @@ def run_cli(args: list[str], subprocess_mode: bool) -> None:
         if completed.returncode != 0:
             raise RuntimeError(f"cli.py {args[0]} exited with status {completed.returncode}")
         return
+    from fenlei.errors import find_user_error, report
     from fenlei.training.cli import _finish_wandb, run_lightning_cli
 
     try:
         run_lightning_cli(args=args)
-    except SystemExit as err:  # a bad argument or data error: jsonargparse / run_lightning_cli already printed why
-        if err.code not in (0, None):
+    except (SystemExit, Exception) as err:
+        # A bad argument (jsonargparse printed why) or a user error (one line, as the command would print it).
+        user_error = find_user_error(err)
+        if user_error is not None:
+            report(user_error)
+            raise RuntimeError(f"cli.py {args[0]} failed: {user_error}") from None
+        if isinstance(err, SystemExit) and err.code in (0, None):
+            return
+        if isinstance(err, SystemExit):
             raise RuntimeError(f"cli.py {args[0]} exited with status {err.code}") from None
+        raise
     finally:
         _finish_wandb()  # also after a failure, so the next trial gets its own W&B run
 

@@ -94,10 +94,12 @@ class StandardisedHead:
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """Accuracy and macro-F1 (scikit-learn: over the classes present in y_true or y_pred)."""
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score
+
+    from fenlei.metrics import macro_f1
 
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "f1_macro": macro_f1(y_true, y_pred),
         "num_examples": int(len(y_true)),
     }

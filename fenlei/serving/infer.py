@@ -29,12 +29,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
+from fenlei.errors import FenleiError
 from fenlei.serving.predictor import BundleError, BundlePredictor
 
 Row = tuple[int, Optional[dict[str, Any]], Optional[str]]  # (line, mapping or None, error or None)
 
 
-class InputError(ValueError):
+class InputError(FenleiError, ValueError):
     """The input file as a whole cannot be read."""
 
 

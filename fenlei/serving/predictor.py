@@ -29,12 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from fenlei.cpu import CPUINFO, read_cpu
+from fenlei.errors import FenleiError
+from fenlei.numerics import softmax
+from fenlei.predictions import prediction_record
+
 BUNDLE_FILES = ("model_fp32.onnx", "model_int8.onnx", "tokenizer.json", "labels.json", "calibration.json", "metadata.json")
 PRECISIONS = ("int8", "fp32")
 UNCERTAIN = "uncertain"
 
 
-class BundleError(ValueError):
+class BundleError(FenleiError, ValueError):
     """A bundle folder that is missing files or holds inconsistent ones."""
 
 
@@ -45,14 +50,6 @@ def read_json(path: Path) -> Any:
         raise BundleError(f"{path}: missing (not a complete fenlei bundle)") from None
     except json.JSONDecodeError as err:
         raise BundleError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise ``softmax(logits / T)`` in float64 (the same definition as ``calibration.softmax``, without scipy)."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def session_options(intra_op_threads: int | None = None) -> Any:
@@ -89,17 +86,12 @@ def disabled_optimizers(metadata: dict[str, Any]) -> list[str]:
     return names
 
 
-def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+def cpu_has_vnni(cpuinfo: Path = CPUINFO) -> bool | None:
     """Whether this CPU has a VNNI-class INT8 dot product (AVX512-VNNI, AVX-VNNI or AMX-INT8); None where unknown.
 
     Without one, onnxruntime's u8s8 products sum pairs of products in 16 bits, which saturates with full 8-bit
     weights (the reason for ``reduce_range``)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}) if flags else None
+    return read_cpu(cpuinfo).vnni
 
 
 def saturation_warning(metadata: dict[str, Any], here_vnni: bool | None) -> str | None:
@@ -228,21 +220,8 @@ class BundlePredictor:
 
     def format_predictions(self, probs: np.ndarray, top_k: int = 5) -> list[dict[str, Any]]:
         """Turn calibrated probabilities into the documented prediction dicts (label, confidence, top-k, uncertain)."""
-        k = max(1, min(int(top_k), len(self.label_names)))
-        results = []
-        for p in np.atleast_2d(probs):
-            top = np.argsort(-p, kind="stable")[:k]
-            pred = int(top[0])
-            conf = float(p[pred])
-            uncertain = conf < self.thresholds[pred]
-            results.append({
-                "label": self.uncertain_label if uncertain else self.label_names[pred],
-                "predicted_label": self.label_names[pred],
-                "confidence": conf,
-                "uncertain": bool(uncertain),
-                "top_k": [{"label": self.label_names[i], "score": float(p[i])} for i in top],
-            })
-        return results
+        return [prediction_record(p, self.label_names, top_k, float(self.thresholds[int(np.argmax(p))]),
+                                  self.uncertain_label) for p in np.atleast_2d(probs)]
 
     def predict(self, texts: list[str], top_k: int = 5, batch_size: int = 32) -> list[dict[str, Any]]:
         """One prediction dict per text (see the module docstring); under-threshold ones have label ``uncertain``."""

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fenlei.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fenlei.predictions import prediction_record
 
 
 class RngStateCallback(pl.Callback):
@@ -160,12 +161,9 @@ class PredictionWriter(pl.callbacks.BasePredictionWriter):
             fields = [(name, labels, torch.cat([b["field_probs"][k] for b in batches])[order])
                       for k, (name, labels) in enumerate(pl_module.field_label_names())]
         names = getattr(pl_module.hparams, "label_names", None) or [str(i) for i in range(probs.shape[-1])]
-        k = min(self.top_k, probs.shape[-1])
-        top_p, top_i = probs.topk(k, dim=-1)
         lines = []
-        for n, (row, (p_row, i_row)) in enumerate(zip(index.tolist(), zip(top_p.tolist(), top_i.tolist(), strict=False), strict=False)):
-            record = {"row": row, "label": names[i_row[0]], "confidence": round(p_row[0], 6),
-                      "top_k": [{"label": names[i], "p": round(p, 6)} for p, i in zip(p_row, i_row, strict=False)]}
+        for n, (row, p_row) in enumerate(zip(index.tolist(), probs.float().numpy(), strict=True)):
+            record = {"row": row, **prediction_record(p_row, names, self.top_k, digits=6)}
             if values is not None:
                 record["value"] = round(float(values[n]), 4)
             if fields is not None:

@@ -10,7 +10,7 @@ Run directory (``trainer.default_root_dir``; default ``runs/<name of the first -
     wandb/                 the W&B run (offline unless --wandb.mode online)
     run_summary.json       written last, atomically: the fit finished
     test/                  per_class.csv, per_class.md, confusion_matrix.png, metrics.json (after `test`)
-    predict/               predictions.jsonl: row, label, confidence, top_k (+ value / fields) (after `predict`)
+    predict/               predictions.jsonl: row + the prediction record of fenlei.predictions (+ value / fields)
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from datamodules.readers import DataError
+from fenlei.cpu import read_cpu
+from fenlei.errors import FenleiError
 from fenlei.training.callbacks import AtomicCheckpointIO, PredictionWriter, RngStateCallback, RunFilesCallback
 
 DEFAULT_RUNS_ROOT = "runs"
 
 
-class RunError(RuntimeError):
+class RunError(FenleiError, RuntimeError):
     """A problem with the run directory or the command (as opposed to a bug): reported in one line, exit 2."""
 
 
@@ -133,12 +134,8 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def cpu_has_native_bf16() -> Optional[bool]:
-    """Whether the CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo); None if unknown."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Whether the CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16``); None if unknown."""
+    return read_cpu().native_bf16
 
 
 def avoid_emulated_bf16(trainer_config: Any) -> None:
@@ -252,35 +249,17 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def _find_user_error(err: BaseException) -> Optional[Exception]:
-    """The DataError or RunError behind an exception (jsonargparse and Lightning may wrap it), if any."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, (DataError, RunError)):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def run_lightning_cli(args: Optional[list[str]] = None, run: bool = True) -> FenleiCLI:
-    """Build and (by default) run the CLI; data and run-directory errors become one clear line and exit status 2."""
-    try:
-        cli = FenleiCLI(
-            model_class=None,
-            datamodule_class=None,
-            save_config_callback=LoggerSaveConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-            run=run,
-        )
-        if run:
-            _finish_wandb()
-        return cli
-    except Exception as err:  # noqa: BLE001 - re-raised unless it is a data problem we can name precisely
-        user_error = _find_user_error(err)
-        if user_error is None:
-            raise
-        kind = "data error" if isinstance(user_error, DataError) else "error"
-        print(f"fenlei: {kind}: {user_error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """Build and (by default) run the CLI. Data and run-directory errors propagate as FenleiErrors (possibly wrapped
+    by jsonargparse or Lightning); ``fenlei.commands.main`` reports them in one line."""
+    cli = FenleiCLI(
+        model_class=None,
+        datamodule_class=None,
+        save_config_callback=LoggerSaveConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+    if run:
+        _finish_wandb()
+    return cli

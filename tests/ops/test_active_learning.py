@@ -108,8 +108,10 @@ def test_select_skips_train_and_repeated_rows_and_keeps_original_fields(tmp_path
     first = queue[0]
     assert first["text"] == "password locked" and first["al"]["rank"] == 0 and first["al"]["pool_line"] == 2
     assert first["al"]["score"] == 1.0 and first["al"]["strategy"] == "margin"
-    assert first["al"]["prediction"] == "billing" and first["al"]["confidence"] == 0.4  # tie: first class
-    assert [t["label"] for t in queue[1]["al"]["top_k"]] == ["bug", "login"]
+    prediction = first["al"]["prediction"]
+    assert prediction["label"] == prediction["predicted_label"] == "billing"  # tie: first class
+    assert prediction["confidence"] == 0.4 and prediction["top_k"][0] == {"label": "billing", "score": 0.4}
+    assert [t["label"] for t in queue[1]["al"]["prediction"]["top_k"]] == ["bug", "login"]
     assert "label" not in first
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from datamodules import DataError, TextClassificationDataModule
-from fenlei.training.cli import run_lightning_cli
+from fenlei.commands import main as fenlei_main
 from tests.conftest import REPO_ROOT, make_rows, tiny_overrides, write_jsonl
 
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
@@ -164,10 +164,10 @@ def test_cli_data_error_exits_2_without_run_dir(
     args = ["fit", "--config", str(QUICKSTART), *tiny_overrides(tiny_model, data_dir, run_dir),
             f"--data.init_args.train_file={case.train_file}", "--trainer.max_epochs=1"]
     with pytest.raises(SystemExit) as exit_info:
-        run_lightning_cli(args=args)
+        fenlei_main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "fenlei: data error:" in err
+    assert "fenlei: error:" in err
     _assert_message(err, case, data_dir)
     assert "Traceback" not in err
     assert not (run_dir / "run_summary.json").exists()
@@ -185,7 +185,7 @@ def _fit_bad_train(tmp_path: Path, tiny_model: Path, run_dir: Path, capsys: pyte
     data_dir = _good_data(tmp_path / "data")
     _replace_line(data_dir / "train.jsonl", 3, "{not json")
     with pytest.raises(SystemExit) as exit_info:
-        run_lightning_cli(args=["fit", "--config", str(QUICKSTART), *tiny_overrides(tiny_model, data_dir, run_dir)])
+        fenlei_main(["fit", "--config", str(QUICKSTART), *tiny_overrides(tiny_model, data_dir, run_dir)])
     assert exit_info.value.code == 2
     assert "train.jsonl:3:" in capsys.readouterr().err
 

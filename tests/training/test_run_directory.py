@@ -63,8 +63,9 @@ def test_fit_test_and_repeat_in_same_directory(tiny_model: Path, tiny_data: Path
     predictions = [json.loads(line) for line in (run_dir / "predict" / "predictions.jsonl").read_text().splitlines()]
     assert [p["row"] for p in predictions] == list(range(16))
     for p in predictions:
-        assert p["label"] == p["top_k"][0]["label"] and p["confidence"] == p["top_k"][0]["p"]
-        assert [t["p"] for t in p["top_k"]] == sorted((t["p"] for t in p["top_k"]), reverse=True)
+        assert p["label"] == p["predicted_label"] == p["top_k"][0]["label"] and p["uncertain"] is False
+        assert p["confidence"] == p["top_k"][0]["score"]
+        assert [t["score"] for t in p["top_k"]] == sorted((t["score"] for t in p["top_k"]), reverse=True)
         assert {t["label"] for t in p["top_k"]} <= {"billing", "bug", "login", "shipping"}
 
     # A second fit in the same directory (existing config.yaml, W&B offline) works and archives the first run.
@@ -80,11 +81,12 @@ def test_ckpt_path_best_without_a_finished_fit_is_a_clear_error(
     tiny_model: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = tmp_path / "never_fitted"
+    from fenlei.commands import main as fenlei_main
+
     with pytest.raises(SystemExit) as exit_info:
-        run_lightning_cli(args=["test", "--config", QUICKSTART, *tiny_overrides(tiny_model, tiny_data, run_dir),
-                                "--ckpt_path=best"])
+        fenlei_main(["test", "--config", QUICKSTART, *tiny_overrides(tiny_model, tiny_data, run_dir), "--ckpt_path=best"])
     assert exit_info.value.code == 2
-    assert f"no finished fit with a best checkpoint in {run_dir}" in capsys.readouterr().err
+    assert f"fenlei: error: --ckpt_path best: no finished fit with a best checkpoint in {run_dir}" in capsys.readouterr().err
 
 
 def test_archive_names_are_unique_within_one_second(tmp_path: Path) -> None:

@@ -286,7 +286,8 @@ def render_decoder_benchmark(runs: list[Res], ctx: Res) -> str:
     counts = sub["test"].get("category_counts") or {}
     majority = max(counts, key=counts.get) if counts else None
     out = [f"Command: `{res['command']}`  ",
-           f"Date: {res['date']}; CPU: {cpu_of(res)}; {res['machine']}; model `{res['model']}`.  ",
+           f"Date: {res['date']}; CPU: {cpu_of(res)}; torch threads {res['settings'].get('threads', 'not recorded')}; "
+           f"model `{res['model']}`.  ",
            f"Stratified subset: {sub['train']['rows']} of {sub['train']['of']} train and {sub['test']['rows']} of "
            f"{sub['test']['of']} test texts, text cut to {res['settings']['max_length']} tokens, "
            f"{res['settings'].get('epochs', 1)} epoch(s) for the fine-tuned routes "
@@ -327,14 +328,14 @@ def render_decoder_benchmark(runs: list[Res], ctx: Res) -> str:
             cells.append("–" if pr is None else f"{pct(pr['accuracy'])} / {pct(pr['f1_macro'])}")
             out.append(f"| {f} | " + " | ".join(cells) + " |")
         out.append("")
-    targets = rows_decoder(runs, ctx)
-    if targets:
-        out += ["| target | label scoring | speed-up | first-field accuracy difference | met |", "|---|---|---|---|---|"]
+    if "target" in res:
+        out += [f"Target: {res['target']['definition'].replace('>=', '≥')}.", "",
+                "| label scoring | speed-up over free generation | first-field accuracy difference | met |", "|---|---|---|---|"]
         for key, what in (("target", "constrained-decoding normalisation (default)"),
                           ("target_vocab", "full-vocabulary normalisation")):
             if key in res:
                 t = res[key]
-                out.append(f"| {t['definition']} | {what} | {t['speedup']}x | {100 * t['accuracy_delta']:+.2f} pt | {yes_no(t['met'])} |")
+                out.append(f"| {what} | {t['speedup']}x | {100 * t['accuracy_delta']:+.2f} pt | {yes_no(t['met'])} |")
         out.append("")
     path = res.get("generative_lora", {}).get("label_scoring_path")
     if path:
@@ -465,7 +466,7 @@ def render_deploy_latency(runs: list[Res], ctx: Res) -> str:
            "| bundle / naive speed-up | per-round speed-up, min / median / max |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         rounds = r["ratios"].get("speedup_vs_naive_int8_per_round") or []
-        per_round = spread(rounds, str) if len(rounds) > 1 else "–"
+        per_round = spread(rounds, lambda v: f"{v:.3f}") if len(rounds) > 1 else "–"
         batch1_n = r["engines"]["fenlei_ort_int8"].get("batch1_n")
         each = f" ({batch1_n // len(rounds)})" if rounds and batch1_n else ""
         out.append(f"| `{r['benchmark']}.json` | `{r['command']}` | {r['date']} | {len(rounds) or '–'}{each} "
@@ -579,8 +580,8 @@ def render_latency_only(runs: list[Res], ctx: Res) -> str:
     """Batch-1 latency of several ONNX models taking turns block by block (profile_onnx.py --latency_only), folded."""
     n = len(runs)
     first = runs[0]
-    out = ["| results file | command | date | onnxruntime | requests per model | blocks |", "|---|---|---|---|---|---|"]
-    out += [f"| `{r['benchmark']}.json` | `{r['command']}` | {r['date']} | {r['onnxruntime']} | {r['n']} | {r['rounds']} |" for r in runs]
+    out = [f"- `{r['benchmark']}.json` ({r['date']}; onnxruntime {r['onnxruntime']}; {r['n']} batch-1 requests per model "
+           f"in {r['rounds']} blocks): `{r['command']}`" for r in runs]
     out += ["", f"CPU: {cpus_of(runs)}; platform {first['platform']}.", "",
             "| model | file | p50 ms | p95 ms | speed-up over the first row" + (" (per run: min / median / max)" if n > 1 else "") + " |",
             "|---|---|---|---|---|"]
@@ -597,11 +598,11 @@ def render_latency_only(runs: list[Res], ctx: Res) -> str:
 
 def rows_latency_only(runs: list[Res], ctx: Res) -> list[Row]:
     per_run = [latency_ratio_rows(r) for r in runs]
-    label, _path, _p50, _sp = per_run[0][-1]
+    last, base = per_run[0][-1][0].split(" (")[0], per_run[0][0][0].split(" (")[0]
     measured = spread([rows[-1][3] for rows in per_run], lambda v: f"{v:.2f}x")
     if len(runs) > 1:
         measured += f" (min / median / max of {len(runs)} runs)"
-    return [Row(f"INT8 export levers: `{label}` over `{per_run[0][0][0]}`, batch-1 p50", "none set (diagnostic)", measured, [],
+    return [Row(f"INT8 export levers: `{last}` over `{base}`, batch-1 p50", "none set (diagnostic)", measured, [],
                 dates_of(runs), cpus_of(runs))]
 
 
@@ -630,14 +631,14 @@ def render_int8_latency_cpus(runs: list[Res], ctx: Res) -> str:
     _key, target = naive_target(ctx)
     out = [f"Command: `{res['command']}`  ",
            f"Models: fenlei = {res['models']['fenlei']}; naive = {res['models']['naive']}. Inputs: {res['inputs']}.", ""]
-    out += ["| machine | CPU | date | onnxruntime | threads | fenlei p50 ms | naive p50 ms | naive / fenlei"
+    out += ["| machine | CPU (model; flags) | date | onnxruntime | threads | fenlei p50 ms | naive p50 ms | naive / fenlei"
             + (f" (target ≥ {target}x, from deploy_latency)" if target else "") + " |", "|---|---|---|---|---|---|---|---|"]
     for run in res["runs"]:
         ratios = cpus_ratio(run)
         for t in sorted(ratios, key=int):
             f = next(v for k, v in run["p50_ms"].items() if "bundle" in k and k.endswith(f"threads={t}"))
             nv = next(v for k, v in run["p50_ms"].items() if "naive" in k and k.endswith(f"threads={t}"))
-            out.append(f"| {run['machine']} | {cpu_of(run)} | {run['date']} | {run['onnxruntime']} | {t} | {num(f, 3)} "
+            out.append(f"| {run['machine'].split(':', 1)[0]} | {cpu_of(run)} | {run['date']} | {run['onnxruntime']} | {t} | {num(f, 3)} "
                        f"| {num(nv, 3)} | {ratios[t]:.2f}x |")
     out.append("")
     return "\n".join(out)

@@ -60,14 +60,26 @@ def yes_no(flag: Any) -> str:
 
 
 ARCH_ONLY = {"", "x86_64", "amd64", "aarch64", "arm64", "i386", "i686"}
-FLAG_ORDER = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+FLAG_ORDER = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
 
 def cpu_of(res: Res) -> str:
-    """CPU model and the flags that matter here (VNNI, bf16, AMX), as far as a results file records them."""
+    """CPU model and the flags that matter here (VNNI, bf16, AMX), as far as a results file records them.
+
+    Understands ``fenlei.cpu.cpu_record`` (``{"model", "cores", "flags": [present flags]}`` under ``cpu`` or
+    ``machine.cpu``) and the older records: ``machine.processor``, ``machine.vnni``, ``cpu_flags`` maps, and
+    machine strings such as ``"x86_64, 2 CPUs, torch threads 2"``.
+    """
     machine = res.get("machine")
+    record = res.get("cpu") if isinstance(res.get("cpu"), dict) else None
+    if record is None and isinstance(machine, dict) and isinstance(machine.get("cpu"), dict):
+        record = machine["cpu"]
     model, flags, cores = "", {}, None
-    if isinstance(machine, dict):
+    if record is not None:
+        model, cores = str(record.get("model") or ""), record.get("cores")
+        present = set(record.get("flags") or [])
+        flags = {f: f in present for f in FLAG_ORDER if f != "vnni"} if present else {}  # [] = unknown
+    elif isinstance(machine, dict):
         model = str(machine.get("cpu_model") or machine.get("processor") or "")
         flags.update(machine.get("cpu_flags") or {})
         if "vnni" in machine:

@@ -662,7 +662,8 @@ def rows_int8_latency_cpus(runs: list[Res], ctx: Res) -> list[Row]:
     rows = []
     for run in res["runs"]:
         ratios = cpus_ratio(run)
-        t = "2" if "2" in ratios else max(ratios, key=int)
+        ref_threads = str(ctx.get("deploy_latency", {}).get("threads", ""))  # judged at deploy_latency's thread count
+        t = ref_threads if ref_threads in ratios else max(ratios, key=int)
         measured = ", ".join(f"{ratios[k]:.2f}x at {k} thread{'s' if k != '1' else ''}" for k in sorted(ratios, key=int))
         name = run["machine"].split(":", 1)[0]
         rows.append(Row(f"INT8 bundle (before the CPU rewrites) over naive INT8, batch-1 p50 at {t} threads, {name}",

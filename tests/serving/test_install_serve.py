@@ -27,6 +27,26 @@ from tests.deploy_support import tiny_bundle
 
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "fenlei", "datamodules", "lightning_modules", "losses")
 TRAINING_STACK = ("torch", "lightning", "pytorch_lightning", "transformers", "torchmetrics", "scipy", "sklearn")
+TYPED_COMMAND = '''
+import sys
+
+from fenlei.typed_cli import run_typed
+
+
+def infer(bundle: str, top_k: int = 5, no_progress: bool = False) -> int:
+    """Predict.
+
+    Args:
+        bundle: folder written by fenlei export
+        top_k: labels listed per text
+        no_progress: no progress bar
+    """
+    print(bundle, top_k, no_progress)
+    return 0
+
+
+sys.exit(run_typed(infer, sys.argv[1:], prog="fenlei infer"))
+'''
 TEXTS = ["refund my card please", "the courier is late again", "screen freeze crash", "password reset help"]
 
 
@@ -34,6 +54,7 @@ def _env() -> dict[str, str]:
     """The environment minus anything that would point the venv's Python at the checkout or the test venv."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["COLUMNS"] = "200"  # help text on one line per option
     return env
 
 
@@ -98,6 +119,13 @@ def test_serve_install_is_torch_free(serve_venv: Path, tmp_path: Path) -> None:
         _run([str(python), "-c", f"import {module}"], cwd=tmp_path, timeout=60)
     version = _run([str(serve_venv / "bin" / "fenlei"), "--version"], cwd=tmp_path, timeout=60).stdout
     assert version.startswith("fenlei ")
+    # Typed options (fenlei.typed_cli: jsonargparse with docstring help), which infer and serve move to, work here.
+    script = tmp_path / "typed.py"
+    script.write_text(TYPED_COMMAND, encoding="utf-8")
+    typed = _run([str(python), str(script), "--bundle", "b", "--top_k", "3", "--no_progress"], cwd=tmp_path, timeout=60)
+    assert typed.stdout.split() == ["b", "3", "True"]
+    helped = _run([str(python), str(script), "--help"], cwd=tmp_path, timeout=60)
+    assert "folder written by fenlei export" in helped.stdout
 
 
 def test_installed_fenlei_infers_with_a_bundle(serve_venv: Path, bundle: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import functools
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -223,8 +223,6 @@ def parse_options(argv: Sequence[str]) -> ExportOptions:
         parsed.append(export_options(*args, **kwargs))
 
     run_typed(keep, compatible_argv(argv), prog=PROG, description=__doc__)
-    from dataclasses import replace
-
     return replace(parsed[0], argv=tuple(argv))
 
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import run_logged  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
+from fenlei.training.run_dir import RunDir  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work"
 PYTHON = sys.executable
@@ -40,7 +41,7 @@ PYTHON = sys.executable
 def fenlei_fit(config: str, run_dir: Path, extra: list[str], log: Path) -> dict[str, Any]:
     cmd = [PYTHON, "cli.py", "fit", "--config", config, f"--trainer.default_root_dir={run_dir}", "--wandb.mode=disabled", *extra]
     run_logged(cmd, log)
-    return json.loads((run_dir / "run_summary.json").read_text())
+    return json.loads(RunDir(run_dir).summary.read_text())
 
 
 def hf_run(model: str, data_dir: str, mode: str, args: argparse.Namespace, out: Path, log: Path, max_steps: int | None) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def main() -> None:
             summary = fenlei_fit(args.config, run_dir, [], log)
             run_logged([PYTHON, "cli.py", "test", "--config", args.config, f"--trainer.default_root_dir={run_dir}",
                  "--ckpt_path=best", "--wandb.mode=disabled"], work / "full_fenlei_test.log")
-            test = json.loads((run_dir / "test" / "metrics.json").read_text())
+            test = json.loads(RunDir(run_dir).test_metrics.read_text())
             entry = {"test_accuracy": test["test/acc"], "test_macro_f1": test["test/f1_macro"],
                      "test_weighted_f1": test["test/f1_weighted"], "test_top5": test.get("test/top5"), "test_ece": test["test/ece"],
                      "best_val_macro_f1": summary["best_score"], "full_run_train_s": summary["train_seconds"],

@@ -39,6 +39,7 @@ from benchmarks.common import run_logged  # noqa: E402
 from fenlei.calibration import expected_calibration_error, softmax  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 from fenlei.serving.predictor import BundlePredictor  # noqa: E402
+from fenlei.training.run_dir import RunDir  # noqa: E402
 
 PYTHON = sys.executable
 PUBLISHED = "BERT (Larson et al. 2019, CLINC150 Full): in-scope accuracy 96-97%, OOS recall 40-59%; max-softmax AUROC about 0.94"
@@ -93,8 +94,8 @@ def main() -> None:
     run_dir, data = Path(args.run_dir), Path(args.data_dir)
     work = REPO / "benchmarks" / "work" / "clinc150"
     timings: dict[str, float] = {}
-    summary_path = run_dir / "run_summary.json"
-    if args.refit or not (summary_path.is_file() and json.loads(summary_path.read_text()).get("finished")):
+    summary = RunDir(run_dir).read_summary() or {}
+    if args.refit or not summary.get("finished"):
         timings["fit_s"] = run_logged([PYTHON, "cli.py", "fit", "--config", args.config, f"--trainer.default_root_dir={run_dir}",
                                "--wandb.mode=disabled"], work / "fit.log")
     bundle = work / "bundle"

@@ -89,11 +89,10 @@ class TorchEngine:
 
 
 def load_torch_model(run_dir: Path) -> Any:
-    from fenlei.training.cli import best_checkpoint
-    from lightning_modules import EncoderClassifier
+    """The run's best checkpoint as its config's model class, in eval mode."""
+    from fenlei.training.run_dir import load_run
 
-    model = EncoderClassifier.load_from_checkpoint(str(best_checkpoint(run_dir)), map_location="cpu")
-    return model.eval()
+    return load_run(run_dir).model
 
 
 def naive_export(model: Any, encode: Any, texts: list[str], out_dir: Path) -> tuple[Path, Path]:

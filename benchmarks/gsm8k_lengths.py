@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import run_logged  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
+from fenlei.training.run_dir import RunDir  # noqa: E402
 
 CONFIGS = REPO / "configs" / "gsm8k"
 WORK = REPO / "benchmarks" / "work" / "gsm8k"
@@ -66,7 +67,7 @@ def run(cmd: list[str], log: Path) -> float:
 
 
 def test_metrics(directory: Path) -> dict[str, float]:
-    raw = json.loads((directory / "test" / "metrics.json").read_text())
+    raw = json.loads(RunDir(directory).test_metrics.read_text())
     return {k.removeprefix("test/"): v for k, v in raw.items() if k.startswith("test/")}
 
 
@@ -95,24 +96,24 @@ def one_config(config: Path, args: argparse.Namespace) -> dict[str, Any]:
     run_dir = WORK / name
     transfer_dir = run_dir / "transfer_alpaca"
     base = [f"--trainer.default_root_dir={run_dir}", "--wandb.mode=disabled", *budget_overrides(args)]
-    if force or not (run_dir / "run_summary.json").is_file():
+    if force or not RunDir(run_dir).is_finished():
         print(f"[{name}] fit", flush=True)
         run([PYTHON, "cli.py", "fit", "--config", str(config), *base], run_dir.parent / f"{name}.fit.log")
-    summary = json.loads((run_dir / "run_summary.json").read_text())
-    if force or not (run_dir / "test" / "metrics.json").is_file():
+    summary = json.loads(RunDir(run_dir).summary.read_text())
+    if force or not RunDir(run_dir).test_metrics.is_file():
         print(f"[{name}] test", flush=True)
         run([PYTHON, "cli.py", "test", "--config", str(config), *base, "--ckpt_path=best"], run_dir.parent / f"{name}.test.log")
-    if force or not (transfer_dir / "test" / "metrics.json").is_file():
+    if force or not RunDir(transfer_dir).test_metrics.is_file():
         print(f"[{name}] transfer test on alpaca_eval_lengths", flush=True)
         run([PYTHON, "cli.py", "test", "--config", str(config), f"--trainer.default_root_dir={transfer_dir}",
              "--wandb.mode=disabled", *budget_overrides(args), f"--data.init_args.test_file={WORK / 'alpaca_test.jsonl'}",
-             f"--data.init_args.binning_file={run_dir / 'binning.json'}",
+             f"--data.init_args.binning_file={RunDir(run_dir).binning}",
              f"--ckpt_path={summary['best_checkpoint']}"], run_dir.parent / f"{name}.transfer.log")
-    binning = json.loads((run_dir / "binning.json").read_text())
+    binning = json.loads(RunDir(run_dir).binning.read_text())
     report = binning["train_report"]
     metrics = test_metrics(run_dir)
     model = yaml.safe_load(config.read_text())["model"]
-    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    resolved = yaml.safe_load(RunDir(run_dir).config.read_text())
     return {
         "name": name,
         "description": config.read_text().splitlines()[1].lstrip("# ").strip(),

@@ -68,8 +68,8 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from fenlei.deploy.export import build_parser, load_fenlei_source
     from fenlei.deploy.onnx_tools import node_groups, quantize_dynamic_int8
+    from fenlei.deploy.sources import SourceOptions, load_fenlei_source
     from fenlei.metrics import macro_f1
     from fenlei.serving.predictor import BundlePredictor, cpu_has_vnni
 
@@ -80,7 +80,7 @@ def main() -> None:
         cmd = [sys.executable, "cli.py", "export", "--ckpt_path", args.run_dir, "--out", str(bundle), "--overwrite",
                "--force", "--threads", str(args.threads)]
         run_logged(cmd, work / "export.log")
-    source = load_fenlei_source(build_parser().parse_args(["--ckpt_path", args.run_dir, "--out", "unused"]))
+    source = load_fenlei_source(SourceOptions(ckpt_path=args.run_dir))
     texts, labels = source.eval_texts, np.asarray(source.eval_labels)
     fp32 = BundlePredictor(bundle, "fp32", args.threads)
     ref = fp32.predict_logits(texts, 32)

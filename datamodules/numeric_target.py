@@ -27,8 +27,7 @@ from datamodules.markers import FeatureMarkers, text_feature
 from datamodules.readers import DataError, Record
 from datamodules.text_classification import EncodedDataset, TextClassificationDataModule
 from fenlei.io import atomic_write_text
-
-BINNING_FILE = "binning.json"
+from fenlei.training.run_dir import BINNING_FILE
 
 
 def parse_targets(records: list[Record], path: Path | None, field: str) -> np.ndarray:

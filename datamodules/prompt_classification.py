@@ -461,8 +461,9 @@ class PromptClassificationDataModule(pl.LightningDataModule):
 
     def save_labels(self, directory: str | Path) -> Path:
         from fenlei.io import atomic_write_text
+        from fenlei.training.run_dir import LABELS_FILE
 
-        path = Path(directory) / "labels.json"
+        path = Path(directory) / LABELS_FILE
         atomic_write_text(path, json.dumps(self.label_names, ensure_ascii=False, indent=1) + "\n")
         return path
 

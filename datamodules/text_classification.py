@@ -24,6 +24,7 @@ from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGro
 from datamodules.splits import label_sort_key, stratified_split
 from fenlei.io import atomic_write_text
 from fenlei.pretrained import resolve_pretrained
+from fenlei.training.run_dir import LABELS_FILE
 
 
 class EncodedDataset(Dataset):
@@ -247,7 +248,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     def save_labels(self, directory: str | Path) -> Path:
         """Write ``labels.json`` (the label vocabulary in class-id order) into a run directory."""
-        path = Path(directory) / "labels.json"
+        path = Path(directory) / LABELS_FILE
         atomic_write_text(path, json.dumps(self.label_names, ensure_ascii=False, indent=1) + "\n")
         return path
 

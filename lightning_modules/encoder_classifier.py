@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Optional
 
 import torch
@@ -133,18 +132,11 @@ class EncoderClassifier(EncoderModule):
         if self.trainer.world_size > 1:
             preds = self.all_gather(preds).reshape(-1)
             targets = self.all_gather(targets).reshape(-1)
-        if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
-            from fenlei.training.reporting import write_test_report
+        from fenlei.training.reporting import TestReport
 
-            names = self.hparams.label_names or [str(i) for i in range(self.hparams.num_classes)]
-            write_test_report(
-                Path(self.trainer.default_root_dir) / "test",
-                targets.numpy(),
-                preds.numpy(),
-                names,
-                {k: float(v) for k, v in values.items()},
-                loggers=self.loggers,
-            )
+        # Written into the run's test/ by fenlei.training.callbacks.TestReportWriter.
+        names = self.hparams.label_names or [str(i) for i in range(self.hparams.num_classes)]
+        self.test_report = TestReport({k: float(v) for k, v in values.items()}, targets.numpy(), preds.numpy(), names)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"]).float()

@@ -530,19 +530,19 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         results = self._log_metrics("test", list(self.hparams.test_decoding))
-        if self.trainer.is_global_zero and not self.trainer.fast_dev_run and results:
-            from fenlei.io import atomic_write_text
+        if not results:
+            return
+        from fenlei.training.reporting import TestReport
 
-            out = Path(self.trainer.default_root_dir) / "test"
-            atomic_write_text(out / "decoding_metrics.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
-            if "score" in results:  # the per-class report of the first field under label scoring
-                from fenlei.training.reporting import write_test_report
-
-                tally = self._tallies["test/score"]
-                names = self.spec.labels[0]
-                write_test_report(out, torch.cat(tally.targets)[:, 0].numpy(), torch.cat(tally.preds)[:, 0].numpy(),
-                                  names, {"test/acc": results["score"]["accuracy"],
-                                          "test/f1_macro": results["score"]["f1_macro"]}, loggers=self.loggers)
+        # Written into the run's test/ by fenlei.training.callbacks.TestReportWriter; the per-class report is the
+        # first field's under label scoring.
+        self.test_report = TestReport({}, decoding_metrics=results)
+        if "score" in results:
+            tally = self._tallies["test/score"]
+            self.test_report = TestReport(
+                {"test/acc": results["score"]["accuracy"], "test/f1_macro": results["score"]["f1_macro"]},
+                torch.cat(tally.targets)[:, 0].numpy(), torch.cat(tally.preds)[:, 0].numpy(), self.spec.labels[0],
+                decoding_metrics=results)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """First field's label probabilities (``probs``) and every field's (``field_probs``), by label scoring;

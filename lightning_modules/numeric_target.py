@@ -15,7 +15,6 @@ The bin medians and target statistics come from the DataModule at ``fit`` and ar
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
@@ -156,12 +155,11 @@ class NumericTargetModule(EncoderModule):
     def on_test_epoch_end(self) -> None:
         values, true_bins, pred_bins = self._report("test")
         self.log_dict({f"test/{k}": v for k, v in values.items()})
-        if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
-            from fenlei.training.reporting import write_test_report
+        from fenlei.training.reporting import TestReport
 
-            names = self.hparams.label_names or [str(i) for i in range(self.num_bins)]
-            write_test_report(Path(self.trainer.default_root_dir) / "test", true_bins, pred_bins, names,
-                              {f"test/{k}": float(v) for k, v in values.items()}, loggers=self.loggers)
+        # Written into the run's test/ by fenlei.training.callbacks.TestReportWriter.
+        names = self.hparams.label_names or [str(i) for i in range(self.num_bins)]
+        self.test_report = TestReport({f"test/{k}": float(v) for k, v in values.items()}, true_bins, pred_bins, names)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         outputs = self(batch["input_ids"], batch["attention_mask"]).float()

@@ -5,13 +5,16 @@ Module-level caches (not conftest fixtures) so several test modules reuse the sa
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import REPO_ROOT, tiny_overrides
+
+if TYPE_CHECKING:
+    from fenlei.deploy.export import ExportOptions
 
 _CACHE: dict[str, Path] = {}
 
@@ -30,12 +33,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_da
     return _CACHE["run"]
 
 
-def export_args(*argv: str) -> argparse.Namespace:
-    from fenlei.deploy.export import build_parser
+def export_args(*argv: str) -> ExportOptions:
+    """The options of ``fenlei export --quiet ARGV``, parsed by the command's own parser."""
+    from dataclasses import replace
 
-    args = build_parser().parse_args(["--quiet", *argv])
-    args.argv = list(argv)
-    return args
+    from fenlei.deploy.export import parse_options
+
+    return replace(parse_options(["--quiet", *argv]), argv=tuple(argv))
 
 
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_data: Path) -> Path:

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from fenlei.errors import FenleiError
 from fenlei.io import atomic_write_json, atomic_write_text
+from fenlei.training.run_dir import RunDir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,9 +85,7 @@ def run_cli(args: list[str], subprocess_mode: bool) -> None:
 
 
 def is_finished(run_dir: Path, with_test: bool) -> bool:
-    if not (run_dir / "run_summary.json").is_file():
-        return False
-    return not with_test or (run_dir / "test" / "metrics.json").is_file()
+    return RunDir(run_dir).is_finished(with_test)
 
 
 def run_trial(run_dir: Path, record: dict[str, Any], commands: list[list[str]], with_test: bool,
@@ -103,7 +102,7 @@ def run_trial(run_dir: Path, record: dict[str, Any], commands: list[list[str]], 
     atomic_write_json(record_path, {**record, "status": "running", "commands": commands})
     status, error = "finished", None
     for args in commands:
-        if args[0] == "fit" and (run_dir / "run_summary.json").is_file():
+        if args[0] == "fit" and RunDir(run_dir).is_finished():
             continue  # the fit finished earlier and only a later step (test) is missing: do not train again
         try:
             run_cli(args, subprocess_mode)
@@ -137,18 +136,18 @@ def _last_csv_value(path: Path, name: str) -> Optional[float]:
 def read_metric(run_dir: Path, name: str) -> Optional[float]:
     """A run's value of metric ``name``: ``test/...`` from ``test/metrics.json``; otherwise the last logged value
     in ``metrics.csv`` (for ``val/f1_macro_best`` that is the best epoch), then ``run_summary.json``."""
+    run = RunDir(run_dir)
     if name.startswith("test/"):
-        path = run_dir / "test" / "metrics.json"
+        path = run.test_metrics
         if path.is_file():
             value = json.loads(path.read_text()).get(name)
             return None if value is None else float(value)
         return None
-    value = _last_csv_value(run_dir / "metrics.csv", name)
+    value = _last_csv_value(run.metrics_csv, name)
     if value is not None:
         return value
-    summary = run_dir / "run_summary.json"
-    if summary.is_file():
-        data = json.loads(summary.read_text())
+    data = run.read_summary()
+    if data is not None:
         if name in data.get("last_metrics", {}):
             return float(data["last_metrics"][name])
         if name == "val/f1_macro_best" and data.get("best_score") is not None:

@@ -35,7 +35,9 @@ def is_bundle(path: Path) -> bool:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and ((path / "run_summary.json").is_file() or (path / "checkpoints").is_dir())
+    from fenlei.training.run_dir import RunDir
+
+    return RunDir(path).looks_like_run()
 
 
 def load_scorer(path: str | Path, name: Optional[str] = None, precision: str = "int8",
@@ -53,46 +55,27 @@ def load_scorer(path: str | Path, name: Optional[str] = None, precision: str = "
 
 
 class RunScorer:
-    """The best checkpoint of a finished fit, with the tokenizer and ``max_length`` of the run's ``config.yaml``."""
+    """The best checkpoint of a finished fit, rebuilt by :func:`fenlei.training.run_dir.load_run` from the model
+    and DataModule classes its ``config.yaml`` records (tokenizer, ``max_length``, feature markers as in training),
+    scored in torch through the module's own ``predict_step``. ``text_fields``: the run's input fields, which
+    :meth:`LoadedRun.text_of` joins as the DataModule does."""
 
     def __init__(self, run_dir: Path, name: Optional[str] = None, checkpoint: Optional[Path] = None) -> None:
-        import torch
-        import yaml
-
-        from fenlei.pretrained import resolve_pretrained
-        from fenlei.training.cli import RunError, best_checkpoint
-        from lightning_modules import EncoderClassifier
+        from fenlei.training.run_dir import RunError, load_run
 
         self.run_dir = Path(run_dir)
         self.name = name or self.run_dir.name
-        config = yaml.safe_load((self.run_dir / "config.yaml").read_text()) or {}
-        data_args = (config.get("data") or {}).get("init_args") or {}
-        if "tokenizer" not in data_args:
-            raise OpsError(f"{self.run_dir / 'config.yaml'}: no data.init_args.tokenizer")
         try:
-            self.checkpoint = Path(checkpoint) if checkpoint else best_checkpoint(self.run_dir)
+            self.run = load_run(checkpoint or self.run_dir, run_dir=self.run_dir)
         except RunError as err:
             raise OpsError(str(err)) from None
-        self.max_length = int(data_args.get("max_length", 128))
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(data_args["tokenizer"]))
-        self.model = EncoderClassifier.load_from_checkpoint(self.checkpoint, map_location="cpu").eval()
-        self.label_names = list(self.model.hparams.label_names or range(self.model.hparams.num_classes))
-        self.label_names = [str(label) for label in self.label_names]
-        self.n_params = int(sum(p.numel() for p in self.model.parameters()))
-        self._torch = torch
+        self.checkpoint = self.run.checkpoint
+        self.label_names = self.run.label_names
+        self.text_fields = self.run.text_fields
+        self.n_params = int(sum(p.numel() for p in self.run.model.parameters()))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        torch = self._torch
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(list(texts[start:start + batch_size]), truncation=True,
-                                       max_length=self.max_length, padding=True, return_tensors="pt")
-                logits = self.model(batch["input_ids"], batch["attention_mask"]).float()
-                out.append(torch.softmax(logits, dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), dtype=np.float32)
+        return np.asarray(self.run.predict_proba(list(texts), batch_size=batch_size))
 
 
 class BundleScorer:

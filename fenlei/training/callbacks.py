@@ -1,4 +1,5 @@
-"""Callbacks and plugins that every fenlei run gets: exact resume, atomic checkpoints, run-directory files."""
+"""Callbacks and plugins that every fenlei run gets: exact resume, atomic checkpoints, run-directory files,
+and the reports of ``test`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from fenlei.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fenlei.io import atomic_write_bytes, atomic_write_text
 from fenlei.predictions import prediction_record
+from fenlei.training.run_dir import RunDir
 
 
 class RngStateCallback(pl.Callback):
@@ -108,20 +110,18 @@ class RunFilesCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.time()
         if trainer.is_global_zero:
-            run_dir = Path(trainer.default_root_dir)
-            summary = run_dir / "run_summary.json"
-            summary.unlink(missing_ok=True)  # a resumed or repeated fit is not finished until it says so again
+            run_dir = RunDir(Path(trainer.default_root_dir))
+            run_dir.clear_summary()
             datamodule = trainer.datamodule
             if datamodule is not None and hasattr(datamodule, "save_labels"):
-                datamodule.save_labels(run_dir)
+                datamodule.save_labels(run_dir.path)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
         checkpoint = trainer.checkpoint_callback
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-        atomic_write_json(
-            Path(trainer.default_root_dir) / "run_summary.json",
+        RunDir(Path(trainer.default_root_dir)).write_summary(
             {
                 "finished": True,
                 "epochs": trainer.current_epoch,
@@ -170,4 +170,25 @@ class PredictionWriter(pl.callbacks.BasePredictionWriter):
                 record["fields"] = {name: {"label": labels[int(p[n].argmax())], "confidence": round(float(p[n].max()), 6)}
                                     for name, labels, p in fields}
             lines.append(json.dumps(record, ensure_ascii=False))
-        atomic_write_text(Path(trainer.default_root_dir) / "predict" / "predictions.jsonl", "\n".join(lines) + "\n")
+        atomic_write_text(RunDir(Path(trainer.default_root_dir)).predictions, "\n".join(lines) + "\n")
+
+
+class TestReportWriter(pl.Callback):
+    """Write the run's ``test/`` report (per-class tables, confusion matrix, metrics; see
+    :func:`fenlei.training.reporting.write_test_report`) from the ``test_report`` that the LightningModule sets
+    in its ``on_test_epoch_end``: one writer for every module, which only says what it predicted.
+
+    ``on_test_end`` runs after the module's ``on_test_epoch_end`` (callbacks' epoch-end hooks run before the
+    module's). A module without a ``test_report`` (or with ``None``) gets no report.
+    """
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.test_report = None  # a report of an earlier test run in this process must not be written again
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        report = getattr(pl_module, "test_report", None)
+        if report is None or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        from fenlei.training.reporting import write_test_report
+
+        write_test_report(RunDir(Path(trainer.default_root_dir)).test, report, loggers=trainer.loggers)

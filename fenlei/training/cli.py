@@ -1,25 +1,14 @@
-"""fenlei's LightningCLI: the run-directory convention, linked arguments, offline-first loggers.
+"""fenlei's LightningCLI: linked arguments, offline-first loggers, and every run's files in its run directory.
 
-Run directory (``trainer.default_root_dir``; default ``runs/<name of the first --config file>``) always holds:
-
-    config.yaml            resolved config (overwritten by a repeated run in the same directory)
-    labels.json            label vocabulary, class-id order
-    checkpoints/best-*.ckpt  weights of the best epoch on val/f1_macro
-    checkpoints/last.ckpt  full state (optimizer, loops, RNG) after the latest epoch: `fit --ckpt_path last` resumes
-    metrics.csv            every logged value (CSVLogger)
-    wandb/                 the W&B run (offline unless --wandb.mode online)
-    run_summary.json       written last, atomically: the fit finished
-    test/                  per_class.csv, per_class.md, confusion_matrix.png, metrics.json (after `test`)
-    predict/               predictions.jsonl: row + the prediction record of fenlei.predictions (+ value / fields)
+The run directory (``trainer.default_root_dir``; default ``runs/<name of the first --config file>``) and its files
+are described, named and found by :mod:`fenlei.training.run_dir`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,14 +18,21 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from fenlei.cpu import read_cpu
-from fenlei.errors import FenleiError
-from fenlei.training.callbacks import AtomicCheckpointIO, PredictionWriter, RngStateCallback, RunFilesCallback
-
-DEFAULT_RUNS_ROOT = "runs"
-
-
-class RunError(FenleiError, RuntimeError):
-    """A problem with the run directory or the command (as opposed to a bug): reported in one line, exit 2."""
+from fenlei.training.callbacks import (
+    AtomicCheckpointIO,
+    PredictionWriter,
+    RngStateCallback,
+    RunFilesCallback,
+    TestReportWriter,
+)
+from fenlei.training.run_dir import (
+    BEST_CHECKPOINT_TEMPLATE,
+    LAST_CHECKPOINT_NAME,
+    RunDir,
+    archive_previous_run,
+    best_checkpoint,
+    default_run_dir,
+)
 
 
 class FenleiCLI(LightningCLI):
@@ -52,7 +48,7 @@ class FenleiCLI(LightningCLI):
                 "checkpoint.monitor": "val/f1_macro",
                 "checkpoint.mode": "max",
                 "checkpoint.save_weights_only": True,
-                "checkpoint.filename": "best-epoch{epoch:02d}",
+                "checkpoint.filename": BEST_CHECKPOINT_TEMPLATE,
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.enable_version_counter": False,
             }
@@ -66,7 +62,7 @@ class FenleiCLI(LightningCLI):
         run_dir = Path(config.trainer.default_root_dir or default_run_dir(config.get("config")))
         config.trainer.default_root_dir = str(run_dir)
         if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = str(run_dir / "checkpoints")
+            config.checkpoint.dirpath = str(RunDir(run_dir).checkpoints)
         if config.get("ckpt_path") == "best" and self.subcommand != "fit":
             config.ckpt_path = str(best_checkpoint(run_dir))
         avoid_emulated_bf16(config.trainer)
@@ -88,12 +84,14 @@ class FenleiCLI(LightningCLI):
         trainer.callbacks.extend([RngStateCallback(), RunFilesCallback()])
         if self.subcommand == "predict":
             trainer.callbacks.append(PredictionWriter())
+        if self.subcommand == "test":
+            trainer.callbacks.append(TestReportWriter())
         if self.subcommand == "fit" and not config.trainer.get("fast_dev_run"):
             # ModelCheckpoint(save_last=True) only refreshes last.ckpt when a top-k checkpoint is saved (Lightning
             # 2.6), so after an epoch without improvement it is stale. A second, unmonitored checkpoint callback
             # rewrites last.ckpt (full state: optimizer, loops, RNG) after every epoch, which resume relies on.
             trainer.callbacks.append(
-                ModelCheckpoint(dirpath=config.checkpoint.dirpath, filename="last", monitor=None, save_top_k=1,
+                ModelCheckpoint(dirpath=config.checkpoint.dirpath, filename=LAST_CHECKPOINT_NAME, monitor=None, save_top_k=1,
                                 enable_version_counter=False)
             )
         if trainer.loggers:
@@ -158,48 +156,6 @@ def avoid_emulated_bf16(trainer_config: Any) -> None:
     print(f"fenlei: this CPU has no native bf16 (no avx512_bf16/amx_bf16); trainer.precision {precision} -> 32-true "
           "(set FENLEI_KEEP_BF16=1 to keep it)", file=sys.stderr)
     trainer_config.precision = "32-true"
-
-
-def default_run_dir(config_paths: Optional[list[Any]]) -> Path:
-    """``runs/<stem of the first --config>``, or ``runs/default`` when no config file was given."""
-    if config_paths:
-        first = config_paths[0]
-        name = Path(str(getattr(first, "relative", first))).stem
-        return Path(DEFAULT_RUNS_ROOT) / name
-    return Path(DEFAULT_RUNS_ROOT) / "default"
-
-
-def archive_previous_run(run_dir: Path) -> Optional[Path]:
-    """Move the files of an earlier fit in ``run_dir`` to ``run_dir/previous/<time>/`` (a new fit starts clean,
-    and nothing of the old one is lost). Returns the archive folder, or None when there was nothing to move."""
-    names = ["checkpoints", "metrics.csv", "hparams.yaml", "run_summary.json", "labels.json", "test", "validate", "predict"]
-    present = [run_dir / n for n in names if (run_dir / n).exists()]
-    if not present:
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    archive = run_dir / "previous" / stamp
-    suffix = 1
-    while archive.exists():  # two fits within one second
-        archive = run_dir / "previous" / f"{stamp}-{suffix}"
-        suffix += 1
-    archive.mkdir(parents=True)
-    for path in present:
-        path.rename(archive / path.name)
-    print(f"fenlei: moved the previous run's files to {archive}", file=sys.stderr)
-    return archive
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    """The best checkpoint of the last finished fit in ``run_dir`` (from run_summary.json), for ``--ckpt_path best``."""
-    summary = run_dir / "run_summary.json"
-    if summary.is_file():
-        best = json.loads(summary.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
-    candidates = sorted((run_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise RunError(f"--ckpt_path best: no finished fit with a best checkpoint in {run_dir}")
-    return candidates[-1]
 
 
 def default_loggers(run_dir: str, config: Any, subcommand: str) -> list[Logger]:

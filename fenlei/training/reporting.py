@@ -1,21 +1,50 @@
 """Test-time report: per-class precision/recall/F1 (CSV and markdown), a confusion-matrix PNG, metrics JSON.
 
-The files land in ``<run dir>/test/`` and, when a W&B logger is attached, in the W&B run as a table and an image.
+A LightningModule describes its test epoch in a :class:`TestReport` (its ``test_report`` attribute, set in
+``on_test_epoch_end``); ``fenlei.training.callbacks.TestReportWriter`` writes it into ``<run dir>/test/`` and,
+when a W&B logger is attached, into the W&B run as a table and an image.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from fenlei.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fenlei.training.run_dir import (
+    CONFUSION_MATRIX_PNG,
+    DECODING_METRICS_FILE,
+    PER_CLASS_CSV,
+    PER_CLASS_MD,
+    TEST_METRICS_FILE,
+)
 
 PER_CLASS_COLUMNS = ["label", "precision", "recall", "f1", "support", "predicted"]
+
+
+@dataclass
+class TestReport:
+    """What a module predicted on the test split, for the report writer.
+
+    ``targets`` and ``predictions`` are class ids (``None`` for no per-class files: then only the metrics and
+    the decoding metrics are written); ``metrics`` are the logged test figures (``test/...``), written with
+    ``n_examples``; ``decoding_metrics``: a generative classifier's per-decoding results.
+    """
+
+    __test__ = False  # not a pytest test class despite its name
+
+    metrics: dict[str, float]
+    targets: Optional[np.ndarray] = None
+    predictions: Optional[np.ndarray] = None
+    label_names: Optional[Sequence[str]] = None
+    decoding_metrics: Optional[dict[str, Any]] = None
 
 
 def per_class_rows(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -95,22 +124,24 @@ def figure_png(fig: Any, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_test_report(
-    out_dir: Path,
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    label_names: Sequence[str],
-    metrics: dict[str, float],
-    loggers: Sequence[Any] = (),
-) -> dict[str, Path]:
-    """Write ``per_class.csv``, ``per_class.md``, ``confusion_matrix.png`` and ``metrics.json`` into ``out_dir``."""
-    rows = per_class_rows(y_true, y_pred, label_names)
-    paths = {
-        "per_class_csv": atomic_write_text(out_dir / "per_class.csv", rows_to_csv(rows, PER_CLASS_COLUMNS)),
-        "per_class_md": atomic_write_text(out_dir / "per_class.md", rows_to_markdown(rows, PER_CLASS_COLUMNS)),
-        "confusion_matrix": atomic_write_bytes(out_dir / "confusion_matrix.png", confusion_matrix_png(y_true, y_pred, label_names)),
-        "metrics": atomic_write_json(out_dir / "metrics.json", {**metrics, "n_examples": int(len(y_true))}),
-    }
+def write_test_report(out_dir: Path, report: TestReport, loggers: Sequence[Any] = ()) -> dict[str, Path]:
+    """Write the report's files into ``out_dir``: ``decoding_metrics.json`` when given, and with targets
+    ``per_class.csv``, ``per_class.md``, ``confusion_matrix.png`` and ``metrics.json``."""
+    paths: dict[str, Path] = {}
+    if report.decoding_metrics is not None:
+        paths["decoding_metrics"] = atomic_write_text(
+            out_dir / DECODING_METRICS_FILE, json.dumps(report.decoding_metrics, indent=1, ensure_ascii=False) + "\n")
+    if report.targets is None or report.predictions is None:
+        return paths
+    y_true, y_pred = np.asarray(report.targets), np.asarray(report.predictions)
+    names = list(report.label_names) if report.label_names is not None else [str(i) for i in range(int(y_true.max()) + 1)]
+    rows = per_class_rows(y_true, y_pred, names)
+    paths.update({
+        "per_class_csv": atomic_write_text(out_dir / PER_CLASS_CSV, rows_to_csv(rows, PER_CLASS_COLUMNS)),
+        "per_class_md": atomic_write_text(out_dir / PER_CLASS_MD, rows_to_markdown(rows, PER_CLASS_COLUMNS)),
+        "confusion_matrix": atomic_write_bytes(out_dir / CONFUSION_MATRIX_PNG, confusion_matrix_png(y_true, y_pred, names)),
+        "metrics": atomic_write_json(out_dir / TEST_METRICS_FILE, {**report.metrics, "n_examples": int(len(y_true))}),
+    })
     _log_to_wandb(loggers, rows, paths["confusion_matrix"])
     return paths
 

@@ -25,6 +25,15 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_data
     return tiny_bundle(tmp_path_factory, tiny_model, tiny_data)
 
 
+def _fenlei_export(argv: list[str]) -> int:
+    """Exit status of ``fenlei export ARGV`` (user errors reported in one line by fenlei.commands)."""
+    from fenlei.commands import main as fenlei_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        fenlei_main(["export", *argv])
+    return int(exit_info.value.code)
+
+
 def _texts(tiny_data: Path, split: str) -> tuple[list[str], list[str]]:
     rows = [json.loads(line) for line in (tiny_data / f"{split}.jsonl").read_text().splitlines()]
     return [r["text"] for r in rows], [r["label"] for r in rows]
@@ -99,9 +108,9 @@ def test_parity_gate_fails_and_leaves_nothing(run_dir: Path, tmp_path: Path, mon
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(onnx_tools, "quantize_dynamic_int8", _break_head)
     out = tmp_path / "bundles" / "b"
-    code = main(["--quiet", "--ckpt_path", str(run_dir), "--out", str(out)])
+    assert _fenlei_export(["--quiet", "--ckpt_path", str(run_dir), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("fenlei: error: parity gate failed")  # one line, exit 2
     assert "parity gate failed" in err and "ort_int8: argmax agreement with torch fp32" in err and "macro-F1 change" in err
     assert not out.exists() and list(out.parent.iterdir()) == []  # no bundle, no temp folder
 
@@ -181,7 +190,7 @@ def test_all_int8_failing_falls_back_to_fp32_ffn_outputs(run_dir: Path, tmp_path
 def test_quantization_attempts(argv: list[str], expected: list[tuple[bool, bool]]) -> None:
     from fenlei.deploy.export import quantization_attempts
 
-    assert quantization_attempts(export_args("--out", "x", *argv)) == expected
+    assert quantization_attempts(export_args("--out", "x", *argv).quantization) == expected
 
 
 def test_gate_limits_are_configurable(run_dir: Path, tmp_path: Path) -> None:
@@ -191,7 +200,7 @@ def test_gate_limits_are_configurable(run_dir: Path, tmp_path: Path) -> None:
 
 def test_injected_failure_keeps_previous_bundle(bundle: Path, run_dir: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import fenlei.deploy.export as export_module
+    import fenlei.deploy.calibration_step as calibration_step
 
     out = tmp_path / "b"
     shutil.copytree(bundle, out)
@@ -200,7 +209,7 @@ def test_injected_failure_keeps_previous_bundle(bundle: Path, run_dir: Path, tmp
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full (injected)")
 
-    monkeypatch.setattr(export_module, "calibration_entry", boom)  # fails after both ONNX files are written
+    monkeypatch.setattr(calibration_step, "calibration_entry", boom)  # fails after both ONNX files are written
     with pytest.raises(RuntimeError, match="injected"):
         export(export_args("--ckpt_path", str(run_dir), "--out", str(out), "--overwrite"))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -225,9 +234,13 @@ def test_static_qdq_with_fp32_head_and_per_class_thresholds(run_dir: Path, tmp_p
 
 
 def test_bad_source_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--ckpt_path", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "b")]) == 2
-    assert "no such checkpoint file or run directory" in capsys.readouterr().err
-    assert main(["--out", str(tmp_path / "b")]) == 2
+    assert _fenlei_export(["--ckpt_path", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err  # one line, naming the flag and the reason
+    assert "fenlei: error: --ckpt_path " in err and "no such checkpoint file or run directory" in err
+    assert _fenlei_export(["--out", str(tmp_path / "b")]) == 2
+    assert "fenlei: error: give exactly one of --ckpt_path and --hf_model" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="exactly one"):  # export's main reports nothing itself: it propagates
+        main(["--out", str(tmp_path / "b")])
 
 
 def test_hf_decoder_sequence_classifier(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:

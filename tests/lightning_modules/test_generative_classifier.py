@@ -13,6 +13,7 @@ import torch
 
 from datamodules.prompt_classification import AnswerSpec, PromptClassificationDataModule, PromptCollator, parse_answer
 from datamodules.readers import DataError
+from fenlei.training.callbacks import TestReportWriter
 from lightning_modules.generative_classifier import GenerativeClassifier
 from lightning_modules.generative_classifier import main as merge_main
 from tests.conftest import CLASS_WORDS, write_jsonl
@@ -129,8 +130,8 @@ def _fit(model_dir: Path, data: Path, run_dir: Path, epochs: int, batch_size: in
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                                               monitor=None)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, default_root_dir=str(run_dir),
-                         callbacks=[checkpoint], enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, check_val_every_n_epoch=epochs)
+                         callbacks=[checkpoint, TestReportWriter()], enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=epochs)
     trainer.fit(module, dm)
     return module, trainer, dm
 
@@ -312,7 +313,8 @@ def test_ddp_test_metrics_cover_the_whole_split(tiny_llama, prompt_data, tmp_pat
     module = GenerativeClassifier(pretrained=str(tiny_llama), num_classes=dm.num_classes, label_names=dm.label_names,
                                   test_decoding=["score", "generate"], max_new_tokens=4)
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, default_root_dir=str(tmp_path),
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+                         callbacks=[TestReportWriter()], enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
     trainer.test(module, dm, verbose=False)
     saved = json.loads((tmp_path / "test" / "decoding_metrics.json").read_text())
     assert saved["score"]["num_examples"] == saved["generate"]["num_examples"] == 12  # 6 per process without gathering

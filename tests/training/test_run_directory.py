@@ -90,7 +90,7 @@ def test_ckpt_path_best_without_a_finished_fit_is_a_clear_error(
 
 
 def test_archive_names_are_unique_within_one_second(tmp_path: Path) -> None:
-    from fenlei.training.cli import archive_previous_run
+    from fenlei.training.run_dir import archive_previous_run
 
     archives = []
     for _ in range(3):

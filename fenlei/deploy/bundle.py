@@ -1,0 +1,125 @@
+"""The bundle's files: tokenizer and labels, the ONNX graphs (exported and fused), and metadata.json.
+
+The file set is ``fenlei.serving.predictor.BUNDLE_FILES``; everything is written into a temporary folder that
+the export renames into place only when the whole bundle is there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+from fenlei.deploy import onnx_tools
+from fenlei.deploy.calibration_step import UNCERTAIN_LABEL
+from fenlei.deploy.errors import ExportError
+from fenlei.deploy.parity import Log
+from fenlei.deploy.sources import Source
+from fenlei.io import atomic_write_json
+
+RAW_GRAPH = ".model_raw.onnx"
+FP32_GRAPH = "model_fp32.onnx"
+INT8_GRAPH = "model_int8.onnx"
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise ExportError(f"--out {out}: already exists (pass --overwrite to replace it)")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: exists and is not a folder")
+
+
+def write_tokenizer_and_labels(tmp: Path, source: Source) -> None:
+    """First of all: the predictor (and hence the parity gate) tokenizes with the bundle's tokenizer.json."""
+    if UNCERTAIN_LABEL in source.label_names:
+        raise ExportError(f"a class is named {UNCERTAIN_LABEL!r}, which is the abstention label")
+    if not getattr(source.tokenizer, "is_fast", False):
+        raise ExportError("the tokenizer has no fast (tokenizers) version; the bundle needs tokenizer.json")
+    source.tokenizer.save_pretrained(str(tmp))
+    atomic_write_json(tmp / "labels.json", source.label_names)
+
+
+def export_graphs(source: Source, tmp: Path, optimize: bool, cpu_rewrites: bool, log: Log) -> tuple[Path, Path, dict[str, Any]]:
+    """Export the raw logits-only graph (legacy exporter) and fuse it into ``model_fp32.onnx``; returns the raw
+    graph (static quantization starts from it), the fp32 graph and the optimization entry for metadata.json."""
+    raw = tmp / RAW_GRAPH
+    example_texts = sorted(source.eval_texts[:64], key=len)[-2:] or ["a b c", "d e f"]
+    enc = source.tokenizer(example_texts, truncation=True, max_length=source.max_length, padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if ids.shape[1] < 2:
+        raise ExportError("export example texts tokenized to a single token")
+    log(f"exporting ONNX (legacy exporter, opset {onnx_tools.OPSET})")
+    onnx_tools.export_onnx(source.model, (ids, mask), raw)
+    fp32 = tmp / FP32_GRAPH
+    if not optimize:
+        shutil.copyfile(raw, fp32)
+        return raw, fp32, {"tool": None, "fusion": "disabled (--no_optimize)"}
+    log("fusing the fp32 graph (onnxruntime transformers optimizer)")
+    optimization = onnx_tools.optimize_fp32(raw, fp32, source.model_type, source.num_heads, source.hidden_size,
+                                            cpu_rewrites=cpu_rewrites)
+    return raw, fp32, optimization
+
+
+def write_stubs(tmp: Path, source: Source, optimization: dict[str, Any]) -> None:
+    """Stubs so that a BundlePredictor can load the temp bundle (it gives the parity gate its ORT logits and the
+    static calibration its feeds); both files are rewritten at the end. The stub carries the optimization entry:
+    it names the onnxruntime fusions the sessions must skip, so the parity gate runs the graph exactly as served."""
+    atomic_write_json(tmp / "calibration.json", {"by_precision": {p: {"temperature": 1.0} for p in ("fp32", "int8")}})
+    atomic_write_json(tmp / "metadata.json", {"max_length": source.max_length,
+                                              "pad_token_id": source.tokenizer.pad_token_id or 0,
+                                              "optimization": optimization})
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy", "lightning", "fenlei"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[dist] = md.version(dist)
+    return versions
+
+
+def file_sizes(tmp: Path) -> dict[str, int]:
+    return {name: (tmp / name).stat().st_size for name in sorted(os.listdir(tmp))
+            if (tmp / name).is_file() and name != "metadata.json"}
+
+
+def bundle_metadata(source: Source, optimization: dict[str, Any], quantization: dict[str, Any], parity: dict[str, Any],
+                    calibration: dict[str, Any], sizes: dict[str, int], command: list[str]) -> dict[str, Any]:
+    """``metadata.json``: what the bundle is, where it came from, and the verdicts that let it ship."""
+    from fenlei.serving.predictor import cpu_has_vnni
+
+    return {
+        "format": "fenlei-bundle", "format_version": 1,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source.description,
+        "labels": len(source.label_names), "max_length": source.max_length,
+        "pad_token_id": int(source.tokenizer.pad_token_id or 0),
+        "text_fields": source.text_fields, "text_separator": source.text_separator,
+        "inputs": onnx_tools.INPUT_NAMES, "output": "logits",
+        "export": {"exporter": "torch.onnx.export(dynamo=False)", "opset": onnx_tools.OPSET,
+                   "dynamic_axes": {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}},
+        "optimization": optimization, "quantization": quantization, "parity": parity,
+        "calibration": {p: e["report"] for p, e in calibration["by_precision"].items()},
+        "sizes_bytes": sizes,
+        "size_ratio_fp32_over_int8": sizes[FP32_GRAPH] / sizes[INT8_GRAPH],
+        "versions": library_versions(),
+        # The INT8 kernels differ by CPU (u8s8 saturation without VNNI): the gate's verdict holds for this kind.
+        "export_cpu": {"vnni": cpu_has_vnni()},
+        "command": " ".join(["python", "cli.py", "export", *command]),
+    }
+
+
+def write_metadata(tmp: Path, metadata: dict[str, Any]) -> None:
+    """Written last; the bundle must then be complete."""
+    from fenlei.serving.predictor import BUNDLE_FILES
+
+    atomic_write_json(tmp / "metadata.json", metadata)
+    missing = [f for f in BUNDLE_FILES if not (tmp / f).is_file()]
+    if missing:
+        raise ExportError(f"bundle incomplete, missing {', '.join(missing)}")

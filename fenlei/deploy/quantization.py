@@ -1,0 +1,141 @@
+"""INT8 quantization of the exported graph: which settings to try, in which order, and one attempt's model."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Optional
+
+from fenlei.deploy import onnx_tools
+from fenlei.deploy.errors import ExportError
+from fenlei.deploy.parity import Attempt, Log
+
+NO_FFN_OUTPUTS = ("--keep_ffn_out_fp32: the graph has no FFN output projections to keep in fp32 (no MatMul named "
+                  "'layer.N/output/dense'; a BERT-family encoder has one per layer)")
+
+
+@dataclass(frozen=True)
+class QuantizationOptions:
+    """The INT8 settings (the ``quantization`` options of ``fenlei export``; None: decided per scheme)."""
+
+    mode: Literal["dynamic", "static"] = "dynamic"
+    per_channel: bool = True
+    reduce_range: Optional[bool] = None
+    keep_ffn_out_fp32: Optional[bool] = None
+    keep_head_fp32: Optional[bool] = None
+    gelu_approximation: bool = True
+    calibration_size: int = 512
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    seed: int = 0
+
+    @property
+    def head_fp32(self) -> bool:
+        """The head stays fp32 by default for dynamic INT8: it runs once per text, where INT8 only adds
+        quantize/dequantize work; static keeps it INT8 unless asked."""
+        return self.keep_head_fp32 if self.keep_head_fp32 is not None else self.mode == "dynamic"
+
+
+def quantization_attempts(options: QuantizationOptions) -> list[Attempt]:
+    """The (reduce_range, keep_ffn_out_fp32) settings to try in order until one passes the parity gate.
+
+    Given flags make one attempt (``--reduce_range``/``--no-reduce_range``, with ``--keep_ffn_out_fp32`` or not).
+    Dynamic INT8 by default: 8-bit weights; then 7-bit (the remedy for u8s8 saturation on CPUs without VNNI); then
+    7-bit with the FFN output projections in fp32 (a larger bundle, so only when the all-INT8 model is not accurate
+    enough: Banking77 MPNet on an AVX2 CPU, docs/deployment.md). Static: the full range, one attempt.
+    """
+    keep_ffn = options.keep_ffn_out_fp32
+    if options.reduce_range is not None:
+        return [(options.reduce_range, bool(keep_ffn))]
+    if options.mode == "static":
+        return [(False, bool(keep_ffn))]
+    if keep_ffn is None:
+        return [(False, False), (True, False), (True, True)]
+    return [(False, keep_ffn), (True, keep_ffn)]
+
+
+class DynamicSource(NamedTuple):
+    graph: Path  # what dynamic INT8 quantizes: the fused graph, or a copy with tanh GELU
+    excluded: list[str]  # nodes every attempt leaves in fp32 (the head, with keep_head_fp32)
+    ffn_out: list[str]  # the FFN output projections, left in fp32 by the keep_ffn_out_fp32 attempts
+    changes: dict[str, Any]  # what the copy changed, for metadata.quantization
+
+
+def prepare_dynamic(fp32: Path, tmp: Path, options: QuantizationOptions) -> DynamicSource:
+    """Prepared once (one read of the fused graph): every attempt quantizes the same graph. The GELU copy keeps
+    every node name, so the names found in ``fp32`` hold for it."""
+    nodes = onnx_tools.graph_nodes(fp32)
+    excluded = onnx_tools.head_nodes(nodes) if options.head_fp32 else []
+    ffn_out = onnx_tools.ffn_output_nodes(nodes)
+    if not options.gelu_approximation:
+        return DynamicSource(fp32, excluded, ffn_out, {})
+    copy = tmp / ".model_for_int8.onnx"
+    return DynamicSource(copy, excluded, ffn_out, {"gelu_approximated": onnx_tools.approximate_gelu_copy(fp32, copy)})
+
+
+def attempts_for_graph(attempts: list[Attempt], has_ffn_outputs: bool, options: QuantizationOptions) -> list[Attempt]:
+    """Graphs without BERT-style FFN names (decoders: mlp/down_proj): an explicit request is an error, and the
+    automatic last attempt would only repeat the one before it under a false label."""
+    if has_ffn_outputs:
+        return attempts
+    if options.keep_ffn_out_fp32:
+        raise ExportError(NO_FFN_OUTPUTS)
+    return [a for a in attempts if not a[1]]
+
+
+def sample_texts(texts: list[str], n: int, seed: int) -> list[str]:
+    if len(texts) <= n:
+        return list(texts)
+    return random.Random(seed).sample(texts, n)
+
+
+def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Path, int8: Path,
+             dynamic: Optional[DynamicSource], train_texts: list[str], threads: Optional[int],
+             log: Log) -> dict[str, Any]:
+    """Write ``int8`` for one attempt (dynamic from ``dynamic``'s graph, or static QDQ from the raw one, calibrated
+    on ``train_texts``); return its description for metadata.json."""
+    reduce_range, keep_ffn_out = attempt
+    quant: dict[str, Any] = {"mode": options.mode, "per_channel": options.per_channel, "reduce_range": reduce_range,
+                             "weight_type": "QInt8", "keep_head_fp32": options.head_fp32,
+                             "keep_ffn_out_fp32": keep_ffn_out}
+    if dynamic is not None:
+        # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
+        excluded = dynamic.excluded + (dynamic.ffn_out if keep_ffn_out else [])
+        quant.update(dynamic.changes)
+        log(f"quantizing: dynamic INT8 (per_channel={options.per_channel}, reduce_range={reduce_range}, "
+            f"head fp32={options.head_fp32}, FFN outputs fp32={keep_ffn_out}, tanh GELU={options.gelu_approximation})")
+        onnx_tools.quantize_dynamic_int8(dynamic.graph, int8, options.per_channel, reduce_range, excluded)
+    else:
+        from fenlei.serving.predictor import BundlePredictor
+
+        pre = tmp / ".model_pre.onnx"
+        onnx_tools.preprocess_for_static(raw, pre)
+        nodes = onnx_tools.graph_nodes(pre)
+        excluded = onnx_tools.head_nodes(nodes) if options.head_fp32 else []
+        if keep_ffn_out:
+            ffn_out = onnx_tools.ffn_output_nodes(nodes)
+            if not ffn_out:
+                raise ExportError(NO_FFN_OUTPUTS)
+            excluded += ffn_out
+        encoder = BundlePredictor(tmp, "fp32", threads)
+        texts = sample_texts(train_texts, options.calibration_size, options.seed)
+        log(f"quantizing: static QDQ S8S8 ({options.calibration_method}) calibrated on {len(texts)} training texts")
+        feeds = onnx_tools.batched_feeds(encoder.encode, texts, 16)
+        del encoder
+        onnx_tools.quantize_static_int8(pre, int8, feeds, options.per_channel, reduce_range, excluded,
+                                        options.calibration_method)
+        pre.unlink()
+        quant.update({"format": "QDQ", "activation_type": "QInt8", "calibration_texts": len(texts),
+                      "calibration_method": options.calibration_method, "from": "unfused graph (quant_pre_process)"})
+    quant["nodes_excluded"] = excluded
+    return quant
+
+
+def untried_remedies(options: QuantizationOptions, attempts: list[dict[str, Any]]) -> list[str]:
+    """The options that can recover INT8 accuracy and were not used: the hints of a failed gate's message."""
+    static = options.mode == "static"
+    return [hint for hint, missing in (("--per_channel", not options.per_channel),
+                                       ("--keep_head_fp32", not options.head_fp32 and static),
+                                       ("--reduce_range", not any(a["reduce_range"] for a in attempts)),
+                                       ("--keep_ffn_out_fp32", not any(a["keep_ffn_out_fp32"] for a in attempts)),
+                                       ("--quantization dynamic", static)) if missing]

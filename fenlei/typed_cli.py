@@ -187,6 +187,20 @@ def normalize_argv(component: Component, argv: Sequence[str], positional: bool =
     return out
 
 
+def _parser_class() -> type:
+    """jsonargparse's parser, naming positionals by their parameter (``MODELS...``, not ``[ITEM,...]``) in help."""
+    from jsonargparse import ArgumentParser
+
+    class Parser(ArgumentParser):
+        def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+            if len(args) == 1 and not args[0].startswith("-") and "metavar" not in kwargs:
+                typehint = getattr(kwargs.get("action"), "_typehint", kwargs.get("type"))  # typed: an action
+                kwargs["metavar"] = args[0].upper() + ("..." if _list_annotation(typehint) else "")
+            return super().add_argument(*args, **kwargs)
+
+    return Parser
+
+
 def run_typed(component: Component, argv: Sequence[str], prog: str, description: Optional[str] = None,
               positional: bool = False, rest: Optional[str] = None) -> int:
     """Parse ``argv`` into ``component``'s signature, call it, and return its exit status (0 for None).
@@ -199,5 +213,5 @@ def run_typed(component: Component, argv: Sequence[str], prog: str, description:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     args = normalize_argv(component, argv, positional, rest)
     kwargs: dict[str, Any] = {"description": description} if description else {}
-    result = CLI(component, args=args, prog=prog, as_positional=positional, **kwargs)
+    result = CLI(component, args=args, prog=prog, as_positional=positional, parser_class=_parser_class(), **kwargs)
     return int(result) if isinstance(result, (int, bool)) and not isinstance(result, bool) else 0

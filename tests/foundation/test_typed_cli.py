@@ -92,3 +92,4 @@ def test_help_shows_types_defaults_and_config(capsys: pytest.CaptureFixture[str]
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "--config CONFIG" in out and "default: ('text',)" in out and "an index or a fraction" in out
+    assert "usage: fenlei test" in out and "\n  FILE  " in out  # the positional is named by its parameter

@@ -20,6 +20,8 @@ Writes ``benchmarks/results/endava_tickets.json`` (atomically).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -71,17 +73,22 @@ def write_subset(data: Path, out: Path, train_size: int, test_size: int, seed: i
     return info
 
 
+def probe_layer(value: str) -> int | float:
+    """``"6"``: an index into hidden_states; ``"0.5"``: a fraction of depth (the probe's own rule)."""
+    return float(value) if "." in value else int(value)
+
+
 def run_probe(model: str, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from fenlei.probe.run import build_parser, run
+    from fenlei.probe.run import probe
 
     out: dict[str, Any] = {}
     fields, names = DATASETS[args.dataset]["fields"], DATASETS[args.dataset]["names"]
     for field in fields:  # the features are extracted once; the other two fields reuse the cache
-        argv = ["--model", model, "--data_dir", str(data_dir), "--label_field", field, "--layer", str(args.probe_layer),
-                "--pooling", "mean", "--max_length", str(args.max_length), "--head", "logreg", "mlp",
-                "--class_weight", "balanced", "--batch_size", "8"]
         start = time.perf_counter()
-        report = run(build_parser().parse_args(argv))
+        with contextlib.redirect_stdout(io.StringIO()):  # the probe prints its report; this script writes its own
+            report = probe(model=model, data_dir=str(data_dir), label_field=field, layer=probe_layer(args.probe_layer),
+                           pooling="mean", max_length=args.max_length, head=["logreg", "mlp"],
+                           class_weight="balanced", batch_size=8)
         report["wall_seconds"] = round(time.perf_counter() - start, 2)
         out[names[field]] = report
     return out

@@ -19,6 +19,10 @@ class FenleiError(Exception):
     """Base class of every user error fenlei reports in one line (exit status 2)."""
 
 
+class OptionError(FenleiError, ValueError):
+    """A command-line option whose value cannot work (a batch size under 1, a device this machine lacks)."""
+
+
 def find_user_error(err: Optional[BaseException]) -> Optional[FenleiError]:
     """The FenleiError behind an exception, if any: jsonargparse and Lightning wrap errors raised while they
     instantiate classes or run hooks."""

@@ -70,6 +70,19 @@ def make_rows(n: int, seed: int, labels: list[str] | None = None) -> list[dict]:
     return rows
 
 
+def fenlei_user_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``fenlei ARGV`` and assert it stops on a user error: exit status 2 and, as the last line on stderr, one
+    line ``fenlei: error: ...``, which is returned."""
+    from fenlei.commands import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("fenlei: error: "), lines
+    return lines[-1]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -5,12 +5,12 @@ the commands start in well under a second and never load torch or Lightning.
 
 Every operation reads JSONL or CSV/TSV through ``datamodules.readers`` (errors name the file and line), writes
 JSONL (``ensure_ascii=False``) atomically, keeps every input field of a row, and refuses to write over its input.
-Errors print one line and exit with status 2.
+Each operation is a function whose signature is its command line (``fenlei.typed_cli``); problems raise
+:class:`DataError`, which the ``fenlei`` command reports in one line with exit status 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from datamodules.readers import DataError, _field_text, read_rows
 from datamodules.splits import label_sort_key, stratified_split_n
+from fenlei.errors import exit_status_of
 from fenlei.io import atomic_write_json, atomic_write_text
 
 Row = dict[str, Any]
@@ -103,20 +104,30 @@ def dedup_rows(
     return kept, report
 
 
-def cmd_dedup(args: argparse.Namespace) -> dict[str, Any]:
-    check_not_input(args.input, args.output)
-    path = Path(args.input)
+def dedup(*, input: str, output: str, normalize: bool = False, text_field: str = "text",
+          label_field: str = "label") -> dict[str, Any]:
+    """Remove duplicate texts, keeping the first occurrence.
+
+    Args:
+        input: input file (.jsonl, .json, .csv or .tsv)
+        output: output JSONL file (must not be the input)
+        normalize: compare NFKC, lower-cased texts without punctuation or extra spaces
+        text_field: field holding the text
+        label_field: label field, for the conflicting-label count
+    """
+    check_not_input(input, output)
+    path = Path(input)
     rows = load(path)
-    texts = [_field_text(path, lineno, row, args.text_field) for lineno, row in rows]
-    keys = [normalize_text(t) if args.normalize else t for t in texts]
-    labels = [str(row[args.label_field]).strip() if row.get(args.label_field) is not None else None for _, row in rows]
+    texts = [_field_text(path, lineno, row, text_field) for lineno, row in rows]
+    keys = [normalize_text(t) if normalize else t for t in texts]
+    labels = [str(row[label_field]).strip() if row.get(label_field) is not None else None for _, row in rows]
     kept, report = dedup_rows([row for _, row in rows], keys, labels)
-    write_jsonl(args.output, kept)
-    mode = "normalized" if args.normalize else "exact"
+    write_jsonl(output, kept)
+    mode = "normalized" if normalize else "exact"
     print(
         f"dedup ({mode}): {report['input']} rows, removed {report['removed']}, kept {report['kept']}; "
         f"{report['duplicate_groups']} duplicate groups, {report['conflicting_label_groups']} with conflicting labels"
-        f" -> {args.output}"
+        f" -> {output}"
     )
     return report
 
@@ -180,15 +191,24 @@ def mask_text(text: str, counts: Optional[Counter] = None) -> str:
     return text
 
 
-def cmd_mask(args: argparse.Namespace) -> dict[str, Any]:
-    check_not_input(args.input, args.output)
-    path = Path(args.input)
+def mask(*, input: str, output: str, fields: Sequence[str] = ("text",)) -> dict[str, Any]:
+    """Mask phone numbers, e-mails, order numbers and long IDs as [PHONE], [EMAIL], [ORDER], [ID].
+
+    Args:
+        input: input file (.jsonl, .json, .csv or .tsv)
+        output: output JSONL file (must not be the input)
+        fields: fields to mask
+    """
+    if not fields:
+        raise DataError("--fields needs at least one field name")
+    check_not_input(input, output)
+    path = Path(input)
     rows = load(path)
     counts: Counter = Counter()
     out = []
     for lineno, row in rows:
         new = dict(row)
-        for field in args.fields:
+        for field in fields:
             if field not in row:
                 raise DataError(
                     f"{path}:{lineno}: missing field {field!r} (fields present: {', '.join(sorted(map(str, row)))})"
@@ -200,9 +220,9 @@ def cmd_mask(args: argparse.Namespace) -> dict[str, Any]:
                 masked = mask_text(str(value), counts)
                 new[field] = value if masked == str(value) else masked
         out.append(new)
-    write_jsonl(args.output, out)
+    write_jsonl(output, out)
     report = {p: counts.get(p, 0) for p in PLACEHOLDERS}
-    print(f"mask: {len(out)} rows; " + ", ".join(f"{p} {n}" for p, n in report.items()) + f" -> {args.output}")
+    print(f"mask: {len(out)} rows; " + ", ".join(f"{p} {n}" for p, n in report.items()) + f" -> {output}")
     return report
 
 
@@ -211,18 +231,28 @@ def cmd_mask(args: argparse.Namespace) -> dict[str, Any]:
 SPLIT_NAMES = ("train", "validation", "test")
 
 
-def cmd_split(args: argparse.Namespace) -> dict[str, Any]:
-    if len(args.ratios) != 3:
-        raise DataError(f"--ratios needs three numbers (train validation test), got {len(args.ratios)}")
-    out_dir = Path(args.out_dir)
-    outputs = [out_dir / f"{name}.jsonl" for name in SPLIT_NAMES]
+def split(*, input: str, out_dir: str, ratios: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 42,
+          label_field: str = "label") -> dict[str, Any]:
+    """Stratified, seeded train/validation/test split into OUT_DIR/{train,validation,test}.jsonl.
+
+    Args:
+        input: input file (.jsonl, .json, .csv or .tsv)
+        out_dir: output folder
+        ratios: train validation test
+        seed: seed of the split
+        label_field: field holding the label
+    """
+    if len(ratios) != 3:
+        raise DataError(f"--ratios needs three numbers (train validation test), got {len(ratios)}")
+    folder = Path(out_dir)
+    outputs = [folder / f"{name}.jsonl" for name in SPLIT_NAMES]
     for output in outputs:
-        check_not_input(args.input, output)
-    path = Path(args.input)
+        check_not_input(input, output)
+    path = Path(input)
     rows = load(path)
-    labels = _labels(path, rows, args.label_field)
+    labels = _labels(path, rows, label_field)
     try:
-        parts = stratified_split_n(labels, args.ratios, args.seed)
+        parts = stratified_split_n(labels, list(ratios), seed)
     except ValueError as err:
         raise DataError(f"--ratios: {err}") from None
     report: dict[str, Any] = {}
@@ -230,7 +260,7 @@ def cmd_split(args: argparse.Namespace) -> dict[str, Any]:
         write_jsonl(output, [rows[i][1] for i in indices])
         report[name] = {"rows": len(indices), "classes": len({labels[i] for i in indices})}
     summary = ", ".join(f"{name} {r['rows']} rows / {r['classes']} classes" for name, r in report.items())
-    print(f"split: {len(rows)} rows, {len(set(labels))} classes -> {summary} in {out_dir}")
+    print(f"split: {len(rows)} rows, {len(set(labels))} classes -> {summary} in {folder}")
     return report
 
 
@@ -267,16 +297,25 @@ def stats_markdown(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
-    if args.output:
-        check_not_input(args.input, args.output)
-    path = Path(args.input)
+def stats(*, input: str, label_field: str = "label", min_count: int = 80,
+          output: Optional[str] = None) -> dict[str, Any]:
+    """Class counts, imbalance ratio and classes under a threshold, as a markdown table.
+
+    Args:
+        input: input file (.jsonl, .json, .csv or .tsv)
+        label_field: field holding the label
+        min_count: classes with fewer examples are listed
+        output: also write the numbers as JSON here
+    """
+    if output:
+        check_not_input(input, output)
+    path = Path(input)
     rows = load(path)
-    stats = class_stats(_labels(path, rows, args.label_field), args.min_count)
-    print(stats_markdown(stats))
-    if args.output:
-        atomic_write_json(args.output, stats)
-    return stats
+    numbers = class_stats(_labels(path, rows, label_field), min_count)
+    print(stats_markdown(numbers))
+    if output:
+        atomic_write_json(output, numbers)
+    return numbers
 
 
 # --------------------------------------------------------------------------------------------------- oversample
@@ -307,18 +346,28 @@ def oversample_rows(
     return out, added
 
 
-def cmd_oversample(args: argparse.Namespace) -> dict[str, Any]:
-    check_not_input(args.input, args.output)
-    if args.min_per_class < 1:
-        raise DataError(f"--min_per_class must be at least 1, got {args.min_per_class}")
-    path = Path(args.input)
+def oversample(*, input: str, output: str, min_per_class: int, seed: int = 42,
+               label_field: str = "label") -> dict[str, Any]:
+    """Duplicate examples of small classes (seeded) up to --min_per_class; duplicates get "oversampled": true.
+
+    Args:
+        input: input file (.jsonl, .json, .csv or .tsv)
+        output: output JSONL file (must not be the input)
+        min_per_class: smallest number of examples per class after oversampling
+        seed: seed of the duplicate choice
+        label_field: field holding the label
+    """
+    check_not_input(input, output)
+    if min_per_class < 1:
+        raise DataError(f"--min_per_class must be at least 1, got {min_per_class}")
+    path = Path(input)
     rows = load(path)
-    labels = _labels(path, rows, args.label_field)
-    out, added = oversample_rows([row for _, row in rows], labels, args.min_per_class, args.seed)
-    write_jsonl(args.output, out)
+    labels = _labels(path, rows, label_field)
+    out, added = oversample_rows([row for _, row in rows], labels, min_per_class, seed)
+    write_jsonl(output, out)
     print(
         f"oversample: {len(rows)} rows -> {len(out)} rows; {sum(added.values())} duplicates added to "
-        f"{len(added)} classes under {args.min_per_class} -> {args.output}"
+        f"{len(added)} classes under {min_per_class} -> {output}"
     )
     return {"input": len(rows), "output": len(out), "added": added}
 
@@ -403,105 +452,55 @@ def augment_rows(rows: Sequence[Row], text_field: str, augmenter: Augmenter) -> 
     return out, added
 
 
-def cmd_augment(args: argparse.Namespace, augmenter: Optional[Augmenter] = None) -> dict[str, Any]:
-    check_not_input(args.input, args.output)
-    path = Path(args.input)
+def read_augment_input(input: str, output: str, text_field: str) -> list[tuple[int, Row]]:
+    """The rows to augment, checked (every row has the text field) before any model is loaded."""
+    check_not_input(input, output)
+    path = Path(input)
     rows = load(path)
     for lineno, row in rows:
-        _field_text(path, lineno, row, args.text_field)
-    if augmenter is None:
-        augmenter = BackTranslationAugmenter(args.backtranslate_model, args.pivot_model, batch_size=args.batch_size)
-    out, added = augment_rows([row for _, row in rows], args.text_field, augmenter)
-    write_jsonl(args.output, out)
-    print(f"augment: {len(rows)} rows, {added} augmented rows added -> {args.output}")
+        _field_text(path, lineno, row, text_field)
+    return rows
+
+
+def write_augmented(rows: list[tuple[int, Row]], output: str, text_field: str, augmenter: Augmenter) -> dict[str, Any]:
+    """Write the rows and their augmented copies to ``output``."""
+    out, added = augment_rows([row for _, row in rows], text_field, augmenter)
+    write_jsonl(output, out)
+    print(f"augment: {len(rows)} rows, {added} augmented rows added -> {output}")
     return {"input": len(rows), "added": added}
+
+
+def augment(*, input: str, output: str, backtranslate_model: str, pivot_model: Optional[str] = None,
+            text_field: str = "text", batch_size: int = 16) -> dict[str, Any]:
+    """Back-translation augmentation with local MarianMT models; new rows get "augmented": true.
+
+    Args:
+        input: input file (.jsonl, .json, .csv or .tsv)
+        output: output JSONL file (must not be the input)
+        backtranslate_model: local MarianMT folder translating source -> pivot language
+        pivot_model: local MarianMT folder translating pivot -> source language
+        text_field: field holding the text
+        batch_size: texts translated per batch
+    """
+    rows = read_augment_input(input, output, text_field)
+    augmenter = BackTranslationAugmenter(backtranslate_model, pivot_model, batch_size=batch_size)
+    return write_augmented(rows, output, text_field, augmenter)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cli.py data",
-        description="Data tools for labelled text files (JSONL or CSV/TSV in, JSONL out; inputs are never overwritten).",
-    )
-    sub = parser.add_subparsers(dest="operation", metavar="OPERATION", required=True)
-
-    def add(name: str, help_text: str, output: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--input", required=True, help="input file (.jsonl, .json, .csv or .tsv)")
-        if output:
-            p.add_argument("--output", required=True, help="output JSONL file (must not be the input)")
-        return p
-
-    p = add("dedup", "Remove duplicate texts, keeping the first occurrence.")
-    p.add_argument(
-        "--normalize", action="store_true", help="compare NFKC, lower-cased texts without punctuation or extra spaces"
-    )
-    p.add_argument("--text_field", default="text", help="field holding the text (default: text)")
-    p.add_argument(
-        "--label_field", default="label", help="label field, for the conflicting-label count (default: label)"
-    )
-    p.set_defaults(func=cmd_dedup)
-
-    p = add("mask", "Mask phone numbers, e-mails, order numbers and long IDs as [PHONE], [EMAIL], [ORDER], [ID].")
-    p.add_argument("--fields", nargs="+", default=["text"], help="fields to mask (default: text)")
-    p.set_defaults(func=cmd_mask)
-
-    p = add(
-        "split",
-        "Stratified, seeded train/validation/test split into OUT_DIR/{train,validation,test}.jsonl.",
-        output=False,
-    )
-    p.add_argument("--out_dir", required=True, help="output folder")
-    p.add_argument(
-        "--ratios",
-        nargs=3,
-        type=float,
-        default=[0.7, 0.15, 0.15],
-        metavar="R",
-        help="train validation test (default: 0.7 0.15 0.15)",
-    )
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--label_field", default="label")
-    p.set_defaults(func=cmd_split)
-
-    p = add("stats", "Class counts, imbalance ratio and classes under a threshold, as a markdown table.", output=False)
-    p.add_argument("--label_field", default="label")
-    p.add_argument("--min_count", type=int, default=80, help="classes with fewer examples are listed (default: 80)")
-    p.add_argument("--output", help="also write the numbers as JSON here")
-    p.set_defaults(func=cmd_stats)
-
-    p = add(
-        "oversample",
-        'Duplicate examples of small classes (seeded) up to --min_per_class; duplicates get "oversampled": true.',
-    )
-    p.add_argument("--min_per_class", type=int, required=True)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--label_field", default="label")
-    p.set_defaults(func=cmd_oversample)
-
-    p = add("augment", 'Back-translation augmentation with local MarianMT models; new rows get "augmented": true.')
-    p.add_argument(
-        "--backtranslate_model", required=True, help="local MarianMT folder translating source -> pivot language"
-    )
-    p.add_argument("--pivot_model", help="local MarianMT folder translating pivot -> source language")
-    p.add_argument("--text_field", default="text")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.set_defaults(func=cmd_augment)
-    return parser
+OPERATIONS = {"dedup": dedup, "mask": mask, "split": split, "stats": stats, "oversample": oversample,
+              "augment": augment}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run one data operation; returns the exit status (0, or 2 after printing the error)."""
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
-    try:
-        args.func(args)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """Run one data operation (``fenlei data OPERATION --help``); returns 0, raises DataError on bad input."""
+    from fenlei.typed_cli import run_typed
+
+    return run_typed(OPERATIONS, sys.argv[1:] if argv is None else argv, prog="fenlei data",
+                     description="Data tools for labelled text files (JSONL or CSV/TSV in, JSONL out; inputs are "
+                                 "never overwritten).")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status_of(main))

@@ -1,4 +1,4 @@
-"""Ablation studies: ``python cli.py ablate SPEC.yaml [-- EXTRA ARGS]`` runs every variant with every seed and
+"""Ablation studies: ``fenlei ablate SPEC.yaml [-- EXTRA ARGS]`` runs every variant with every seed and
 writes a table (mean, std, n, delta vs the baseline) and a bar chart with error bars.
 
 Spec::
@@ -20,7 +20,6 @@ Runs land in ``<runs_dir>/<variant>/seed-<seed>/`` and finished ones are skipped
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from fenlei.errors import exit_status_of
 from fenlei.io import atomic_write_bytes
 from fenlei.ops.runs import OpsError, load_yaml, override_args, read_metric, run_trial, write_tables
 from fenlei.training.reporting import figure_png
@@ -204,35 +204,38 @@ def run_ablation(spec: AblationSpec, extra: Optional[list[str]] = None,
     return rows, runs
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of ``cli.py ablate``; returns 0, 1 (some run failed) or 2 (bad spec)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(
-        prog="cli.py ablate",
-        description="Run an ablation spec (base config + named variants x seeds) and write ablation.{csv,md,png}. "
-                    "Arguments after -- go to every run (e.g. -- --config configs/debug/limit_batches.yaml).",
-    )
-    parser.add_argument("spec", help="ablation spec YAML, e.g. configs/ablations/quickstart_loss.yaml")
-    parser.add_argument("--runs_dir", type=Path, help="override the spec's runs_dir")
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the spec's seeds (e.g. --seeds 1 for a smoke test)")
-    parser.add_argument("--subprocess", action="store_true", help="run each fit/test in its own Python process")
-    args = parser.parse_args(argv)
-    try:
-        spec = load_spec(args.spec)
-        if args.runs_dir is not None:
-            spec.runs_dir = args.runs_dir
-        if args.seeds:
-            spec.seeds = list(dict.fromkeys(args.seeds))
-        _, runs = run_ablation(spec, extra, args.subprocess)
-    except OpsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def ablate(spec: str, *, runs_dir: Optional[str] = None, seeds: Optional[list[int]] = None, subprocess: bool = False,
+           extra_args: Optional[list[str]] = None) -> int:
+    """Run an ablation spec; returns 0, or 1 when some run failed.
+
+    Args:
+        spec: ablation spec YAML, e.g. configs/ablations/quickstart_loss.yaml
+        runs_dir: override the spec's runs_dir
+        seeds: override the spec's seeds (e.g. --seeds 1 for a smoke test)
+        subprocess: run each fit/test in its own Python process
+        extra_args: arguments for every run, also everything after -- (e.g. -- --config
+            configs/debug/limit_batches.yaml)
+    """
+    loaded = load_spec(spec)
+    if runs_dir is not None:
+        loaded.runs_dir = Path(runs_dir)
+    if seeds:
+        loaded.seeds = list(dict.fromkeys(seeds))
+    _, runs = run_ablation(loaded, extra_args, subprocess)
     return 1 if any(r["status"] == "failed" for r in runs) else 0
 
 
+DESCRIPTION = ("Run an ablation spec (base config + named variants x seeds) and write ablation.{csv,md,png}. "
+               "Arguments after -- go to every run (fenlei ablate SPEC -- --config configs/debug/limit_batches.yaml).")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``fenlei ablate``; returns 0 or 1 (some run failed), raises OpsError on a bad spec."""
+    from fenlei.typed_cli import run_typed
+
+    return run_typed(ablate, sys.argv[1:] if argv is None else argv, prog="fenlei ablate", positional=True,
+                     rest="extra_args", description=DESCRIPTION)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status_of(main))

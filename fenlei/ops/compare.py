@@ -1,4 +1,4 @@
-"""Model comparison: ``python cli.py compare RUN_OR_BUNDLE... --data test.jsonl --out reports/compare``.
+"""Model comparison: ``fenlei compare RUN_OR_BUNDLE... --data test.jsonl --out reports/compare``.
 
 For each run directory (best checkpoint, torch) or deployment bundle (ONNX through ``fenlei.serving.predictor``):
 weighted and macro F1, top-1 and top-5 accuracy on the labelled file, batch-1 latency (p50 and P95 over a fixed,
@@ -11,7 +11,6 @@ model does not know count as errors for that model (reported in the ``unknown_go
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import sys
@@ -22,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from fenlei.errors import exit_status_of
 from fenlei.io import atomic_write_bytes
 from fenlei.ops.runs import OpsError, write_tables
 from fenlei.ops.scorers import Scorer, load_scorer
@@ -162,34 +162,41 @@ def compare(sources: list[str], data: Path, out: Path, text_field: str = "text",
     return rows
 
 
+def compare_command(models: list[str], *, data: str, out: str = "reports/compare", names: Optional[list[str]] = None,
+                    text_field: str = "text", label_field: str = "label", latency_samples: int = 100,
+                    warmup: int = 10, threads: int = 1, batch_size: int = 32, precision: str = "int8",
+                    seed: int = 0) -> None:
+    """Compare run directories and deployment bundles on one labelled file.
+
+    Args:
+        models: run directories (best checkpoint) or bundle directories
+        data: labelled JSONL/CSV file, e.g. a test split
+        out: output folder
+        names: display names, one per model (default: folder names)
+        text_field: field holding the text
+        label_field: field holding the gold label
+        latency_samples: texts timed at batch 1
+        warmup: untimed batch-1 calls first
+        threads: torch threads while scoring
+        batch_size: batch size for the quality metrics
+        precision: bundle precision to load
+        seed: seed of the latency sample
+    """
+    compare(models, Path(data), Path(out), text_field, label_field, latency_samples, warmup, threads, seed,
+            batch_size, precision, names)
+
+
+DESCRIPTION = ("Compare run directories and deployment bundles on one labelled file: weighted/macro F1, top-1/top-5 "
+               "accuracy, batch-1 p50/P95 latency, parameter count (markdown, CSV, PNG).")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of ``cli.py compare``; returns 0 or 2 (bad input)."""
-    parser = argparse.ArgumentParser(
-        prog="cli.py compare",
-        description="Compare run directories and deployment bundles on one labelled file: weighted/macro F1, top-1/"
-                    "top-5 accuracy, batch-1 p50/P95 latency, parameter count (markdown, CSV, PNG).",
-    )
-    parser.add_argument("models", nargs="+", help="run directories (best checkpoint) or bundle directories")
-    parser.add_argument("--data", type=Path, required=True, help="labelled JSONL/CSV file, e.g. a test split")
-    parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="output folder")
-    parser.add_argument("--names", nargs="+", help="display names, one per model (default: folder names)")
-    parser.add_argument("--text_field", default="text")
-    parser.add_argument("--label_field", default="label")
-    parser.add_argument("--latency_samples", type=int, default=100, help="texts timed at batch 1 (default 100)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed batch-1 calls first (default 10)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads while scoring (default 1)")
-    parser.add_argument("--batch_size", type=int, default=32, help="batch size for the quality metrics")
-    parser.add_argument("--precision", default="int8", help="bundle precision to load (default int8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latency sample")
-    args = parser.parse_args(argv)
-    try:
-        compare(args.models, args.data, args.out, args.text_field, args.label_field, args.latency_samples,
-                args.warmup, args.threads, args.seed, args.batch_size, args.precision, args.names)
-    except OpsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """Entry point of ``fenlei compare``; returns 0, raises OpsError on bad input."""
+    from fenlei.typed_cli import run_typed
+
+    return run_typed(compare_command, sys.argv[1:] if argv is None else argv, prog="fenlei compare",
+                     positional=True, description=DESCRIPTION)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status_of(main))

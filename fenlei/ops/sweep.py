@@ -1,4 +1,4 @@
-"""Run a W&B sweep file locally, without a W&B server: ``python cli.py sweep FILE --count N [-- EXTRA ARGS]``.
+"""Run a W&B sweep file locally, without a W&B server: ``fenlei sweep FILE --count N [-- EXTRA ARGS]``.
 
 Grid (cartesian, in file order) and random search (seeded: the same ``--seed`` gives the same trials); ``bayes``
 falls back to random with a warning. Every trial is ``cli.py fit`` with the command's base arguments, the
@@ -13,12 +13,12 @@ an interruption only runs what is missing (same parameters -> same directory).
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
+from fenlei.errors import exit_status_of
 from fenlei.ops.runs import OpsError, override_args, params_hash, read_metric, run_trial, sort_by_metric, write_tables
 from fenlei.ops.sweep_config import SweepSpec, load_sweep, plan_trials
 
@@ -70,54 +70,56 @@ def run_sweep(spec: SweepSpec, count: Optional[int], out: Optional[Path] = None,
     return rows
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cli.py sweep",
-        description="Run a W&B sweep file locally (no W&B server): grid or seeded random search, one run directory "
-                    "per trial, resumable, results table sorted by the sweep metric. Arguments after -- go to every "
-                    "trial (e.g. -- --config configs/debug/limit_batches.yaml).",
-    )
-    parser.add_argument("file", help="sweep YAML (W&B format), e.g. configs/sweeps/quickstart_lr.yaml")
-    parser.add_argument("--count", type=int, help="number of trials (random: required unless run_cap is set; "
-                                                  "grid: first N grid points, default all)")
-    parser.add_argument("--out", type=Path, help="sweep folder (default runs/sweeps/<sweep name>)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random search (default 0)")
-    parser.add_argument("--method", choices=["grid", "random", "bayes"], help="override the file's method")
-    parser.add_argument("--subprocess", action="store_true",
-                        help="run each trial in its own Python process (slower start, fully isolated)")
-    parser.add_argument("--wandb_mode", choices=["offline", "online", "disabled"], default="offline",
-                        help="W&B mode of the trials (default offline: the sweep files' commands ask for online "
-                             "logging, which `wandb agent` needs; arguments after -- still override this)")
-    parser.add_argument("--dry_run", action="store_true", help="print the trials' commands and exit")
-    return parser
+def print_commands(spec: SweepSpec, count: Optional[int], root: Path, seed: int, extra_args: list[str],
+                   wandb_mode: Optional[str]) -> None:
+    """The trials' command lines, one a line, without running them."""
+    for index, params in enumerate(plan_trials(spec, count, seed)):
+        run_dir = trial_dir(root, index, params)
+        print(shlex.join(["python", "cli.py", *trial_args(spec, params, run_dir, extra_args, wandb_mode)]))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of ``cli.py sweep``; returns 0, 1 (some trial failed) or 2 (bad sweep file or arguments)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
-    if args.count is not None and args.count < 1:
-        print("error: --count must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        spec = load_sweep(args.file, method_override=args.method)
-        if args.dry_run:
-            trials = plan_trials(spec, args.count, args.seed)
-            root = args.out or Path("runs") / "sweeps" / spec.name
-            for index, params in enumerate(trials):
-                run_dir = trial_dir(root, index, params)
-                print(shlex.join(["python", "cli.py", *trial_args(spec, params, run_dir, extra, args.wandb_mode)]))
-            return 0
-        rows = run_sweep(spec, args.count, args.out, args.seed, extra, args.subprocess, args.wandb_mode)
-    except OpsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def sweep(file: str, *, count: Optional[int] = None, out: Optional[str] = None, seed: int = 0,
+          method: Optional[Literal["grid", "random", "bayes"]] = None, subprocess: bool = False,
+          wandb_mode: Literal["offline", "online", "disabled"] = "offline", dry_run: bool = False,
+          extra_args: Optional[list[str]] = None) -> int:
+    """Run a W&B sweep file locally; returns 0, or 1 when some trial failed.
+
+    Args:
+        file: sweep YAML (W&B format), e.g. configs/sweeps/quickstart_lr.yaml
+        count: number of trials (random: required unless run_cap is set; grid: first N grid points, default all)
+        out: sweep folder (default runs/sweeps/<sweep name>)
+        seed: seed of the random search
+        method: override the file's method
+        subprocess: run each trial in its own Python process (slower start, fully isolated)
+        wandb_mode: W&B mode of the trials (offline: the sweep files' commands ask for online logging, which
+            `wandb agent` needs; extra arguments still override this)
+        dry_run: print the trials' commands and exit
+        extra_args: arguments for every trial, also everything after -- (e.g. -- --config
+            configs/debug/limit_batches.yaml)
+    """
+    if count is not None and count < 1:
+        raise OpsError("--count must be at least 1")
+    spec = load_sweep(file, method_override=method)
+    extra = list(extra_args or [])
+    if dry_run:
+        print_commands(spec, count, Path(out) if out else Path("runs") / "sweeps" / spec.name, seed, extra, wandb_mode)
+        return 0
+    rows = run_sweep(spec, count, Path(out) if out else None, seed, extra, subprocess, wandb_mode)
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
+DESCRIPTION = ("Run a W&B sweep file locally (no W&B server): grid or seeded random search, one run directory per "
+               "trial, resumable, results table sorted by the sweep metric. Arguments after -- go to every trial "
+               "(fenlei sweep FILE --count N -- --config configs/debug/limit_batches.yaml).")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``fenlei sweep``; returns 0 or 1 (some trial failed), raises OpsError on a bad sweep file."""
+    from fenlei.typed_cli import run_typed
+
+    return run_typed(sweep, sys.argv[1:] if argv is None else argv, prog="fenlei sweep", positional=True,
+                     rest="extra_args", description=DESCRIPTION)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status_of(main))

@@ -1,6 +1,6 @@
 """Batch inference with an exported bundle: JSONL or CSV/TSV in, JSONL out. Torch-free.
 
-    python cli.py infer --bundle bundles/NAME --input texts.jsonl --output predictions.jsonl
+    fenlei infer --bundle bundles/NAME --input texts.jsonl --output predictions.jsonl
 
 The input is streamed (never loaded whole) and predicted in chunks; the output gets exactly one JSON line per
 input row, in input order (blank lines are not rows)::
@@ -12,25 +12,24 @@ input row, in input order (blank lines are not rows)::
 still holds the argmax). A malformed row (bad JSON, not an object, missing/empty/non-text field, bad CSV row)
 gets ``{"line": N, "error": "..."}`` in the output and a ``FILE:N: ...`` line on stderr; the run goes on.
 Exit status: 0 when every row was predicted, 1 when some rows were malformed (the output is still complete),
-2 when nothing could be done (no bundle, unreadable input). The output is written to a temporary file beside it
+2 when nothing could be done (no bundle, unreadable input: a user error, reported by the ``fenlei`` command). The output is written to a temporary file beside it
 and renamed at the end, so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
-from fenlei.errors import FenleiError
-from fenlei.serving.predictor import BundleError, BundlePredictor
+from fenlei.errors import FenleiError, OptionError, exit_status_of
+from fenlei.serving.predictor import BundlePredictor
 
 Row = tuple[int, Optional[dict[str, Any]], Optional[str]]  # (line, mapping or None, error or None)
 
@@ -172,72 +171,86 @@ def run_infer(predictor: BundlePredictor, input_path: Path, out: io.TextIOBase, 
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cli.py infer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", required=True, help="bundle folder written by `cli.py export`")
-    p.add_argument("--input", required=True, help="JSONL or CSV/TSV file")
-    p.add_argument("--output", required=True, help="JSONL file to write (one line per input row)")
-    p.add_argument("--text_field", nargs="+", dest="text_fields",
-                   help="field(s) holding the text, joined with a space (default: the bundle's training fields)")
-    p.add_argument("--keep_fields", nargs="*", default=["id"], help="input fields copied to the output (default: id)")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--precision", choices=["int8", "fp32"], default="int8")
-    p.add_argument("--top_k", type=int, default=5)
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    input_path, output_path = Path(args.input), Path(args.output)
+def check_files(input_path: Path, output_path: Path) -> None:
+    """The input must exist and the output must not be it."""
     if not input_path.is_file():
-        print(f"infer: error: {input_path}: no such file", file=sys.stderr)
-        return 2
+        raise InputError(f"{input_path}: no such file")
     if output_path.exists() and output_path.resolve() == input_path.resolve():
-        print(f"infer: error: {output_path}: output is the input file; refusing to overwrite it", file=sys.stderr)
-        return 2
-    if args.batch_size < 1 or args.top_k < 1:
-        print("infer: error: --batch_size and --top_k must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        predictor = BundlePredictor(args.bundle, precision=args.precision, intra_op_threads=args.threads)
-    except BundleError as err:
-        print(f"infer: error: {err}", file=sys.stderr)
-        return 2
-    fields = args.text_fields or list(predictor.metadata.get("text_fields") or ["text"])
+        raise InputError(f"{output_path}: output is the input file; refusing to overwrite it")
+
+
+def write_predictions(predictor: BundlePredictor, input_path: Path, output_path: Path, fields: list[str],
+                      batch_size: int, top_k: int, keep_fields: list[str], progress_bar: bool,
+                      errors: list[str]) -> int:
+    """Predict every row into a temporary file beside ``output_path``, renamed over it at the end. Returns #rows."""
     separator = str(predictor.metadata.get("text_separator", " "))
     output_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.", suffix=".tmp")
-    errors: list[str] = []
     is_csv = input_path.suffix in (".csv", ".tsv")
-    progress = _Progress(None if is_csv else input_path.stat().st_size, not args.no_progress, "line" if is_csv else "B")
+    progress = _Progress(None if is_csv else input_path.stat().st_size, progress_bar, "line" if is_csv else "B")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            n = run_infer(predictor, input_path, out, fields, separator, args.batch_size, args.top_k,
-                          args.keep_fields, progress, errors)
+            n = run_infer(predictor, input_path, out, fields, separator, batch_size, top_k, keep_fields, progress,
+                          errors)
             out.flush()
             os.fsync(out.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; an output file should not be
         os.replace(tmp, output_path)
-    except InputError as err:
-        Path(tmp).unlink(missing_ok=True)
-        print(f"infer: error: {err}", file=sys.stderr)
-        return 2
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     finally:
         progress.close()
+    return n
+
+
+def print_summary(n: int, errors: list[str], output_path: Path) -> None:
     for line in errors[:50]:
         print(line, file=sys.stderr)
     if len(errors) > 50:
         print(f"... and {len(errors) - 50} more malformed rows (see the error rows in {output_path})", file=sys.stderr)
     print(f"infer: {n} rows -> {output_path} ({n - len(errors)} predicted, {len(errors)} malformed)", file=sys.stderr)
+
+
+def infer(*, bundle: str, input: str, output: str, text_field: Optional[list[str]] = None,
+          keep_fields: Sequence[str] = ("id",), batch_size: int = 32, precision: Literal["int8", "fp32"] = "int8",
+          top_k: int = 5, threads: Optional[int] = None, no_progress: bool = False) -> int:
+    """Batch inference with a bundle; returns 0, or 1 when some rows were malformed (the output is still complete).
+
+    Args:
+        bundle: bundle folder written by `fenlei export`
+        input: JSONL or CSV/TSV file
+        output: JSONL file to write (one line per input row)
+        text_field: field(s) holding the text, joined with a space (default: the bundle's training fields)
+        keep_fields: input fields copied to the output
+        batch_size: texts per onnxruntime call
+        precision: bundle model to run
+        top_k: labels listed per row
+        threads: onnxruntime intra-op threads (default: one per core)
+        no_progress: no progress bar
+    """
+    input_path, output_path = Path(input), Path(output)
+    check_files(input_path, output_path)
+    if batch_size < 1 or top_k < 1:
+        raise OptionError("--batch_size and --top_k must be >= 1")
+    predictor = BundlePredictor(bundle, precision=precision, intra_op_threads=threads)
+    fields = list(text_field or predictor.metadata.get("text_fields") or ["text"])
+    errors: list[str] = []
+    n = write_predictions(predictor, input_path, output_path, fields, batch_size, top_k, list(keep_fields),
+                          not no_progress, errors)
+    print_summary(n, errors, output_path)
     return 1 if errors else 0
 
 
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``fenlei infer``; returns 0 or 1 (malformed rows), raises InputError/BundleError otherwise."""
+    from fenlei.typed_cli import run_typed
+
+    return run_typed(infer, sys.argv[1:] if argv is None else argv, prog="fenlei infer",
+                     description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_status_of(main))

@@ -1,6 +1,6 @@
 """HTTP service for an exported bundle (FastAPI + onnxruntime; no torch, no transformers).
 
-    python cli.py serve --bundle bundles/NAME --host 0.0.0.0 --port 8000
+    fenlei serve --bundle bundles/NAME --host 0.0.0.0 --port 8000
 
 Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 
@@ -19,17 +19,17 @@ cores concurrent sessions only fight over the same cores (each call already uses
 # No ``from __future__ import annotations``: FastAPI resolves the endpoint annotations, and the request model is
 # built inside create_app (its limits are arguments), where string annotations could not be resolved.
 
-import argparse
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fenlei.serving.predictor import BundleError, BundlePredictor
+from fenlei.errors import exit_status_of
+from fenlei.serving.predictor import BundlePredictor
 
 
 class TopK(BaseModel):
@@ -125,33 +125,36 @@ def create_app(bundle_dir: str | Path, precision: str = "int8", intra_op_threads
     return app
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cli.py serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", required=True, help="bundle folder written by `cli.py export`")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--precision", choices=["int8", "fp32"], default="int8")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
-    p.add_argument("--max_chars", type=int, default=2000, help="longest accepted text, in characters")
-    p.add_argument("--max_items", type=int, default=64, help="most texts per request")
-    p.add_argument("--top_k", type=int, default=5, help="default top-k when a request gives none")
-    p.add_argument("--log_level", default="info")
-    return p
+def serve(*, bundle: str, host: str = "127.0.0.1", port: int = 8000, precision: Literal["int8", "fp32"] = "int8",
+          threads: Optional[int] = None, max_chars: int = 2000, max_items: int = 64, top_k: int = 5,
+          log_level: str = "info") -> None:
+    """Serve a bundle over HTTP (FastAPI + uvicorn, one worker).
 
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        app = create_app(args.bundle, precision=args.precision, intra_op_threads=args.threads, max_chars=args.max_chars,
-                         max_items=args.max_items, default_top_k=args.top_k)
-    except BundleError as err:
-        print(f"serve: error: {err}", file=sys.stderr)
-        return 2
+    Args:
+        bundle: bundle folder written by `fenlei export`
+        host: address to listen on
+        port: port to listen on
+        precision: bundle model to serve
+        threads: onnxruntime intra-op threads (default: one per core)
+        max_chars: longest accepted text, in characters
+        max_items: most texts per request
+        top_k: default top-k when a request gives none
+        log_level: uvicorn log level
+    """
+    app = create_app(bundle, precision=precision, intra_op_threads=threads, max_chars=max_chars, max_items=max_items,
+                     default_top_k=top_k)
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
-    return 0
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``fenlei serve``; a bad bundle raises BundleError (reported by the fenlei command)."""
+    from fenlei.typed_cli import run_typed
+
+    return run_typed(serve, sys.argv[1:] if argv is None else argv, prog="fenlei serve",
+                     description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exit_status_of(main))

@@ -20,7 +20,7 @@ from fenlei.data.tools import (
     normalize_text,
     stratified_split_n,
 )
-from tests.conftest import REPO_ROOT, write_jsonl
+from tests.conftest import REPO_ROOT, fenlei_user_error, write_jsonl
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -206,8 +206,7 @@ def test_augment_missing_model_is_a_clear_error(tmp_path: Path, capsys: pytest.C
         "--backtranslate_model",
         str(tmp_path / "nope"),
     ]
-    assert data_tools.main(argv) == 2
-    assert "model not found" in capsys.readouterr().err
+    assert "model not found" in fenlei_user_error(["data", *argv], capsys)
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -222,21 +221,20 @@ def test_refuses_to_overwrite_input(tmp_path: Path, operation: str, capsys: pyte
     argv = [operation, "--input", str(src), "--output", same] + (
         ["--min_per_class", "5"] if operation == "oversample" else []
     )
-    assert data_tools.main(argv) == 2
-    assert "refusing to overwrite the input" in capsys.readouterr().err
+    assert "refusing to overwrite the input" in fenlei_user_error(["data", *argv], capsys)
     assert src.read_bytes() == before
 
 
-def test_split_refuses_input_inside_out_dir(tmp_path: Path) -> None:
+def test_split_refuses_input_inside_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = write_jsonl(tmp_path / "train.jsonl", labelled({"a": 3}))
-    assert data_tools.main(["split", "--input", str(src), "--out_dir", str(tmp_path)]) == 2
+    error = fenlei_user_error(["data", "split", "--input", str(src), "--out_dir", str(tmp_path)], capsys)
+    assert f"{tmp_path / 'train.jsonl'}: output is the input file" in error
 
 
 def test_bad_input_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = tmp_path / "bad.csv"
     src.write_text("text,label\nfine,a\nno label,\n", encoding="utf-8")
-    assert data_tools.main(["stats", "--input", str(src)]) == 2
-    assert f"{src}:3: empty label" in capsys.readouterr().err
+    assert f"fenlei: error: {src}:3: empty label" in fenlei_user_error(["data", "stats", "--input", str(src)], capsys)
 
 
 def test_cli_dispatch_and_no_torch(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ known and repeated texts, and merge without duplicates (torch-free, fast)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from fenlei.ops import active_learning as al
-from tests.conftest import write_jsonl
+from tests.conftest import fenlei_user_error, write_jsonl
 
 # Rows chosen so the three strategies disagree:
 #   row 0: [0.40, 0.35, 0.25]  least confidence 0.60, margin gap 0.05, entropy 1.0805
@@ -77,11 +76,11 @@ class FakeScorer:
         return np.array([self.table[t] for t in texts])
 
 
-def select_args(tmp_path: Path, **kw: Any) -> argparse.Namespace:
+def select_args(tmp_path: Path, **kw: Any) -> dict[str, Any]:
     base = {"pool": str(tmp_path / "pool.jsonl"), "out": str(tmp_path / "queue.jsonl"), "train": None, "n": 3,
-            "strategy": "margin", "text_field": "text", "top_k": 2, "batch_size": 4, "bundle": None, "run": None}
+            "strategy": "margin", "text_field": "text", "top_k": 2, "batch_size": 4}
     base.update(kw)
-    return argparse.Namespace(**base)
+    return base
 
 
 def test_select_skips_train_and_repeated_rows_and_keeps_original_fields(tmp_path: Path) -> None:
@@ -99,7 +98,7 @@ def test_select_skips_train_and_repeated_rows_and_keeps_original_fields(tmp_path
         "password locked": [0.4, 0.4, 0.2], "app crash": [0.6, 0.1, 0.3], "late package": [0.1, 0.0, 0.9],
         "screen broken": [0.2, 0.35, 0.45],
     })
-    report = al.cmd_select(select_args(tmp_path, train=str(tmp_path / "train.jsonl")), scorer=scorer)
+    report = al.select_queue(**select_args(tmp_path, train=str(tmp_path / "train.jsonl")), load_scorer=lambda: scorer)
     assert report == {"pool": 6, "skipped_in_train": 1, "skipped_repeated": 1, "scored": 4, "selected": 3,
                       "strategy": "margin"}
     assert "refund my card" not in scorer.seen and "Password  locked!" not in scorer.seen
@@ -117,9 +116,11 @@ def test_select_skips_train_and_repeated_rows_and_keeps_original_fields(tmp_path
 
 def test_select_refuses_to_overwrite_the_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_jsonl(tmp_path / "pool.jsonl", [{"text": "a"}])
-    code = al.main(["select", "--run", str(tmp_path), "--pool", str(tmp_path / "pool.jsonl"), "--n", "1",
-                    "--out", str(tmp_path / "pool.jsonl")])
-    assert code == 2 and "refusing to overwrite the input" in capsys.readouterr().err
+    error = fenlei_user_error(["al", "select", "--run", str(tmp_path), "--pool", str(tmp_path / "pool.jsonl"), "--n",
+                               "1", "--out", str(tmp_path / "pool.jsonl")], capsys)
+    assert "refusing to overwrite the input" in error
+    both = ["al", "select", "--run", "r", "--bundle", "b", "--pool", "p.jsonl", "--n", "1", "--out", "q.jsonl"]
+    assert "exactly one of --bundle and --run" in fenlei_user_error(both, capsys)
 
 
 def test_merge_adds_labeled_rows_without_duplicates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,15 +154,13 @@ def test_merge_refuses_rows_without_label_and_writes_nothing(tmp_path: Path,
     write_jsonl(tmp_path / "train.jsonl", [{"text": "a b", "label": "x"}])
     write_jsonl(tmp_path / "labeled.jsonl", [{"text": "c", "label": "x"}, {"text": "d"}, {"text": "e", "label": " "},
                                              {"text": "f", "label": None}])
-    code = al.main(["merge", "--train", str(tmp_path / "train.jsonl"), "--labeled", str(tmp_path / "labeled.jsonl"),
-                    "--out", str(tmp_path / "out.jsonl")])
-    assert code == 2
-    err = capsys.readouterr().err
+    err = fenlei_user_error(["al", "merge", "--train", str(tmp_path / "train.jsonl"), "--labeled",
+                             str(tmp_path / "labeled.jsonl"), "--out", str(tmp_path / "out.jsonl")], capsys)
     assert "3 row(s) without a label in field 'label' (lines 2, 3, 4)" in err and "labeled.jsonl" in err
     assert not (tmp_path / "out.jsonl").exists()
-    code = al.main(["merge", "--train", str(tmp_path / "train.jsonl"), "--labeled", str(tmp_path / "train.jsonl"),
-                    "--out", str(tmp_path / "train.jsonl")])
-    assert code == 2 and "refusing to overwrite the input" in capsys.readouterr().err
+    err = fenlei_user_error(["al", "merge", "--train", str(tmp_path / "train.jsonl"), "--labeled",
+                             str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "train.jsonl")], capsys)
+    assert "refusing to overwrite the input" in err
 
 
 def test_ops_modules_import_nothing_heavy() -> None:

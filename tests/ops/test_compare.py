@@ -15,7 +15,7 @@ from fenlei.ops import active_learning, compare
 from fenlei.ops.runs import OpsError
 from fenlei.ops.scorers import RunScorer, load_scorer
 from fenlei.training.cli import run_lightning_cli
-from tests.conftest import REPO_ROOT, tiny_overrides, write_jsonl
+from tests.conftest import REPO_ROOT, fenlei_user_error, tiny_overrides, write_jsonl
 
 QUICKSTART = str(REPO_ROOT / "configs" / "quickstart.yaml")
 
@@ -110,9 +110,9 @@ def test_latency_sample_is_fixed_and_seeded() -> None:
 def test_compare_rejects_unknown_directories(tmp_path: Path, tiny_data: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
-    assert compare.main([str(tmp_path / "empty"), "--data", str(tiny_data / "test.jsonl"),
-                         "--out", str(tmp_path / "o")]) == 2
-    assert "neither a run directory" in capsys.readouterr().err
+    error = fenlei_user_error(["compare", str(tmp_path / "empty"), "--data", str(tiny_data / "test.jsonl"),
+                               "--out", str(tmp_path / "o")], capsys)
+    assert "neither a run directory" in error and str(tmp_path / "empty") in error
 
 
 def test_al_select_with_a_run_directory(tiny_runs: list[Path], tiny_data: Path, tmp_path: Path) -> None:

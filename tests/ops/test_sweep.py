@@ -15,7 +15,7 @@ import yaml
 from fenlei.ops import sweep as sweep_mod
 from fenlei.ops.runs import OpsError, sort_by_metric
 from fenlei.ops.sweep_config import SweepBayesWarning, load_sweep, plan_trials, random_trials
-from tests.conftest import REPO_ROOT, tiny_overrides
+from tests.conftest import REPO_ROOT, fenlei_user_error, tiny_overrides
 
 QUICKSTART = str(REPO_ROOT / "configs" / "quickstart.yaml")
 COMMAND = ["${env}", "${interpreter}", "${program}", "fit", "--config", QUICKSTART, "${args}"]
@@ -214,13 +214,12 @@ def test_sweep_file_errors_name_the_key(tmp_path: Path, fields: dict[str, Any], 
 def test_cli_reports_bad_file_in_one_line_with_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("method: grid\nparameters: [\n")
-    assert sweep_mod.main([str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {path}:") and "invalid YAML" in err and "\n" not in err
-    assert sweep_mod.main([str(tmp_path / "missing.yaml")]) == 2
+    err = fenlei_user_error(["sweep", str(path)], capsys)
+    assert err.startswith(f"fenlei: error: {path}:") and "invalid YAML" in err
+    assert str(tmp_path / "missing.yaml") in fenlei_user_error(["sweep", str(tmp_path / "missing.yaml")], capsys)
     random_file = write_sweep(tmp_path / "r.yaml", method="random", parameters=RANDOM_PARAMS)
-    assert sweep_mod.main([str(random_file)]) == 2
-    assert "needs --count" in capsys.readouterr().err
+    assert "needs --count" in fenlei_user_error(["sweep", str(random_file)], capsys)
+    assert "--count must be at least 1" in fenlei_user_error(["sweep", str(random_file), "--count", "0"], capsys)
 
 
 def test_sort_by_metric_respects_goal_and_puts_missing_last() -> None:

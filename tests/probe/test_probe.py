@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fenlei.probe import features as feat
-from fenlei.probe.run import build_parser, main, run
+from fenlei.probe.run import main, probe
+from tests.conftest import fenlei_user_error
 from tests.decoder_support import make_tokenizer, write_tiny_decoder
 
 
@@ -72,46 +73,45 @@ def test_probe_reuses_cached_features(tiny_llama, tiny_data, tmp_path, monkeypat
     assert first["extraction"]["train"]["from_cache"] is False
     assert first["extraction"]["train"]["examples_per_s"] > 0
     forwards = calls["forward"]
-    second = run(build_parser().parse_args(argv[:-2] + ["--class_weight", "balanced"]))
+    settings = {"model": str(tiny_llama), "data_dir": str(tiny_data), "layer": -1, "pooling": "mean",
+                "head": ["logreg", "mlp"], "mlp_epochs": 20, "cache_dir": str(tmp_path / "cache")}
+    second = probe(**settings, class_weight="balanced")
     assert calls["forward"] == forwards and calls["load"] == 2  # the model never ran again
     assert second["extraction"]["test"]["from_cache"] is True
     for head in ("logreg", "mlp"):
         assert 0.0 <= second["heads"][head]["accuracy"] <= 1.0
     # Different pooling: a different cache entry, so the model runs again.
-    run(build_parser().parse_args(argv[:-2] + ["--pooling", "last"]))
+    probe(**{**settings, "pooling": "last"})
     assert calls["forward"] > forwards
 
 
 def test_probe_learns_tiny_data_from_frozen_random_model(tiny_llama, tiny_data, tmp_path):
     """Class words survive mean pooling even through a random model: the probe must beat chance (0.25) clearly."""
-    report = run(build_parser().parse_args(["--model", str(tiny_llama), "--data_dir", str(tiny_data), "--layer", "0",
-                                            "--cache_dir", str(tmp_path / "c"), "--C", "10"]))
+    report = probe(model=str(tiny_llama), data_dir=str(tiny_data), layer=0, cache_dir=str(tmp_path / "c"), C=10)
     assert report["heads"]["logreg"]["accuracy"] >= 0.6
 
 
 def test_probe_bad_data_dir_exits_2(tmp_path, capsys):
-    assert main(["--model", "x", "--data_dir", str(tmp_path)]) == 2
-    assert "train_file" in capsys.readouterr().err
+    error = fenlei_user_error(["probe", "--model", "x", "--data_dir", str(tmp_path)], capsys)
+    assert f"train_file: no file 'train' in data_dir {str(tmp_path)!r}" in error
 
 
 def test_probe_on_an_encoder(tiny_model, tiny_data, tmp_path):
     """The probe takes encoders too (BERT here, CLS = first-token pooling)."""
-    report = run(build_parser().parse_args(["--model", str(tiny_model), "--data_dir", str(tiny_data), "--layer", "-1",
-                                            "--pooling", "first", "--cache_dir", str(tmp_path / "c")]))
+    report = probe(model=str(tiny_model), data_dir=str(tiny_data), layer=-1, pooling="first",
+                   cache_dir=str(tmp_path / "c"))
     assert report["extraction"]["train"]["dim"] == 32 and report["extraction"]["train"]["num_layers"] == 2
     assert 0.0 <= report["heads"]["logreg"]["accuracy"] <= 1.0
 
 
-def test_probe_device_is_checked_when_parsed(capsys: pytest.CaptureFixture[str]) -> None:
+def test_probe_device_is_checked_before_any_data_or_model(capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from fenlei.probe.run import build_parser
+    from fenlei.probe.run import check_device
 
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--model", "m", "--device", "gpu"])
-    assert "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
+    # No data_dir: a device error must come first, before the missing train file is noticed.
+    error = fenlei_user_error(["probe", "--model", "m", "--device", "gpu"], capsys)
+    assert error == "fenlei: error: --device: expected auto, cpu, cuda or cuda:N, got 'gpu'"
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit):
-            build_parser().parse_args(["--model", "m", "--device", "cuda"])
-        assert "torch sees no CUDA GPU" in capsys.readouterr().err
-    assert build_parser().parse_args(["--model", "m", "--device", "cpu"]).device == "cpu"
+        assert "torch sees no CUDA GPU" in fenlei_user_error(["probe", "--model", "m", "--device", "cuda"], capsys)
+    assert check_device("cpu") == "cpu" and check_device("auto") == "auto"

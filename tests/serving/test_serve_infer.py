@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from fenlei.serving.infer import main as infer_main
 from fenlei.serving.serve import create_app
+from tests.conftest import fenlei_user_error
 from tests.deploy_support import tiny_bundle
 
 
@@ -106,8 +107,17 @@ def test_infer_csv_and_refusals(bundle: Path, tmp_path: Path, capsys: pytest.Cap
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in rows] == [2, 3, 4] and "more cells" in rows[1]["error"]
     assert rows[0]["id"] == "1" and len(rows[0]["top_k"]) == 1
-    assert infer_main(["--bundle", str(bundle), "--input", str(src), "--output", str(src)]) == 2
-    assert "refusing to overwrite" in capsys.readouterr().err
+    error = fenlei_user_error(["infer", "--bundle", str(bundle), "--input", str(src), "--output", str(src)], capsys)
+    assert f"{src}: output is the input file; refusing to overwrite it" in error
     out2 = tmp_path / "never.jsonl"
-    assert infer_main(["--bundle", str(tmp_path / "nope"), "--input", str(src), "--output", str(out2)]) == 2
+    error = fenlei_user_error(["infer", "--bundle", str(tmp_path / "nope"), "--input", str(src), "--output", str(out2)],
+                              capsys)
+    assert str(tmp_path / "nope") in error
     assert not out2.exists() and not list(tmp_path.glob(".never*"))
+    for option in ("--batch_size", "--top_k"):
+        error = fenlei_user_error(["infer", "--bundle", str(bundle), "--input", str(src), "--output", str(out2),
+                                   option, "0"], capsys)
+        assert error == "fenlei: error: --batch_size and --top_k must be >= 1"
+    missing = tmp_path / "missing.jsonl"
+    error = fenlei_user_error(["infer", "--bundle", str(bundle), "--input", str(missing), "--output", str(out2)], capsys)
+    assert error == f"fenlei: error: {missing}: no such file"

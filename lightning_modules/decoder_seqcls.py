@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lightning_modules.encoder_classifier import EncoderClassifier
-from lightning_modules.generative_classifier import AdapterTrainingMixin, build_peft_config
+from lightning_modules.peft_adapters import AdapterTrainingMixin, build_peft_config
 from lightning_modules.optim import Schedule
 from losses import ClassificationLoss
 

@@ -17,7 +17,6 @@ Checkpoints hold only the trainable weights (LoRA + the ``score`` head); ``stric
 
 from __future__ import annotations
 
-import inspect
 from typing import Optional
 
 import torch
@@ -69,9 +68,7 @@ class DecoderSequenceClassifier(AdapterTrainingMixin, ClassificationModule):
         if vocab_size:
             raise ValueError("DecoderSequenceClassifier does not support added marker tokens (vocab_size)")
         super().__init__()
-        frame = inspect.currentframe()
-        assert frame is not None  # CPython always has frames
-        save_constructor_arguments(self, frame)
+        save_constructor_arguments(self)
         check_label_names(label_names, num_classes)
         self._build_model(num_classes)
         self._init_classification(num_classes, class_counts, loss)

@@ -20,7 +20,6 @@ callback in the trainer replaces the single warmup/decay multiplier by one multi
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Literal, Optional
 
@@ -100,9 +99,7 @@ class EncoderModule(pl.LightningModule):
         fused_adamw: bool = True,
     ) -> None:
         super().__init__()
-        frame = inspect.currentframe()
-        assert frame is not None  # CPython always has frames
-        save_constructor_arguments(self, frame)
+        save_constructor_arguments(self)
 
     def _build_encoder(self, num_outputs: int, head: Optional[nn.Module] = None) -> None:
         from transformers import AutoModel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 
 import lightning.pytorch as pl
@@ -25,8 +26,12 @@ def object_arguments(frame: types.FrameType) -> list[str]:
     return sorted({name for args in chain for name, value in args.items() if isinstance(value, nn.Module)})
 
 
-def save_constructor_arguments(module: pl.LightningModule, frame: types.FrameType) -> None:
-    """``save_hyperparameters`` from ``frame`` (an ``__init__``): every argument of it and of the subclass
-    ``__init__`` calls above it, defaults included. Under the CLI the saved values are the config's (a loss as its
+def save_constructor_arguments(module: pl.LightningModule) -> None:
+    """``save_hyperparameters`` called from an ``__init__``: every argument of it and of the subclass ``__init__``
+    calls above it, defaults included. Under the CLI the saved values are the config's (a loss as its
     ``class_path``/``init_args``); from Python, arguments given as modules are left out."""
+    here = inspect.currentframe()
+    frame = here.f_back if here is not None else None
+    if frame is None:
+        raise RuntimeError("save_constructor_arguments needs the caller's frame (CPython)")
     module.save_hyperparameters(ignore=None if from_cli() else object_arguments(frame), frame=frame)

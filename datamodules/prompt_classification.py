@@ -6,18 +6,9 @@ on the prompt and on padding). The prompt lists the allowed values of every fiel
 chat template the instruction is the user turn (``apply_chat_template(..., add_generation_prompt=True)``),
 otherwise a plain instruction template is used.
 
-The answer is built from separately tokenized pieces, so training targets and label scoring use the very same ids
-(BPE merges cannot cross a piece boundary)::
-
-    {"category": "  <label ids>  "  , "urgency": "  <label ids>  "  }  <eos>
-    `- opener 0 -'                 `-- opener 1 --'                 `- closer
-
-    classify(category="  <label ids>  "  , urgency="  <label ids>  "  )  <eos>      (answer_format: call)
-
-Every label is scored together with the closing quote that follows it, so no label is a prefix of another
-(``"1"`` vs ``"11"``: without the quote, ``"11"`` could never beat ``"1"``). Multi-field decoding scores field
-``k`` after the prompt, the openers and the values chosen for fields ``0..k-1`` (the answer is conditioned on
-them, exactly as in training).
+The answer format (its pieces, their tokenization and the parser) is :mod:`fenlei.answers`, shared with the
+generative classifier. Multi-field decoding scores field ``k`` after the prompt, the openers and the values chosen
+for fields ``0..k-1`` (the answer is conditioned on them, exactly as in training).
 
 Label remapping (``label_maps``, e.g. five priority levels to three) is applied when the files are read; label
 sets are the sorted (mapped) training values unless given in ``labels``.
@@ -27,10 +18,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -39,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.readers import DataError, read_rows, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
+from fenlei.answers import AnswerFormat, AnswerFormatError, AnswerSpec, build_answer_spec
 
 DEFAULT_INSTRUCTION = (
     "Classify the text. Answer with a JSON object with the fields {field_list}, each one of the allowed values.\n"
@@ -50,118 +41,6 @@ DEFAULT_CALL_INSTRUCTION = (
     "the allowed values.\n{allowed}\nText: {text}"
 )
 PLAIN_SUFFIX = "\nAnswer:"
-AnswerFormat = Literal["json", "call"]
-
-
-@dataclass
-class AnswerSpec:
-    """Everything needed to build, score and parse answers; plain data, stored in the model's checkpoint."""
-
-    fields: list[str]  # data field names, first = primary (its metrics drive checkpointing)
-    names: list[str]  # names shown in the prompt and used as JSON keys
-    labels: list[list[str]]  # allowed values per field, class-id order
-    openers: list[list[int]]  # ids before each field's value
-    closer: list[int]  # ids after the last value (before EOS)
-    quote: list[int]  # ids of the closing quote that ends every value
-    label_ids: list[list[list[int]]]  # per field, per label: the value's ids (without the quote)
-    eos_id: Optional[int]
-    format: str = "json"  # "json" or "call" (specs stored before the call format have no entry: json)
-    function: str = ""  # the called function's name for "call"
-
-    def scored_ids(self, field: int) -> list[list[int]]:
-        """Label sequences scored for ``field``: value ids + closing quote (prefix-free)."""
-        return [ids + self.quote for ids in self.label_ids[field]]
-
-    def answer_ids(self, choice: list[int]) -> list[int]:
-        out: list[int] = []
-        for k, c in enumerate(choice):
-            out += self.openers[k] + self.label_ids[k][c] + self.quote
-        out += self.closer
-        if self.eos_id is not None:
-            out.append(self.eos_id)
-        return out
-
-    def prefix_ids(self, choice: list[int], field: int) -> list[int]:
-        """Answer ids up to the value of ``field`` (values of the earlier fields as chosen)."""
-        out: list[int] = []
-        for k in range(field):
-            out += self.openers[k] + self.label_ids[k][choice[k]] + self.quote
-        return out + self.openers[field]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AnswerSpec:
-        return cls(**data)
-
-
-def build_answer_spec(tokenizer: Any, fields: list[str], names: list[str], labels: list[list[str]],
-                      answer_format: AnswerFormat = "json", function: str = "classify") -> AnswerSpec:
-    def ids(text: str) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    if answer_format == "json":
-        openers = [ids('{"' + names[0] + '": "')] + [ids(', "' + n + '": "') for n in names[1:]]
-        quote, closer = ids('"'), ids("}")
-    elif answer_format == "call":
-        if not function.isidentifier():
-            raise DataError(f"function_name {function!r} is not an identifier")
-        bad = [n for n in names if not n.isidentifier()]
-        if bad:
-            raise DataError(f"answer_format call: field names {bad} are not identifiers (set field_names)")
-        openers = [ids(function + "(" + names[0] + '="')] + [ids(", " + n + '="') for n in names[1:]]
-        quote, closer = ids('"'), ids(")")
-    else:
-        raise DataError(f"unknown answer_format {answer_format!r}; choose json or call")
-    label_ids = []
-    for k, values in enumerate(labels):
-        per = [ids(v) for v in values]
-        seen: dict[tuple[int, ...], str] = {}
-        for value, seq in zip(values, per, strict=True):
-            if not seq:
-                raise DataError(f"field {fields[k]!r}: label {value!r} tokenizes to nothing")
-            if tuple(seq) in seen:
-                raise DataError(f"field {fields[k]!r}: labels {seen[tuple(seq)]!r} and {value!r} tokenize identically")
-            seen[tuple(seq)] = value
-        label_ids.append(per)
-    return AnswerSpec(list(fields), list(names), [list(v) for v in labels], openers, closer, quote, label_ids,
-                      tokenizer.eos_token_id, answer_format, function if answer_format == "call" else "")
-
-
-def parse_answer(text: str, spec: AnswerSpec) -> list[Optional[str]]:
-    """Field values from generated text.
-
-    JSON format: the first JSON object. Call format: the ``name="value"`` arguments of the first
-    ``function(...)`` call. Otherwise (either format) a ``name: value`` / ``name="value"`` regex per field.
-    ``None`` = the field could not be parsed (a parse failure); a returned value may still be outside the label
-    set (a hallucination) - the caller decides.
-    """
-    import re
-
-    if spec.format == "call":
-        call = re.search(re.escape(spec.function) + r"\s*\((.*?)\)", text, flags=re.S)
-        if call:
-            args = {m.group(1): m.group(2).strip() for m in re.finditer(r'(\w+)\s*=\s*"([^"]*)"', call.group(1))}
-            if args:
-                return [args.get(n) for n in spec.names]
-    start = text.find("{")
-    if spec.format == "json" and start >= 0:
-        end = text.find("}", start)
-        if end >= 0:
-            try:
-                obj = json.loads(text[start : end + 1])
-                if isinstance(obj, dict):
-                    obj = {str(k).strip(): v for k, v in obj.items()}
-                    return [None if obj.get(n) is None else str(obj.get(n)).strip() for n in spec.names]
-            except json.JSONDecodeError:
-                pass
-    out: list[Optional[str]] = []
-    for name in spec.names:
-        ends = '",)\n' if spec.format == "call" else '",}\n'  # what ends an unquoted value
-        match = re.search(r'"?\s*' + re.escape(name) + r'\s*"?\s*[:=]\s*"?([^' + ends + ']*)', text)
-        out.append(match.group(1).strip() if match and match.group(1).strip() else None)
-    return out
 
 
 class PromptDataset(Dataset):
@@ -392,8 +271,11 @@ class PromptClassificationDataModule(pl.LightningDataModule):
 
     @cached_property
     def answer_spec(self) -> AnswerSpec:
-        return build_answer_spec(self.tokenizer, self.label_fields, self.field_names, self.field_labels,
-                                 self.answer_format, self.function_name)
+        try:
+            return build_answer_spec(self.tokenizer, self.label_fields, self.field_names, self.field_labels,
+                                     self.answer_format, self.function_name)
+        except AnswerFormatError as err:  # the format comes from this DataModule's options
+            raise DataError(str(err)) from None
 
     # ---- prompts ----
 

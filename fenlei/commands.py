@@ -38,7 +38,7 @@ COMMANDS: dict[str, Command] = {
     "infer": Command("fenlei.serving.infer", "batch inference with a bundle over JSONL/CSV files (no torch)"),
     "serve": Command("fenlei.serving.serve", "serve a bundle over HTTP with FastAPI (no torch)"),
     "probe": Command("fenlei.probe.run", "linear probe on frozen language-model features"),
-    "merge": Command("lightning_modules.generative_classifier", "merge a LoRA generative classifier into an HF model"),
+    "merge": Command("fenlei.deploy.merge", "merge a LoRA generative classifier into an HF model"),
 }
 
 

@@ -1,8 +1,10 @@
 """Sequence-classification head on a decoder LM: ``AutoModelForSequenceClassification`` + LoRA, head trained in full.
 
 The route for Chinese text on these machines (no Chinese encoder ships offline; gemma-3-270m is multilingual).
-Everything but the model comes from :class:`EncoderClassifier`: the TextClassificationDataModule, the losses
-(class weights from ``class_counts``), the metrics, test reports and predictions.
+The classification task (losses with class weights from ``class_counts``, metrics, test reports and predictions)
+is the encoder classifier's, :class:`~lightning_modules.encoder_classifier.ClassificationModule`, and so is the
+data (TextClassificationDataModule); the optimiser and the adapter-only checkpoints are the generative
+classifier's, :class:`~lightning_modules.peft_adapters.AdapterTrainingMixin`.
 
 Pooling: HF's decoder sequence classifiers read the logits at the last token that is not ``pad_token_id`` (the
 rightmost non-pad token, so left and right padding both work; position ids come from the attention mask, so a
@@ -18,15 +20,15 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
 
-from lightning_modules.encoder_classifier import EncoderClassifier
-from lightning_modules.generative_classifier import AdapterTrainingMixin, build_peft_config
+from lightning_modules.encoder_classifier import ClassificationModule, check_label_names
+from lightning_modules.hparams import save_constructor_arguments
 from lightning_modules.optim import Schedule
+from lightning_modules.peft_adapters import AdapterTrainingMixin, build_peft_config
 from losses import ClassificationLoss
 
 
-class DecoderSequenceClassifier(AdapterTrainingMixin, EncoderClassifier):
+class DecoderSequenceClassifier(AdapterTrainingMixin, ClassificationModule):
     """Decoder LM + LoRA + a linear ``score`` head (trained in full) over the last real token.
 
     Args:
@@ -65,12 +67,14 @@ class DecoderSequenceClassifier(AdapterTrainingMixin, EncoderClassifier):
     ) -> None:
         if vocab_size:
             raise ValueError("DecoderSequenceClassifier does not support added marker tokens (vocab_size)")
-        super().__init__(pretrained=pretrained, num_classes=num_classes, label_names=label_names,
-                         class_counts=class_counts, loss=loss, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                         schedule=schedule, fused_adamw=False)
+        super().__init__()
+        save_constructor_arguments(self)
+        check_label_names(label_names, num_classes)
+        self._build_model(num_classes)
+        self._init_classification(num_classes, class_counts, loss)
         self.strict_loading = False
 
-    def _build_encoder(self, num_outputs: int, head: Optional[nn.Module] = None) -> None:
+    def _build_model(self, num_outputs: int) -> None:
         from peft import get_peft_model
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -83,12 +87,11 @@ class DecoderSequenceClassifier(AdapterTrainingMixin, EncoderClassifier):
         base.config.pad_token_id = tokenizer.pad_token_id or 0  # as TextClassificationDataModule pads
         config = build_peft_config("lora", hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.get("target_modules"), 0,
                                    task_type="SEQ_CLS", modules_to_save=["score"])
+        # The head is the model's own `score` layer (trained in full via modules_to_save).
         self.backbone = get_peft_model(base, config)
         self.backbone.train()
-        self.head = nn.Identity()  # the head is the model's own `score` layer (trained in full via modules_to_save)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # Positions from the mask: with left padding a real token keeps the position it has unpadded.
         positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
-

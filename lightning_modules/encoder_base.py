@@ -1,8 +1,16 @@
-"""What every encoder-based module shares: backbone loading, pooling, head, freezing and the optimizer plan.
+"""What every encoder-based module shares: its hyperparameters, backbone loading, pooling, head, freezing and the
+optimizer plan.
 
-Subclasses (``EncoderClassifier``, the numeric-target modules) call ``save_hyperparameters()`` in their own
-``__init__`` and then ``_build_encoder(out_features)``; the hyperparameter names used here (``pretrained``,
-``pooling``, ``head``, ``lr`` ...) are therefore the same in every module and every YAML file.
+The encoder hyperparameters (``pretrained``, ``pooling``, ``head``, ``lr`` ...) are declared once, in
+``EncoderModule.__init__``. A subclass declares only its own arguments and passes the rest on::
+
+    def __init__(self, *args: Any, loss: Optional[ClassificationLoss] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._build_encoder(self.hparams.num_classes)
+
+jsonargparse follows ``**kwargs`` into this signature (with its docstring), so the CLI lists every argument and
+the YAML keys stay flat (``model.init_args.lr``); the hyperparameters are saved here, where Lightning sees the
+arguments of the whole subclass chain, so checkpoints hold the same keys as when every class spelled them out.
 
 The learning-rate plan: one parameter group per block (head, each transformer layer, embeddings), built up front
 for all parameters, frozen ones included, so unfreezing only flips ``requires_grad``. A ``StagedUnfreezing``
@@ -13,7 +21,7 @@ callback in the trainer replaces the single warmup/decay multiplier by one multi
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -21,7 +29,10 @@ from torch import nn
 
 from fenlei.pretrained import resolve_pretrained
 from lightning_modules.backbones import embeddings, set_trainable, transformer_layers
-from lightning_modules.optim import build_scheduler, param_groups, resolve_warmup
+from lightning_modules.hparams import save_constructor_arguments
+from lightning_modules.optim import Schedule, build_scheduler, param_groups, resolve_warmup
+
+Pooling = Literal["cls", "mean"]
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -39,10 +50,56 @@ def build_head(hidden_size: int, num_outputs: int, head: str, head_hidden_size: 
 
 
 class EncoderModule(pl.LightningModule):
-    """Backbone + pooling + head, freezing and parameter groups; subclasses add the task (loss, metrics)."""
+    """Backbone + pooling + head, freezing and parameter groups; subclasses add the task (loss, metrics).
+
+    Args:
+        pretrained: HF hub id or local folder of the encoder, or ``packaged:minilm`` / ``packaged:mpnet``.
+        num_classes: Number of classes, the bins of a numeric target (linked from the DataModule; not set in YAML).
+        label_names: Class (bin) names in id order (linked from the DataModule; stored in checkpoints for export).
+        class_counts: Training examples per class or bin (linked; feeds class-weighted losses).
+        vocab_size: Tokenizer size when the DataModule added marker tokens (linked); the embeddings are resized.
+        pooling: ``cls`` (first token) or ``mean`` (mean over non-padding tokens; native for sentence encoders).
+        head: ``linear`` (dropout + linear) or ``mlp`` (Linear-GELU-Dropout-Linear).
+        head_hidden_size: Width of the MLP head's hidden layer (default: the encoder's hidden size).
+        dropout: Dropout in the head.
+        freeze_embeddings: Keep the embedding block frozen.
+        freeze_layers: Keep the bottom N transformer layers frozen (embeddings are frozen too when N > 0).
+        lr: Peak learning rate of the encoder's top layer.
+        head_lr: Peak learning rate of the head (default ``lr``); a larger head lr lets the randomly initialised
+            head catch up with the pretrained encoder.
+        weight_decay: AdamW weight decay (not applied to biases and norms).
+        layerwise_lr_decay: Layer ``i`` from the top gets ``lr * decay**i``; embeddings get one more factor.
+        warmup: Warmup length: a fraction of all training steps if < 1, else a number of steps.
+        schedule: Decay after warmup: ``linear``, ``cosine`` or ``constant``.
+        fused_adamw: Use torch's fused AdamW kernel (faster on CPU and GPU).
+    """
 
     backbone: nn.Module
     head: nn.Module
+
+    def __init__(
+        self,
+        pretrained: str,
+        num_classes: int = 2,
+        label_names: Optional[list[str]] = None,
+        class_counts: Optional[list[int]] = None,
+        vocab_size: Optional[int] = None,
+        pooling: Pooling = "cls",
+        head: Literal["linear", "mlp"] = "linear",
+        head_hidden_size: Optional[int] = None,
+        dropout: float = 0.1,
+        freeze_embeddings: bool = False,
+        freeze_layers: int = 0,
+        lr: float = 5e-5,
+        head_lr: Optional[float] = None,
+        weight_decay: float = 0.01,
+        layerwise_lr_decay: float = 1.0,
+        warmup: float = 0.06,
+        schedule: Schedule = "linear",
+        fused_adamw: bool = True,
+    ) -> None:
+        super().__init__()
+        save_constructor_arguments(self)
 
     def _build_encoder(self, num_outputs: int, head: Optional[nn.Module] = None) -> None:
         from transformers import AutoModel
@@ -131,9 +188,3 @@ class _ParamBag(nn.Module):
         for _, param in self._named:
             yield param
 
-
-def from_cli() -> bool:
-    """True while LightningCLI instantiates the module (it records the given hyperparameters itself)."""
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-    return _given_hyperparameters.get() is not None

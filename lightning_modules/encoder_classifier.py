@@ -1,75 +1,36 @@
-"""Encoder classifier: any Hugging Face encoder (``AutoModel``), a pooling step and a classification head."""
+"""Classifiers of text: the classification task shared by every classifier module (loss, metrics, steps, test
+report, predictions), and the encoder classifier (any Hugging Face ``AutoModel`` encoder, a pooling step and a
+classification head)."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Optional
 
+import lightning.pytorch as pl
 import torch
-from torch import nn
 from torchmetrics import MaxMetric
 
-from lightning_modules.encoder_base import EncoderModule, from_cli, masked_mean  # noqa: F401 - masked_mean re-exported
+from lightning_modules.encoder_base import EncoderModule, masked_mean  # noqa: F401 - masked_mean re-exported
 from lightning_modules.metrics import calibration_safe_probs, classification_metrics
-from lightning_modules.optim import Schedule
-from losses import ClassificationLoss, CrossEntropyLoss
+from losses import ClassificationLoss, with_class_counts
 
 
-class EncoderClassifier(EncoderModule):
-    """Text classifier over a pretrained encoder.
+def check_label_names(label_names: Optional[list[str]], num_classes: int) -> None:
+    if label_names is not None and len(label_names) != num_classes:
+        raise ValueError(f"{len(label_names)} label names for num_classes={num_classes}")
 
-    Args:
-        pretrained: HF hub id or local folder of the encoder, or ``packaged:minilm`` / ``packaged:mpnet``.
-        num_classes: Number of classes (linked from the DataModule; not set in YAML).
-        label_names: Class names in id order (linked from the DataModule; stored in checkpoints for export).
-        class_counts: Training examples per class (linked; feeds class-weighted losses).
-        vocab_size: Tokenizer size when the DataModule added marker tokens (linked); the embeddings are resized.
-        pooling: ``cls`` (first token) or ``mean`` (mean over non-padding tokens; native for sentence encoders).
-        head: ``linear`` (dropout + linear) or ``mlp`` (Linear-GELU-Dropout-Linear).
-        head_hidden_size: Width of the MLP head's hidden layer (default: the encoder's hidden size).
-        dropout: Dropout in the head.
-        freeze_embeddings: Keep the embedding block frozen.
-        freeze_layers: Keep the bottom N transformer layers frozen (embeddings are frozen too when N > 0).
-        loss: Loss module (``losses.CrossEntropyLoss`` by default); class weights come from ``class_counts``.
-        lr: Peak learning rate of the encoder's top layer.
-        head_lr: Peak learning rate of the head (default ``lr``); a larger head lr lets the randomly initialised
-            head catch up with the pretrained encoder.
-        weight_decay: AdamW weight decay (not applied to biases and norms).
-        layerwise_lr_decay: Layer ``i`` from the top gets ``lr * decay**i``; embeddings get one more factor.
-        warmup: Warmup length: a fraction of all training steps if < 1, else a number of steps.
-        schedule: Decay after warmup: ``linear``, ``cosine`` or ``constant``.
-        fused_adamw: Use torch's fused AdamW kernel (faster on CPU and GPU).
+
+class ClassificationModule(pl.LightningModule):
+    """The classification task: loss, per-stage metrics, steps, the test report and predictions.
+
+    A subclass provides the model (``forward(input_ids, attention_mask) -> logits``) and the optimiser, saves
+    ``num_classes`` and ``label_names`` among its hyperparameters, and calls :meth:`_init_classification` once its
+    model is built.
     """
 
-    def __init__(
-        self,
-        pretrained: str,
-        num_classes: int = 2,
-        label_names: Optional[list[str]] = None,
-        class_counts: Optional[list[int]] = None,
-        vocab_size: Optional[int] = None,
-        pooling: Literal["cls", "mean"] = "cls",
-        head: Literal["linear", "mlp"] = "linear",
-        head_hidden_size: Optional[int] = None,
-        dropout: float = 0.1,
-        freeze_embeddings: bool = False,
-        freeze_layers: int = 0,
-        loss: Optional[ClassificationLoss] = None,
-        lr: float = 5e-5,
-        head_lr: Optional[float] = None,
-        weight_decay: float = 0.01,
-        layerwise_lr_decay: float = 1.0,
-        warmup: float = 0.06,
-        schedule: Schedule = "linear",
-        fused_adamw: bool = True,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["loss"] if isinstance(loss, nn.Module) and not from_cli() else None)
-        if label_names is not None and len(label_names) != num_classes:
-            raise ValueError(f"{len(label_names)} label names for num_classes={num_classes}")
-        self._build_encoder(num_classes)
-        self.loss_fn = loss if loss is not None else CrossEntropyLoss()
-        if class_counts is not None:
-            self.loss_fn.set_class_counts(class_counts)
+    def _init_classification(self, num_classes: int, class_counts: Optional[list[int]],
+                             loss: Optional[ClassificationLoss]) -> None:
+        self.loss_fn = with_class_counts(loss, class_counts)
         self.train_metrics = classification_metrics(num_classes, prefix="train/")
         self.val_metrics = classification_metrics(num_classes, prefix="val/")
         self.test_metrics = classification_metrics(num_classes, prefix="test/")
@@ -141,3 +102,19 @@ class EncoderClassifier(EncoderModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"]).float()
         return {"index": batch["index"], "probs": torch.softmax(logits, dim=-1)}
+
+
+class EncoderClassifier(EncoderModule, ClassificationModule):
+    """Text classifier over a pretrained encoder.
+
+    Args:
+        loss: Loss module (``losses.CrossEntropyLoss`` by default); class weights come from ``class_counts``.
+        *args, **kwargs: The encoder's hyperparameters (:class:`~lightning_modules.encoder_base.EncoderModule`).
+    """
+
+    def __init__(self, *args: Any, loss: Optional[ClassificationLoss] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        hp = self.hparams
+        check_label_names(hp.label_names, hp.num_classes)
+        self._build_encoder(hp.num_classes)
+        self._init_classification(hp.num_classes, hp.class_counts, loss)

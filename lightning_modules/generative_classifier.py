@@ -3,7 +3,7 @@
 Training: the ordinary LM loss on the answer tokens only (the DataModule sets ``labels`` to -100 on the prompt and
 on padding). Decoding, both kept for comparison:
 
-- ``score`` (label scoring, :mod:`lightning_modules.label_scoring`): the log-probability of every allowed value
+- ``score`` (label scoring, :mod:`lightning_modules.answer_decoding`): the log-probability of every allowed value
   (plus its closing quote) after the prompt, under constrained decoding (``label_normalisation="labels"``) or
   under the LM (``"vocab"``); the prompt is encoded once, then one forward per field over the label tree.
   Always a valid label: parse failures and hallucinations are zero by construction. Several fields are decoded in
@@ -11,21 +11,19 @@ on padding). Decoding, both kept for comparison:
 - ``generate`` (free greedy generation, ``model.generate``) and a JSON/regex parser: outputs that cannot be parsed
   count as parse failures, parsed values outside the label set as hallucinations (both count as wrong).
 
-Metrics per decoding and field: accuracy, macro-F1 (over the classes present in the targets or the valid
-predictions), parse-failure rate, hallucination rate, examples/s. ``val/f1_macro`` (checkpoint monitor) is the
-first field under the first ``val_decoding``.
+Metrics per decoding and field (:mod:`lightning_modules.field_metrics`): accuracy, macro-F1 (over the classes
+present in the targets or the valid predictions), parse-failure rate, hallucination rate, examples/s.
+``val/f1_macro`` (checkpoint monitor) is the first field under the first ``val_decoding``.
 
 Checkpoints hold only the trainable (adapter) weights; ``strict_loading`` is off so the frozen base comes from
 ``pretrained``. At the end of ``fit`` the adapter of the BEST checkpoint (the checkpoint callback's monitor; the last
 step's weights when there is none) is also written with ``save_pretrained`` to ``<run>/adapter``.
-``python cli.py merge --ckpt_path CKPT --out DIR`` writes a merged HF model (LoRA only).
+``fenlei merge --ckpt_path CKPT --out DIR`` (:mod:`fenlei.deploy.merge`) writes a merged HF model (LoRA only).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -34,102 +32,15 @@ import lightning.pytorch as pl
 import torch
 
 from fenlei.io import atomic_dir
-from lightning_modules.label_scoring import score_labels
-from lightning_modules.optim import Schedule, adamw_on_trainable
+from lightning_modules.answer_decoding import AnswerDecoding
+from lightning_modules.field_metrics import FieldTally
+from lightning_modules.optim import Schedule
+from lightning_modules.peft_adapters import AdapterTrainingMixin, build_peft_config
 
 Decoding = Literal["score", "generate"]
-DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def build_peft_config(method: str, r: int, alpha: int, dropout: float, target_modules: Optional[list[str]],
-                      num_virtual_tokens: int, task_type: str = "CAUSAL_LM",
-                      modules_to_save: Optional[list[str]] = None) -> Any:
-    from peft import LoraConfig, PrefixTuningConfig
-
-    if method == "lora":
-        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules or DEFAULT_TARGETS,
-                          task_type=task_type, modules_to_save=modules_to_save)
-    if method == "prefix":  # P-tuning v2: trainable key/value prefixes in every layer
-        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=num_virtual_tokens)
-    raise ValueError(f"unknown peft_method {method!r}; choose lora or prefix")
-
-
-def adapter_state_dict(module: torch.nn.Module, state_dict: dict[str, Any]) -> dict[str, Any]:
-    """Only the trainable entries of ``state_dict`` (the frozen base is reloaded from ``pretrained``)."""
-    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
-    return {k: v for k, v in state_dict.items() if k in trainable}
-
-
-def _left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for r, seq in enumerate(rows):
-        ids[r, width - len(seq) :] = torch.tensor(seq, dtype=torch.long, device=device)
-        mask[r, width - len(seq) :] = 1
-    return ids, mask
-
-
-class AdapterTrainingMixin:
-    """For LightningModules that train a PEFT adapter (and heads) on a frozen base: AdamW over the trainable
-    parameters with the module's ``lr``/``weight_decay``/``warmup``/``schedule`` hparams, and checkpoints holding the
-    trainable weights only (set ``strict_loading = False``; the base comes from ``pretrained``)."""
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        return adamw_on_trainable(self, hp.lr, hp.weight_decay, hp.warmup, hp.schedule,
-                                  int(self.trainer.estimated_stepping_batches))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = adapter_state_dict(self, checkpoint["state_dict"])
-
-
-class _Tally:
-    """Accumulates one decoding's predictions over an epoch."""
-
-    def __init__(self) -> None:
-        self.preds: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
-        self.failed: list[torch.Tensor] = []
-        self.hallucinated: list[torch.Tensor] = []
-        self.seconds = 0.0
-
-    @classmethod
-    def merge(cls, parts: list[dict[str, Any]]) -> _Tally:
-        """One tally from several processes' ``{"preds", "targets", "failed", "hallucinated", "seconds"}``."""
-        merged = cls()
-        for part in parts:
-            merged.preds.append(part["preds"].cpu())
-            merged.targets.append(part["targets"].cpu())
-            merged.failed.append(part["failed"].cpu())
-            merged.hallucinated.append(part["hallucinated"].cpu())
-            merged.seconds = max(merged.seconds, float(part["seconds"]))
-        return merged
-
-    def compute(self, names: list[str]) -> dict[str, Any]:
-        from fenlei.metrics import macro_f1
-
-        preds, targets = torch.cat(self.preds), torch.cat(self.targets)
-        failed, halluc = torch.cat(self.failed), torch.cat(self.hallucinated)
-        n = len(preds)
-        out: dict[str, Any] = {"examples_per_s": n / max(self.seconds, 1e-9), "num_examples": n, "fields": {}}
-        for k, name in enumerate(names):
-            p, t = preds[:, k].numpy(), targets[:, k].numpy()
-            classes = sorted((set(t.tolist()) | set(p.tolist())) - {-1})
-            out["fields"][name] = {
-                "accuracy": float(((p == t) & (t >= 0)).mean()),  # a target unseen in train (-1) is never right
-                "f1_macro": macro_f1(t, p, labels=classes) if classes else 0.0,
-                "parse_failure_rate": float(failed[:, k].float().mean()),
-                "hallucination_rate": float(halluc[:, k].float().mean()),
-            }
-        first = out["fields"][names[0]]
-        out.update(accuracy=first["accuracy"], f1_macro=first["f1_macro"],
-                   parse_failure_rate=float(failed.any(1).float().mean()),
-                   hallucination_rate=float(halluc.any(1).float().mean()))
-        return out
-
-
-class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
+class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningModule):
     """Decoder LM + PEFT adapter that answers a classification prompt; decoded by label scoring or generation.
 
     Args:
@@ -206,14 +117,14 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         self.model.train()  # from_pretrained returns eval mode; Lightning 2.6 keeps module modes as found
         self.strict_loading = False  # checkpoints hold the adapter only
         self._tokenizer: Any = None
-        self._tallies: dict[str, _Tally] = {}
+        self._tallies: dict[str, FieldTally] = {}
         self._prefix_store: tuple[list[int], Any, Any] | None = None  # ids, KV cache, (device, autocast)
 
     # ---- plumbing ----
 
     @property
     def spec(self) -> Any:
-        from datamodules.prompt_classification import AnswerSpec
+        from fenlei.answers import AnswerSpec
 
         if self.hparams.get("answer_spec") is None:
             raise RuntimeError("no answer_spec: train or load with a PromptClassificationDataModule")
@@ -232,11 +143,6 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         if datamodule is not None and hasattr(datamodule, "answer_spec"):
             self.hparams["answer_spec"] = datamodule.answer_spec.to_dict()
             self._tokenizer = datamodule.tokenizer
-
-    @property
-    def scoring_strategy(self) -> str:
-        # Prefix tuning injects its own key/value prefixes, which a reused, repeated prompt cache cannot carry.
-        return "concat" if self.hparams.peft_method == "prefix" else "kv_cache"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``[B, T, V]`` (positions from the mask, so either padding side works)."""
@@ -266,61 +172,7 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
                                                  ignore_index=-100)
 
-    # ---- decoding ----
-
-    @staticmethod
-    def _prompts(batch: dict[str, torch.Tensor]) -> list[list[int]]:
-        return [row[mask.bool()].tolist() for row, mask in zip(batch["prompt_ids"], batch["prompt_mask"], strict=True)]
-
-    def _trees(self) -> list[Any]:
-        """Each field's :class:`LabelTree`, built once per label set and normalisation (not per batch)."""
-        from lightning_modules.label_scoring import LabelTree
-
-        spec, norm = self.spec, self.hparams.label_normalisation
-        key = (norm, tuple(tuple(map(tuple, spec.scored_ids(k))) for k in range(len(spec.fields))))
-        cached = getattr(self, "_tree_cache", None)
-        if cached is None or cached[0] != key:
-            self._tree_cache = (key, [LabelTree(spec.scored_ids(k), norm) for k in range(len(spec.fields))])
-        return self._tree_cache[1]
-
-    def _tree_path_ok(self, prompts: list[list[int]]) -> bool:
-        """Whether the one-forward-per-field tree path is exact here: LoRA (prefix tuning injects its own cache),
-        an attention that takes a custom 4-D mask, and everything (prompt, nodes, continuations, holes included)
-        within every sliding-window layer (the custom mask does not apply the window)."""
-        from lightning_modules.label_scoring import sliding_window, tree_attention_supported
-
-        if self.hparams.peft_method == "prefix" or not tree_attention_supported(self.model):
-            return False
-        window = sliding_window(self.model)
-        spec = self.spec
-        slots = max(map(len, prompts)) + len(spec.openers[0]) + sum(
-            len(tree) + max(map(len, ids)) + len(spec.quote) + len(opener)
-            for tree, ids, opener in zip(self._trees(), spec.label_ids, [*spec.openers[1:], []], strict=True))
-        return window is None or slots < window
-
-    @torch.no_grad()
-    def decode_score(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Label scoring: ``[B, F]`` class ids and each field's ``[B, C_k]`` label log-probs.
-
-        One forward per field (:class:`~lightning_modules.label_scoring.LabelTree`): the first runs over each
-        prompt's own tokens (the instruction shared by all prompts is encoded once per evaluation loop) followed
-        by field 0's label tree; field ``k``'s runs over the rest of the chosen value, its closing quote and the
-        next field's opener, followed by field ``k``'s tree. Prefix tuning (and a prompt too long for a sliding
-        window) re-encodes the prompt per field instead.
-        """
-        prompts = self._prompts(batch)
-        if self._tree_path_ok(prompts):
-            return self._decode_score_tree(batch, prompts)
-        return self._decode_score_per_field(batch)
-
-    # Prompts share their instruction and label lists; only the text at the end differs. That common prefix is
-    # encoded once per evaluation loop, not per batch: on the Endava benchmark it is 77 of 128 prompt tokens, and
-    # label scoring went from 1.31 to 1.79 examples/s.
-    MIN_SHARED_PREFIX = 8
-
-    def clear_prompt_cache(self) -> None:
-        """Forget the encoded shared prompt prefix (done automatically whenever the weights may change)."""
-        self._prefix_store = None
+    # ---- decoding (AnswerDecoding): its prompt cache must not outlive the weights it was computed with ----
 
     def train(self, mode: bool = True) -> GenerativeClassifier:
         self.clear_prompt_cache()  # eval() comes through here too: every new evaluation loop starts clean
@@ -329,117 +181,8 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.clear_prompt_cache()
 
-    def _shared_prefix(self, rows: list[list[int]]) -> tuple[list[int], Any] | None:
-        """``(prefix ids, batch-1 KV cache)`` of a prefix common to all ``rows`` (at least one token of each row
-        left over), or None when they share too little. The prefix found for the first batch is kept and reused
-        by later batches that start with it, so an evaluation loop encodes the instruction once (twice at batch 1:
-        the first row's prefix is the row itself)."""
-        import copy
-        import os.path
-
-        shortest = min(map(len, rows))
-        device = next(self.model.parameters()).device
-        stored = getattr(self, "_prefix_store", None)
-        if stored is not None and stored[2] != (device, torch.is_autocast_enabled(device.type)):
-            stored = self._prefix_store = None  # the module moved to another device or precision since
-        if stored is not None:
-            ids, cache, _ = stored
-            if len(ids) < shortest and all(r[: len(ids)] == ids for r in rows):
-                return ids, copy.deepcopy(cache)
-        # A single row shares all of itself with itself: compare it with the stored prefix instead, so that one-by-one
-        # decoding (batch 1, the service case) settles on the instruction after the second row and reuses it.
-        pool = rows if len(rows) > 1 or stored is None else [stored[0], *rows]
-        ids = list(os.path.commonprefix(pool))[: shortest - 1]
-        if len(ids) < self.MIN_SHARED_PREFIX:
-            return None
-        out = self.model(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1)
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        self._prefix_store = (ids, cache, (device, torch.is_autocast_enabled(device.type)))
-        return ids, copy.deepcopy(cache)
-
-    @torch.no_grad()
-    def _decode_score_tree(self, batch: dict[str, torch.Tensor], prompts: list[list[int]]
-                           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        from lightning_modules.label_scoring import extend_with_tree
-
-        spec, trees = self.spec, self._trees()
-        device, n = batch["prompt_ids"].device, len(prompts)
-        rows = [p + spec.openers[0] for p in prompts]
-        shared = self._shared_prefix(rows)
-        if shared is None:
-            cache, past, block = None, torch.zeros(n, 0, dtype=torch.long, device=device), rows
-        else:
-            prefix, cache = shared
-            cache.batch_repeat_interleave(n)
-            past = torch.ones(n, len(prefix), dtype=torch.long, device=device)
-            block = [r[len(prefix) :] for r in rows]
-        lengths = past.sum(1)
-        choice = torch.zeros(n, len(spec.fields), dtype=torch.long)
-        all_scores = []
-        pad = self.tokenizer.pad_token_id or 0
-        for k, tree in enumerate(trees):
-            ids, block_mask = _left_pad(block, pad, device)
-            cache, head = extend_with_tree(self.model, tree, ids, block_mask, cache, past, lengths)
-            token_logp = tree.token_logp(head)
-            scores = token_logp.sum(-1)
-            if self.hparams.length_normalise:
-                scores = scores / tree.lengths.to(scores.device)
-            choice[:, k] = scores.argmax(-1).cpu()
-            all_scores.append(scores)
-            if k == len(trees) - 1:
-                break
-            # Keep the chosen label's nodes in the cache; the other nodes stay masked holes. The next block is the
-            # rest of the chosen value (the tokens that were not nodes), its closing quote and the next opener.
-            path = tree.path_mask(choice[:, k]).to(device)
-            past = torch.cat([past, block_mask, path], 1)
-            lengths = lengths + block_mask.sum(1) + path.sum(1)
-            block = [spec.label_ids[k][c][tree.fed_tokens[c] :] + spec.quote + spec.openers[k + 1]
-                     for c in choice[:, k].tolist()]
-        return choice, all_scores
-
-    @torch.no_grad()
-    def _decode_score_per_field(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        spec, prompts = self.spec, self._prompts(batch)
-        pad = self.tokenizer.pad_token_id or 0
-        choice = torch.zeros(len(prompts), len(spec.fields), dtype=torch.long)
-        all_scores = []
-        for k in range(len(spec.fields)):
-            rows = [p + spec.prefix_ids(choice[b].tolist(), k) for b, p in enumerate(prompts)]
-            ids, mask = _left_pad(rows, pad, batch["prompt_ids"].device)
-            scores = score_labels(self.model, ids, spec.scored_ids(k), self.hparams.length_normalise, mask,
-                                  strategy=self.scoring_strategy,
-                                  normalisation=self.hparams.label_normalisation)
-            choice[:, k] = scores.argmax(-1).cpu()
-            all_scores.append(scores)
-        return choice, all_scores
-
-    @torch.no_grad()
-    def decode_generate(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        """Greedy generation + parser: ``[B, F]`` class ids (-1 = failed or hallucinated), failure and
-        hallucination masks, and the generated texts."""
-        from datamodules.prompt_classification import parse_answer
-
-        spec, tok = self.spec, self.tokenizer
-        out = self.model.generate(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"],
-                                  max_new_tokens=self.hparams.max_new_tokens, do_sample=False,
-                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        texts = tok.batch_decode(out[:, batch["prompt_ids"].shape[1] :], skip_special_tokens=True)
-        n, f = len(texts), len(spec.fields)
-        preds = torch.full((n, f), -1, dtype=torch.long)
-        failed = torch.zeros((n, f), dtype=torch.bool)
-        halluc = torch.zeros((n, f), dtype=torch.bool)
-        for b, text in enumerate(texts):
-            for k, value in enumerate(parse_answer(text, spec)):
-                if value is None:
-                    failed[b, k] = True
-                elif value in spec.labels[k]:
-                    preds[b, k] = spec.labels[k].index(value)
-                else:
-                    halluc[b, k] = True
-        return preds, failed, halluc, texts
-
     def _run_decoding(self, name: str, batch: dict[str, torch.Tensor], stage: str) -> None:
-        tally = self._tallies.setdefault(f"{stage}/{name}", _Tally())
+        tally = self._tallies.setdefault(f"{stage}/{name}", FieldTally())
         start = time.perf_counter()
         if name == "score":
             preds, _ = self.decode_score(batch)
@@ -448,11 +191,7 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
             preds, failed, halluc, _ = self.decode_generate(batch)
         else:
             raise ValueError(f"unknown decoding {name!r}; choose score or generate")
-        tally.seconds += time.perf_counter() - start
-        tally.preds.append(preds)
-        tally.targets.append(batch["targets"].cpu())
-        tally.failed.append(failed)
-        tally.hallucinated.append(halluc)
+        tally.add(preds, batch["targets"].cpu(), failed, halluc, time.perf_counter() - start)
 
     # ---- steps ----
 
@@ -490,25 +229,14 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
                 if key.startswith(stage + "/") and tally.preds}
 
     def _gather_tallies(self, stage: str, decodings: list[str]) -> None:
-        """Under DDP each process decoded its own shard: replace every tally by the union of all processes' tallies
-        (``all_gather_object``), so that the metrics, the checkpoint monitor and the written reports cover the whole
-        split. Called from the epoch-end hooks, which every process runs, for a fixed list of decodings (a
-        collective must be entered by all processes in the same order). examples/s becomes all examples over the
-        slowest process's decoding time (the processes decode in parallel). Note: a DistributedSampler repeats a
-        few examples to give every process the same number of batches."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
+        """Under DDP each process decoded its own shard: replace every tally by the union of all processes' tallies,
+        so that the metrics, the checkpoint monitor and the written reports cover the whole split. Called from the
+        epoch-end hooks, which every process runs, for a fixed list of decodings (a collective must be entered by
+        all processes in the same order). Note: a DistributedSampler repeats a few examples to give every process
+        the same number of batches."""
         for name in decodings:
             key = f"{stage}/{name}"
-            mine = self._tallies.get(key)
-            local = None if mine is None or not mine.preds else {
-                "preds": torch.cat(mine.preds), "targets": torch.cat(mine.targets), "failed": torch.cat(mine.failed),
-                "hallucinated": torch.cat(mine.hallucinated), "seconds": mine.seconds}
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, local)
-            self._tallies[key] = _Tally.merge([part for part in parts if part is not None])
+            self._tallies[key] = self._tallies.get(key, FieldTally()).gathered()
 
     def _log_metrics(self, stage: str, decodings: list[str]) -> dict[str, dict[str, Any]]:
         self._gather_tallies(stage, decodings)
@@ -595,30 +323,3 @@ class GenerativeClassifier(AdapterTrainingMixin, pl.LightningModule):
         if self.hparams.peft_method != "lora":
             raise ValueError("only LoRA adapters can be merged; prefix tuning needs the PEFT model at inference")
         return self.model.merge_and_unload()
-
-
-def main(argv: list[str]) -> int:
-    """``python cli.py merge --ckpt_path CKPT --out DIR``: merged HF model (AutoModelForCausalLM) + tokenizer."""
-    parser = argparse.ArgumentParser(prog="cli.py merge", description=main.__doc__)
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a GenerativeClassifier fit")
-    parser.add_argument("--out", required=True, help="output folder (written atomically)")
-    args = parser.parse_args(argv)
-    if not Path(args.ckpt_path).is_file():
-        print(f"fenlei: error: --ckpt_path {args.ckpt_path}: no such file", file=sys.stderr)
-        return 2
-    module = GenerativeClassifier.load_from_checkpoint(args.ckpt_path, map_location="cpu")
-    try:
-        merged = module.merged_model()
-    except ValueError as err:
-        print(f"fenlei: error: {err}", file=sys.stderr)
-        return 2
-
-    def write(tmp: Path) -> None:
-        merged.save_pretrained(tmp)
-        module.tokenizer.save_pretrained(tmp)
-        if module.hparams.get("answer_spec") is not None:
-            (tmp / "answer_spec.json").write_text(json.dumps(module.hparams.answer_spec, ensure_ascii=False))
-
-    atomic_dir(Path(args.out), write)
-    print(f"fenlei: merged model written to {args.out}")
-    return 0

@@ -23,13 +23,22 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MaxMetric
 
-from lightning_modules.encoder_base import EncoderModule, from_cli
-from lightning_modules.optim import Schedule
-from losses import ClassificationLoss, CrossEntropyLoss
+from lightning_modules.encoder_base import EncoderModule, Pooling
+from losses import ClassificationLoss, with_class_counts
 
 
 class NumericTargetModule(EncoderModule):
-    """Shared steps and metrics; subclasses define ``num_outputs``, ``compute_loss`` and ``decode``."""
+    """Shared steps and metrics; subclasses define ``num_outputs``, ``compute_loss`` and ``decode``.
+
+    Args:
+        pooling: ``cls`` or ``mean``.
+        *args, **kwargs: The encoder's hyperparameters (:class:`~lightning_modules.encoder_base.EncoderModule`).
+    """
+
+    def __init__(self, *args: Any, pooling: Pooling = "mean", **kwargs: Any) -> None:
+        # Numeric modules default to mean pooling (the encoder classifier to cls): configs and checkpoints that
+        # leave it out depend on that.
+        super().__init__(*args, pooling=pooling, **kwargs)
 
     def _init_numeric(self, num_classes: int) -> None:
         if num_classes < 2:
@@ -167,64 +176,21 @@ class NumericTargetModule(EncoderModule):
         return {"index": batch["index"], "probs": self.bin_probs(outputs), "values": values.float()}
 
 
-_COMMON_DOC = """
-        pretrained: HF hub id or local folder of the encoder, or ``packaged:minilm`` / ``packaged:mpnet``.
-        num_classes: Number of bins (linked from the DataModule).
-        label_names: Bin names (linked).
-        class_counts: Training examples per bin (linked; feeds class-weighted losses).
-        vocab_size: Tokenizer size when feature markers added tokens (linked).
-        pooling: ``cls`` or ``mean``.
-        head: ``linear`` or ``mlp`` (Linear-GELU-Dropout-Linear).
-        head_hidden_size: Width of the MLP head's hidden layer.
-        dropout: Dropout in the head.
-        freeze_embeddings: Keep the embedding block frozen.
-        freeze_layers: Keep the bottom N transformer layers frozen.
-        lr: Peak learning rate of the encoder's top layer.
-        head_lr: Peak learning rate of the head (default ``lr``).
-        weight_decay: AdamW weight decay (not on biases and norms).
-        layerwise_lr_decay: Layer ``i`` from the top gets ``lr * decay**i``.
-        warmup: Warmup: a fraction of all steps if < 1, else steps.
-        schedule: ``linear``, ``cosine`` or ``constant`` decay after warmup.
-        fused_adamw: Use torch's fused AdamW.
-"""
-
-
 class BinClassifier(NumericTargetModule):
-    __doc__ = (
-        "Classification over the bins of a numeric target; a predicted bin stands for its train median.\n\n"
-        "    Args:" + _COMMON_DOC + "        loss: Classification loss (cross-entropy by default; focal, class weights and\n"
-        "            label smoothing through ``losses``).\n"
-    )
+    """Classification over the bins of a numeric target; a predicted bin stands for its train median.
 
-    def __init__(
-        self,
-        pretrained: str,
-        num_classes: int = 2,
-        label_names: Optional[list[str]] = None,
-        class_counts: Optional[list[int]] = None,
-        vocab_size: Optional[int] = None,
-        pooling: Literal["cls", "mean"] = "mean",
-        head: Literal["linear", "mlp"] = "linear",
-        head_hidden_size: Optional[int] = None,
-        dropout: float = 0.1,
-        freeze_embeddings: bool = False,
-        freeze_layers: int = 0,
-        loss: Optional[ClassificationLoss] = None,
-        lr: float = 5e-5,
-        head_lr: Optional[float] = None,
-        weight_decay: float = 0.01,
-        layerwise_lr_decay: float = 1.0,
-        warmup: float = 0.06,
-        schedule: Schedule = "linear",
-        fused_adamw: bool = True,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["loss"] if isinstance(loss, nn.Module) and not from_cli() else None)
-        self._build_encoder(num_classes)
-        self._init_numeric(num_classes)
-        self.loss_fn = loss if loss is not None else CrossEntropyLoss()
-        if class_counts is not None:
-            self.loss_fn.set_class_counts(class_counts)
+    Args:
+        loss: Classification loss (cross-entropy by default; focal, class weights and label smoothing through
+            ``losses``).
+        *args, **kwargs: The encoder's hyperparameters (:class:`~lightning_modules.encoder_base.EncoderModule`).
+    """
+
+    def __init__(self, *args: Any, loss: Optional[ClassificationLoss] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        hp = self.hparams
+        self._build_encoder(hp.num_classes)
+        self._init_numeric(hp.num_classes)
+        self.loss_fn = with_class_counts(loss, hp.class_counts)
 
     def compute_loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.loss_fn(outputs, batch["labels"])
@@ -238,49 +204,35 @@ class BinClassifier(NumericTargetModule):
 
 
 class EncoderRegressor(NumericTargetModule):
-    __doc__ = (
-        "Regression on a numeric target (``target: value``) or on its ordinal bin index (``target: bin_index``).\n\n"
-        "    ``value``: the head predicts the standardised target (``log1p`` first when ``log_target``); MAE, RMSE, R2\n"
-        "    and Spearman are measured on the regressor's output in target units, and bins by the train edges.\n"
-        "    ``bin_index``: MSE on the bin id; the output is rounded half up and clipped to a bin, which stands for\n"
-        "    its train median.\n\n"
-        "    Args:" + _COMMON_DOC + "        target: ``value`` (the number) or ``bin_index`` (the ordinal bin id).\n"
-        "        loss: ``mse`` or ``huber``.\n"
-        "        huber_delta: Huber transition point (in standardised units for ``value``).\n"
-        "        log_target: Regress ``log1p(target)`` (``target: value`` only).\n"
-    )
+    """Regression on a numeric target (``target: value``) or on its ordinal bin index (``target: bin_index``).
+
+    ``value``: the head predicts the standardised target (``log1p`` first when ``log_target``); MAE, RMSE, R2
+    and Spearman are measured on the regressor's output in target units, and bins by the train edges.
+    ``bin_index``: MSE on the bin id; the output is rounded half up and clipped to a bin, which stands for
+    its train median.
+
+    Args:
+        target: ``value`` (the number) or ``bin_index`` (the ordinal bin id).
+        loss: ``mse`` or ``huber``.
+        huber_delta: Huber transition point (in standardised units for ``value``).
+        log_target: Regress ``log1p(target)`` (``target: value`` only).
+        *args, **kwargs: The encoder's hyperparameters (:class:`~lightning_modules.encoder_base.EncoderModule`).
+    """
 
     def __init__(
         self,
-        pretrained: str,
-        num_classes: int = 2,
-        label_names: Optional[list[str]] = None,
-        class_counts: Optional[list[int]] = None,
-        vocab_size: Optional[int] = None,
-        pooling: Literal["cls", "mean"] = "mean",
-        head: Literal["linear", "mlp"] = "linear",
-        head_hidden_size: Optional[int] = None,
-        dropout: float = 0.1,
-        freeze_embeddings: bool = False,
-        freeze_layers: int = 0,
+        *args: Any,
         target: Literal["value", "bin_index"] = "value",
         loss: Literal["mse", "huber"] = "mse",
         huber_delta: float = 1.0,
         log_target: bool = False,
-        lr: float = 5e-5,
-        head_lr: Optional[float] = None,
-        weight_decay: float = 0.01,
-        layerwise_lr_decay: float = 1.0,
-        warmup: float = 0.06,
-        schedule: Schedule = "linear",
-        fused_adamw: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if log_target and target != "value":
             raise ValueError("log_target applies to target: value only")
-        self.save_hyperparameters()
+        super().__init__(*args, **kwargs)
         self._build_encoder(1)
-        self._init_numeric(num_classes)
+        self._init_numeric(self.hparams.num_classes)
 
     def transform_target(self, targets: torch.Tensor) -> torch.Tensor:
         return torch.log1p(targets.clamp(min=0)) if self.hparams.log_target else targets
@@ -310,39 +262,20 @@ class EncoderRegressor(NumericTargetModule):
 
 
 class OrdinalRegressor(NumericTargetModule):
-    __doc__ = (
-        "Ordinal regression over the bins: CORAL (Cao et al. 2020: one shared score and K-1 thresholds, rank\n"
-        "    consistent) or CORN (Shi et al. 2021: K-1 conditional binary tasks P(y > k | y > k-1)). A predicted bin\n"
-        "    stands for its train median.\n\n"
-        "    Args:" + _COMMON_DOC + "        method: ``coral`` or ``corn``.\n"
-    )
+    """Ordinal regression over the bins: CORAL (Cao et al. 2020: one shared score and K-1 thresholds, rank
+    consistent) or CORN (Shi et al. 2021: K-1 conditional binary tasks P(y > k | y > k-1)). A predicted bin
+    stands for its train median.
 
-    def __init__(
-        self,
-        pretrained: str,
-        num_classes: int = 2,
-        label_names: Optional[list[str]] = None,
-        class_counts: Optional[list[int]] = None,
-        vocab_size: Optional[int] = None,
-        pooling: Literal["cls", "mean"] = "mean",
-        head: Literal["linear", "mlp"] = "linear",
-        head_hidden_size: Optional[int] = None,
-        dropout: float = 0.1,
-        freeze_embeddings: bool = False,
-        freeze_layers: int = 0,
-        method: Literal["coral", "corn"] = "coral",
-        lr: float = 5e-5,
-        head_lr: Optional[float] = None,
-        weight_decay: float = 0.01,
-        layerwise_lr_decay: float = 1.0,
-        warmup: float = 0.06,
-        schedule: Schedule = "linear",
-        fused_adamw: bool = True,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+    Args:
+        method: ``coral`` or ``corn``.
+        *args, **kwargs: The encoder's hyperparameters (:class:`~lightning_modules.encoder_base.EncoderModule`).
+    """
+
+    def __init__(self, *args: Any, method: Literal["coral", "corn"] = "coral", **kwargs: Any) -> None:
         if method not in ("coral", "corn"):
             raise ValueError(f"unknown ordinal method {method!r}; choose coral or corn")
+        super().__init__(*args, **kwargs)
+        num_classes = self.hparams.num_classes
         # CORAL: one score per example plus K-1 learned thresholds shared by all; CORN: K-1 independent outputs.
         self._build_encoder(1 if method == "coral" else num_classes - 1)
         if method == "coral":

@@ -152,3 +152,12 @@ class FocalLoss(ClassificationLoss):
         if isinstance(self.alpha, (int, float)) and not math.isclose(self.alpha, 1.0):
             loss = loss * self.alpha
         return loss
+
+
+def with_class_counts(loss: Optional[ClassificationLoss], class_counts: Optional[Sequence[int]]) -> ClassificationLoss:
+    """``loss`` (cross-entropy when None) with its class weights computed from the training class counts, when the
+    DataModule gave them."""
+    loss = loss if loss is not None else CrossEntropyLoss()
+    if class_counts is not None:
+        loss.set_class_counts(class_counts)
+    return loss

@@ -2,6 +2,7 @@
 
 - ``fenlei.deploy.export``    (needs torch): checkpoint -> bundle (fp32 + INT8 ONNX, tokenizer, labels, calibration,
   metadata), gated on parity with the torch model.
+- ``fenlei.deploy.merge``     (needs torch): a LoRA generative classifier -> a merged Hugging Face causal LM.
 - ``fenlei.serving.predictor`` (torch-free): :class:`BundlePredictor`, onnxruntime + tokenizers + NumPy.
 - ``fenlei.serving.infer``     (torch-free): batch inference over JSONL/CSV files.
 - ``fenlei.serving.serve``     (torch-free): FastAPI service.

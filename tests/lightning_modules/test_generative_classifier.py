@@ -11,11 +11,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from datamodules.prompt_classification import AnswerSpec, PromptClassificationDataModule, PromptCollator, parse_answer
+from datamodules.prompt_classification import PromptClassificationDataModule, PromptCollator
 from datamodules.readers import DataError
+from fenlei.answers import AnswerSpec, parse_answer
+from fenlei.commands import main as fenlei_main
+from fenlei.deploy.merge import main as merge_main
 from fenlei.training.callbacks import TestReportWriter
 from lightning_modules.generative_classifier import GenerativeClassifier
-from lightning_modules.generative_classifier import main as merge_main
 from tests.conftest import CLASS_WORDS, write_jsonl
 from tests.decoder_support import SIMPLE_CHAT_TEMPLATE, write_tiny_decoder
 
@@ -320,7 +322,7 @@ def test_ddp_test_metrics_cover_the_whole_split(tiny_llama, prompt_data, tmp_pat
     assert saved["score"]["num_examples"] == saved["generate"]["num_examples"] == 12  # 6 per process without gathering
 
 
-def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained, tmp_path):
+def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained, tmp_path, capsys):
     module, _, dm, run_dir = trained
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -346,7 +348,9 @@ def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained,
         got = merged(input_ids=ids, attention_mask=mask, position_ids=positions).logits
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert (got.argmax(-1) == want.argmax(-1)).all()
-    assert merge_main(["--ckpt_path", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # a user error: one line and status 2 from the fenlei command
+        fenlei_main(["merge", "--ckpt_path", str(tmp_path / "nope.ckpt"), "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and "nope.ckpt: no such file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["lora", "prefix"])

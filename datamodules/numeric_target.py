@@ -26,8 +26,6 @@ from datamodules.binning import Binner, BinningReport, OutlierFilter, binner_fro
 from datamodules.markers import FeatureMarkers, text_feature
 from datamodules.readers import DataError, Record
 from datamodules.text_classification import EncodedDataset, TextClassificationDataModule
-from fenlei.io import atomic_write_text
-from fenlei.training.run_dir import BINNING_FILE
 
 
 def parse_targets(records: list[Record], path: Path | None, field: str) -> np.ndarray:
@@ -229,9 +227,9 @@ class NumericTargetDataModule(TextClassificationDataModule):
             "outlier_filter": None if self.outlier_filter is None else self.outlier_filter.to_dict(),
         }
 
-    def save_labels(self, directory: str | Path) -> Path:
-        """``labels.json`` plus ``binning.json``: the fitted bins, the train report and the outlier filter."""
-        path = super().save_labels(directory)
+    def run_files(self) -> dict[str, str]:
+        """``labels`` plus ``binning``: the fitted bins, the train report and the outlier filter."""
+        files = super().run_files()
         report = self.report().to_dict()
         train = self.train_targets
         payload = {
@@ -241,8 +239,8 @@ class NumericTargetDataModule(TextClassificationDataModule):
             "outliers_removed": getattr(self, "outliers_removed", 0),
             "train_target": {"n": int(len(train)), "median": float(np.median(train)), "mean": float(train.mean())},
         }
-        atomic_write_text(Path(directory) / BINNING_FILE, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-        return path
+        files["binning"] = json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
+        return files
 
     def state_dict(self) -> dict[str, Any]:
         # JSON text: checkpoints must load with torch.load(weights_only=True).

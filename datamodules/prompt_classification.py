@@ -341,13 +341,9 @@ class PromptClassificationDataModule(pl.LightningDataModule):
                 rows = self._splits[split]
             self.datasets[split] = self._encode(rows, split)
 
-    def save_labels(self, directory: str | Path) -> Path:
-        from fenlei.io import atomic_write_text
-        from fenlei.training.run_dir import LABELS_FILE
-
-        path = Path(directory) / LABELS_FILE
-        atomic_write_text(path, json.dumps(self.label_names, ensure_ascii=False, indent=1) + "\n")
-        return path
+    def run_files(self) -> dict[str, str]:
+        """The files this DataModule adds to a run directory, by kind (see TextClassificationDataModule)."""
+        return {"labels": json.dumps(self.label_names, ensure_ascii=False, indent=1) + "\n"}
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]

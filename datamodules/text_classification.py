@@ -22,9 +22,7 @@ from datamodules.markers import FeatureMarkers
 from datamodules.readers import DataError, Record, read_records, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
-from fenlei.io import atomic_write_text
 from fenlei.pretrained import resolve_pretrained
-from fenlei.training.run_dir import LABELS_FILE
 
 
 class EncodedDataset(Dataset):
@@ -246,11 +244,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
             raise DataError(f"test_file: no {stage} file found (set data.init_args.test_file)")
         return self._splits[stage]
 
-    def save_labels(self, directory: str | Path) -> Path:
-        """Write ``labels.json`` (the label vocabulary in class-id order) into a run directory."""
-        path = Path(directory) / LABELS_FILE
-        atomic_write_text(path, json.dumps(self.label_names, ensure_ascii=False, indent=1) + "\n")
-        return path
+    def run_files(self) -> dict[str, str]:
+        """The files this DataModule adds to a run directory, by kind (``labels``: the label vocabulary in class-id
+        order). The run directory's owner (``fenlei.training.run_dir``) names and writes them."""
+        return {"labels": json.dumps(self.label_names, ensure_ascii=False, indent=1) + "\n"}
 
     # ---- tokenization and loaders ----
 

@@ -93,7 +93,7 @@ class ClassificationModule(pl.LightningModule):
         if self.trainer.world_size > 1:
             preds = self.all_gather(preds).reshape(-1)
             targets = self.all_gather(targets).reshape(-1)
-        from fenlei.training.reporting import TestReport
+        from lightning_modules.test_report import TestReport
 
         # Written into the run's test/ by fenlei.training.callbacks.TestReportWriter.
         names = self.hparams.label_names or [str(i) for i in range(self.hparams.num_classes)]

@@ -260,7 +260,7 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         results = self._log_metrics("test", list(self.hparams.test_decoding))
         if not results:
             return
-        from fenlei.training.reporting import TestReport
+        from lightning_modules.test_report import TestReport
 
         # Written into the run's test/ by fenlei.training.callbacks.TestReportWriter; the per-class report is the
         # first field's under label scoring.

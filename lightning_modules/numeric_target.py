@@ -164,7 +164,7 @@ class NumericTargetModule(EncoderModule):
     def on_test_epoch_end(self) -> None:
         values, true_bins, pred_bins = self._report("test")
         self.log_dict({f"test/{k}": v for k, v in values.items()})
-        from fenlei.training.reporting import TestReport
+        from lightning_modules.test_report import TestReport
 
         # Written into the run's test/ by fenlei.training.callbacks.TestReportWriter.
         names = self.hparams.label_names or [str(i) for i in range(self.num_bins)]

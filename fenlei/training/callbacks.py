@@ -113,8 +113,8 @@ class RunFilesCallback(pl.Callback):
             run_dir = RunDir(Path(trainer.default_root_dir))
             run_dir.clear_summary()
             datamodule = trainer.datamodule
-            if datamodule is not None and hasattr(datamodule, "save_labels"):
-                datamodule.save_labels(run_dir.path)
+            if datamodule is not None and hasattr(datamodule, "run_files"):
+                run_dir.write_run_files(datamodule.run_files())
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.fast_dev_run:

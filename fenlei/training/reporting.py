@@ -11,9 +11,8 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -25,26 +24,9 @@ from fenlei.training.run_dir import (
     PER_CLASS_MD,
     TEST_METRICS_FILE,
 )
+from lightning_modules.test_report import TestReport
 
 PER_CLASS_COLUMNS = ["label", "precision", "recall", "f1", "support", "predicted"]
-
-
-@dataclass
-class TestReport:
-    """What a module predicted on the test split, for the report writer.
-
-    ``targets`` and ``predictions`` are class ids (``None`` for no per-class files: then only the metrics and
-    the decoding metrics are written); ``metrics`` are the logged test figures (``test/...``), written with
-    ``n_examples``; ``decoding_metrics``: a generative classifier's per-decoding results.
-    """
-
-    __test__ = False  # not a pytest test class despite its name
-
-    metrics: dict[str, float]
-    targets: Optional[np.ndarray] = None
-    predictions: Optional[np.ndarray] = None
-    label_names: Optional[Sequence[str]] = None
-    decoding_metrics: Optional[dict[str, Any]] = None
 
 
 def per_class_rows(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fenlei.errors import FenleiError
-from fenlei.io import atomic_write_json
+from fenlei.io import atomic_write_json, atomic_write_text
 
 DEFAULT_RUNS_ROOT = "runs"
 
@@ -101,6 +101,14 @@ class RunDir:
     @property
     def binning(self) -> Path:
         return self.path / BINNING_FILE
+
+    def write_run_files(self, files: Mapping[str, str]) -> None:
+        """Write what a DataModule contributes (``run_files()``: text by kind, ``labels`` and ``binning``)."""
+        paths = {"labels": self.labels, "binning": self.binning}
+        for kind, text in files.items():
+            if kind not in paths:
+                raise ValueError(f"unknown run file kind {kind!r}; known: {sorted(paths)}")
+            atomic_write_text(paths[kind], text)
 
     @property
     def checkpoints(self) -> Path:

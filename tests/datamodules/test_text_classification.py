@@ -159,14 +159,16 @@ def test_fixed_label_list_sets_order_and_counts_absent_classes(tmp_path: Path) -
     assert sum(dm.class_counts) == len(dm.split_records("train"))
 
 
-def test_save_labels_round_trips(tmp_path: Path) -> None:
+def test_labels_run_file_round_trips(tmp_path: Path) -> None:
     """labels.json holds the vocabulary in class-id order, non-ASCII labels included."""
     labels = ["退款", "登录", "物流", "10", "2"]
     rows = [{"text": f"text {i}", "label": labels[i % len(labels)]} for i in range(15)]
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
     dm = _datamodule(tmp_path / "data", val_file=None, test_file=None)
-    path = dm.save_labels(tmp_path / "run")
-    assert path == tmp_path / "run" / "labels.json"
+    from fenlei.training.run_dir import RunDir
+
+    RunDir(tmp_path / "run").write_run_files(dm.run_files())
+    path = tmp_path / "run" / "labels.json"
     loaded = json.loads(path.read_text(encoding="utf-8"))
     assert loaded == dm.label_names == ["2", "10", "物流", "登录", "退款"]
     assert "退款" in path.read_text(encoding="utf-8")

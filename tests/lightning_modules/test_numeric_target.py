@@ -79,7 +79,9 @@ def test_batches_carry_bins_and_raw_targets(tiny_model: Path, numeric_data: Path
 
 def test_binning_saved_and_checked_against_checkpoint_state(tiny_model: Path, numeric_data: Path, tmp_path: Path) -> None:
     dm = datamodule(tiny_model, numeric_data, binning={"scheme": "equal_width", "num_bins": 3})
-    dm.save_labels(tmp_path)
+    from fenlei.training.run_dir import RunDir
+
+    RunDir(tmp_path).write_run_files(dm.run_files())
     saved = json.loads((tmp_path / "binning.json").read_text())
     assert saved["binner"]["scheme"] == "equal_width" and saved["label_names"] == dm.label_names
     assert sum(saved["train_report"]["bin_sizes"]) == 72

@@ -12,7 +12,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +24,9 @@ from fenlei.training.run_dir import (
     PER_CLASS_MD,
     TEST_METRICS_FILE,
 )
-from lightning_modules.test_report import TestReport
+
+if TYPE_CHECKING:  # the report writer is also used by torch-free ops commands (figures): no lightning_modules import
+    from lightning_modules.test_report import TestReport
 
 PER_CLASS_COLUMNS = ["label", "precision", "recall", "f1", "support", "predicted"]
 

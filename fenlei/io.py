@@ -14,8 +14,17 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then ``os.replace`` it into place."""
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then ``os.replace`` it into place.
+
+    The file gets the mode a plain ``open()`` would give (0666 less the umask): mkstemp creates 0600 and
+    ``os.replace`` keeps it, which would leave labels and summaries unreadable to teammates on a shared server."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -24,6 +33,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -49,8 +59,7 @@ def atomic_dir(directory: str | Path, write: Callable[[Path], T]) -> T:
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
     try:
         result = write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = current_umask()
         for root, _dirs, files in os.walk(tmp):
             Path(root).chmod(0o777 & ~umask)
             for name in files:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import statistics
-import tempfile
 from collections import Counter
 from pathlib import Path
+
+from demo_data_io import write_atomic
 
 SEED = 20240
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -1176,21 +1176,6 @@ def generate(seed: int = SEED) -> dict[str, list[dict[str, object]]]:
         splits["test"].extend(shuffled[n_val : n_val + n_test])
         splits["train"].extend(shuffled[n_val + n_test :])
     return {name: sorted(rows, key=lambda r: str(r["id"])) for name, rows in splits.items()}
-
-
-def write_atomic(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` via a temp file + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(content)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def count_templates() -> int:

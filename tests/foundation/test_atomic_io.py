@@ -41,3 +41,18 @@ def test_failed_write_keeps_the_old_folder_and_removes_the_temporary_one(tmp_pat
         atomic_dir(out, broken)
     assert (out / "a.txt").read_text() == "good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_atomic_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    """Not mkstemp's private 0600: labels, summaries and checkpoints are read by teammates and service accounts."""
+    from fenlei.io import atomic_write_json, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        text, data = atomic_write_text(tmp_path / "a.txt", "x"), atomic_write_json(tmp_path / "b.json", {"k": 1})
+        os.umask(0o077)
+        private = atomic_write_text(tmp_path / "c.txt", "y")
+    finally:
+        os.umask(old)
+    assert (text.stat().st_mode & 0o777) == (data.stat().st_mode & 0o777) == 0o644
+    assert (private.stat().st_mode & 0o777) == 0o600

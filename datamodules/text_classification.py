@@ -22,7 +22,7 @@ from datamodules.markers import FeatureMarkers
 from datamodules.readers import DataError, Record, read_records, require_tokenizer, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
-from fenlei.pretrained import resolve_pretrained
+from fenlei.pretrained import from_pretrained
 
 
 class EncodedDataset(Dataset):
@@ -259,7 +259,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
+        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, self.tokenizer_name, option="--data.init_args.tokenizer")
         if self.markers is not None:
             # Special tokens: never split into word pieces, never lower-cased away.
             tokenizer.add_tokens(self.markers.tokens, special_tokens=True)

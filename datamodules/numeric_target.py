@@ -76,7 +76,7 @@ class NumericTargetDataModule(TextClassificationDataModule):
 
     def __init__(
         self,
-        tokenizer: str,
+        tokenizer: Optional[str] = None,
         data_dir: Optional[str] = None,
         train_file: str = "train",
         val_file: Optional[str] = "validation",

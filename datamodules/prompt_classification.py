@@ -26,7 +26,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.readers import DataError, read_rows, resolve_data_file
+from datamodules.readers import DataError, read_rows, require_tokenizer, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
 from fenlei.answers import AnswerFormat, AnswerFormatError, AnswerSpec, build_answer_spec
@@ -105,7 +105,8 @@ class PromptClassificationDataModule(pl.LightningDataModule):
     """Labelled text as instruction/chat prompts with a JSON answer (one or several label fields).
 
     Args:
-        tokenizer: Tokenizer of the decoder LM (hub id, folder, ``.gguf`` or ``packaged:gemma3-270m``).
+        tokenizer: Tokenizer of the decoder LM (hub id, folder, ``.gguf`` or ``packaged:gemma3-270m``). Optional in a
+            config: fenlei's CLI fills it with ``model.init_args.pretrained`` when it is not set.
         data_dir: Folder holding ``train``, optional ``validation`` and ``test`` files.
         train_file: Train file name or path.
         val_file: Validation file; when the default ``validation`` is absent, a stratified split of train.
@@ -135,7 +136,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer: str,
+        tokenizer: Optional[str] = None,
         data_dir: Optional[str] = None,
         train_file: str = "train",
         val_file: Optional[str] = "validation",
@@ -164,7 +165,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         if use_chat_template not in ("auto", "always", "never"):
             raise ValueError("use_chat_template must be auto, always or never")
         self.save_hyperparameters()
-        self.tokenizer_name = tokenizer
+        self.tokenizer_name = require_tokenizer(tokenizer)
         self.data_dir = data_dir
         self.text_fields, self.text_separator = list(text_fields), text_separator
         self.label_fields = list(label_fields)

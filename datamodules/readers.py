@@ -23,6 +23,15 @@ class DataError(FenleiError, ValueError):
     """A problem in an input data file; the message starts with ``path:line:`` where a line is known."""
 
 
+def require_tokenizer(tokenizer: Optional[str]) -> str:
+    """The tokenizer name; None only reaches here outside fenlei's CLI or with a model that has no ``pretrained``
+    (the CLI fills it from ``model.init_args.pretrained``)."""
+    if not tokenizer:
+        raise DataError("tokenizer: not set; name one (data.init_args.tokenizer) or give the model a pretrained "
+                        "name to take it from (model.init_args.pretrained)")
+    return tokenizer
+
+
 @dataclass(frozen=True)
 class Record:
     """One labelled (or unlabelled) example: the joined text, its raw label and where it came from."""

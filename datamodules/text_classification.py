@@ -19,10 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.markers import FeatureMarkers
-from datamodules.readers import DataError, Record, read_records, resolve_data_file
+from datamodules.readers import DataError, Record, read_records, require_tokenizer, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
-from fenlei.pretrained import resolve_pretrained
+from fenlei.pretrained import from_pretrained
 
 
 class EncodedDataset(Dataset):
@@ -82,7 +82,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
     """Labelled text from JSONL or CSV files.
 
     Args:
-        tokenizer: HF tokenizer name or path, or a fenlei alias such as ``packaged:minilm``.
+        tokenizer: HF tokenizer name or path, or a fenlei alias such as ``packaged:minilm``. Optional in a config:
+            fenlei's CLI fills it with ``model.init_args.pretrained`` when it is not set.
         data_dir: Folder holding ``train``, optional ``validation`` and ``test`` files (``.jsonl``, ``.json``,
             ``.csv`` or ``.tsv``), the layout of ``../shared/data``. Optional when the files are given as paths.
         train_file: Train file name (stem or file name inside ``data_dir``) or path.
@@ -112,7 +113,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        tokenizer: str,
+        tokenizer: Optional[str] = None,
         data_dir: Optional[str] = None,
         train_file: str = "train",
         val_file: Optional[str] = "validation",
@@ -138,7 +139,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.save_hyperparameters()
-        self.tokenizer_name = tokenizer
+        self.tokenizer_name = require_tokenizer(tokenizer)
         self.data_dir = data_dir
         self.text_fields = list(text_fields)
         self.text_separator = text_separator
@@ -258,7 +259,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(self.tokenizer_name))
+        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, self.tokenizer_name, option="--data.init_args.tokenizer")
         if self.markers is not None:
             # Special tokens: never split into word pieces, never lower-cased away.
             tokenizer.add_tokens(self.markers.tokens, special_tokens=True)

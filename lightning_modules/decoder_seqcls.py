@@ -78,12 +78,12 @@ class DecoderSequenceClassifier(AdapterTrainingMixin, ClassificationModule):
         from peft import get_peft_model
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from fenlei.pretrained import resolve_pretrained
+        from fenlei.pretrained import DECODER_OFFLINE_CHOICE, from_pretrained
 
         hp = self.hparams
-        path = resolve_pretrained(hp.pretrained)
-        base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_outputs, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        base = from_pretrained(AutoModelForSequenceClassification.from_pretrained, hp.pretrained,
+                               offline_choice=DECODER_OFFLINE_CHOICE, num_labels=num_outputs, dtype=torch.float32)
+        tokenizer = from_pretrained(AutoTokenizer.from_pretrained, hp.pretrained, offline_choice=DECODER_OFFLINE_CHOICE)
         base.config.pad_token_id = tokenizer.pad_token_id or 0  # as TextClassificationDataModule pads
         config = build_peft_config("lora", hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.get("target_modules"), 0,
                                    task_type="SEQ_CLS", modules_to_save=["score"])

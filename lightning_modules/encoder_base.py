@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from fenlei.pretrained import resolve_pretrained
+from fenlei.pretrained import from_pretrained
 from lightning_modules.backbones import embeddings, set_trainable, transformer_layers
 from lightning_modules.hparams import save_constructor_arguments
 from lightning_modules.optim import Schedule, build_scheduler, param_groups, resolve_warmup
@@ -105,7 +105,7 @@ class EncoderModule(pl.LightningModule):
         from transformers import AutoModel
 
         hp = self.hparams
-        self.backbone = AutoModel.from_pretrained(resolve_pretrained(hp.pretrained))
+        self.backbone = from_pretrained(AutoModel.from_pretrained, hp.pretrained)
         if getattr(self.backbone, "pooler", None) is not None:
             # The BERT pooler is unused here; dropping it saves compute and avoids DDP's unused-parameter error.
             self.backbone.pooler = None

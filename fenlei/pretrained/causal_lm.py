@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fenlei.pretrained import resolve_pretrained
+from fenlei.pretrained import DECODER_OFFLINE_CHOICE, from_pretrained
 
 
-def load_tokenizer(name: str, padding_side: str = "left") -> Any:
-    """Tokenizer of a decoder LM, with a pad token (the EOS token when it has none) and the given padding side."""
+def load_tokenizer(name: str, padding_side: str = "left", option: str = "--data.init_args.tokenizer") -> Any:
+    """Tokenizer of a decoder LM, with a pad token (the EOS token when it has none) and the given padding side.
+    ``option``: the setting that names it, for the message when it cannot be loaded."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name))
+    tokenizer = from_pretrained(AutoTokenizer.from_pretrained, name, option=option, offline_choice=DECODER_OFFLINE_CHOICE)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = padding_side
@@ -23,4 +24,5 @@ def load_causal_lm(name: str, dtype: Any = None, **kwargs: Any) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(resolve_pretrained(name), dtype=dtype or torch.float32, **kwargs)
+    return from_pretrained(AutoModelForCausalLM.from_pretrained, name, offline_choice=DECODER_OFFLINE_CHOICE,
+                           dtype=dtype or torch.float32, **kwargs)

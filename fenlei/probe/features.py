@@ -124,18 +124,19 @@ def load_backbone(name: str, device: str = "cpu") -> Any:
     import torch
     from transformers import AutoModel
 
-    from fenlei.pretrained import resolve_pretrained
+    from fenlei.pretrained import PROBE_OFFLINE_CHOICE, from_pretrained
 
-    model = AutoModel.from_pretrained(resolve_pretrained(name), dtype=torch.float32)
+    model = from_pretrained(AutoModel.from_pretrained, name, option="--model", offline_choice=PROBE_OFFLINE_CHOICE,
+                            dtype=torch.float32)
     return model.eval().requires_grad_(False).to(resolve_device(device))
 
 
 def load_feature_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
-    from fenlei.pretrained import resolve_pretrained
+    from fenlei.pretrained import PROBE_OFFLINE_CHOICE, from_pretrained
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name))
+    tokenizer = from_pretrained(AutoTokenizer.from_pretrained, name, option="--model", offline_choice=PROBE_OFFLINE_CHOICE)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer

@@ -35,6 +35,36 @@ from fenlei.training.run_dir import (
 )
 
 
+def fill_tokenizer_from_model(config: Any) -> None:
+    """Set ``data.init_args.tokenizer`` to ``model.init_args.pretrained`` where the DataModule takes a tokenizer and
+    the config leaves it unset, so a config names its model once.
+
+    Not a ``link_arguments``: a linked target can no longer be set in YAML or on the command line, and a model whose
+    tokenizer lives elsewhere (a local copy, an extended vocabulary) must still be able to name it.
+    """
+    data_args = (config.get("data") or {}).get("init_args") if hasattr(config, "get") else None
+    model_args = (config.get("model") or {}).get("init_args") if hasattr(config, "get") else None
+    if data_args is None or model_args is None or "tokenizer" not in data_args or data_args.get("tokenizer"):
+        return
+    pretrained = model_args.get("pretrained")
+    if pretrained:
+        data_args["tokenizer"] = pretrained
+
+
+class FenleiArgumentParser(LightningArgumentParser):
+    """Shows the tokenizer that the run will use in every dump (``--print_config``, the saved ``config.yaml``).
+
+    ``--print_config`` prints from inside ``parse_args``, before any LightningCLI hook runs, so the filling in
+    :meth:`FenleiCLI.before_instantiate_classes` alone would print ``tokenizer: null``.
+    """
+
+    def dump(self, cfg: Any, *args: Any, **kwargs: Any) -> str:
+        if hasattr(cfg, "clone"):
+            cfg = cfg.clone()  # a dump must not change the config it is given
+            fill_tokenizer_from_model(cfg)
+        return super().dump(cfg, *args, **kwargs)
+
+
 class FenleiCLI(LightningCLI):
     """LightningCLI that links data-derived sizes into the model and fixes where every run's files go."""
 
@@ -59,6 +89,7 @@ class FenleiCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        fill_tokenizer_from_model(config)
         run_dir = Path(config.trainer.default_root_dir or default_run_dir(config.get("config")))
         config.trainer.default_root_dir = str(run_dir)
         if config.checkpoint.dirpath is None:
@@ -211,6 +242,7 @@ def run_lightning_cli(args: Optional[list[str]] = None, run: bool = True) -> Fen
     cli = FenleiCLI(
         model_class=None,
         datamodule_class=None,
+        parser_class=FenleiArgumentParser,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         args=args,

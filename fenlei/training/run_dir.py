@@ -279,8 +279,14 @@ class LoadedRun:
 
     @property
     def data_init_args(self) -> dict[str, Any]:
-        """``data.init_args`` of the config with the overrides applied (e.g. another ``data_dir``)."""
-        return {**dict(self.config["data"].get("init_args") or {}), **self.data_overrides}
+        """``data.init_args`` of the config with the overrides applied (e.g. another ``data_dir``). A config
+        written by hand without a tokenizer gets the model's, as the CLI does (saved runs record it)."""
+        init_args = {**dict(self.config["data"].get("init_args") or {}), **self.data_overrides}
+        if not init_args.get("tokenizer"):
+            pretrained = (self.config["model"].get("init_args") or {}).get("pretrained")
+            if pretrained:
+                init_args["tokenizer"] = pretrained
+        return init_args
 
     @cached_property
     def datamodule(self) -> Any:

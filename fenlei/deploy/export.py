@@ -43,7 +43,7 @@ from fenlei.io import atomic_dir, atomic_write_json
 __all__ = ["ExportError", "ExportOptions", "export", "main", "parse_options", "quantization_attempts"]
 
 PROG = "fenlei export"
-LIST_OPTIONS = {"text_fields": str, "parity_batch_sizes": int}  # written `--name a b c`, as argparse's nargs took them
+LIST_OPTIONS = {"text_fields": str, "parity_batch_sizes": int, "vocab_scripts": str}  # written `--name a b c`, as argparse's nargs took them
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class ExportOptions:
     quantization: QuantizationOptions = field(default_factory=QuantizationOptions)
     optimize: bool = True
     cpu_rewrites: bool = True
+    vocab_scripts: tuple[str, ...] = ()  # empty: the whole vocabulary
     batch_size: int = 32
     parity_batch_sizes: tuple[int, ...] = (1,)
     limits: GateLimits = field(default_factory=GateLimits)
@@ -86,6 +87,8 @@ def export_options(
     gelu_approximation: bool = True,
     calibration_size: int = 512,
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax",
+    embedding_quantization: Literal["auto", "none", "int8", "int4"] = "auto",
+    vocab_scripts: Optional[list[str]] = None,
     no_optimize: bool = False,
     no_cpu_rewrites: bool = False,
     batch_size: int = 32,
@@ -130,6 +133,13 @@ def export_options(
             far under the INT8 step, and a cheaper CPU kernel (model_fp32.onnx keeps the exact GELU).
         calibration_size: Training texts for static calibration.
         calibration_method: Static calibration method.
+        embedding_quantization: Dynamic INT8 graph: the word-embedding table as onnxruntime's GatherBlockQuantized
+            with 8-bit (int8, block 128) or 4-bit (int4, block 32) rows and one scale per block, or fp32 (none).
+            auto: int8 for tables of 100,000 rows or more (multilingual vocabularies, where the table is most of the
+            model), the default dynamic quantization below that.
+        vocab_scripts: Trim the word-embedding table to the pieces of these scripts (e.g. HAN LATIN; 'auto': the
+            scripts of the training texts); other pieces map to <unk>. The effect on held-out text is gated and
+            recorded (metadata.json: vocab_trim). Default: the whole vocabulary.
         no_optimize: Skip graph fusion (slower; for debugging).
         no_cpu_rewrites: Fuse, but keep onnxruntime's fused SkipLayerNormalization/BiasGelu/token-type nodes as
             they are (fenlei/deploy/cpu_rewrites.py; for comparisons, or for consumers that load the ONNX with
@@ -157,8 +167,10 @@ def export_options(
         quantization=QuantizationOptions(mode=quantization, per_channel=per_channel, reduce_range=reduce_range,
                                          keep_ffn_out_fp32=keep_ffn_out_fp32, keep_head_fp32=keep_head_fp32,
                                          gelu_approximation=gelu_approximation, calibration_size=calibration_size,
-                                         calibration_method=calibration_method, seed=seed),
-        optimize=not no_optimize, cpu_rewrites=not no_cpu_rewrites, batch_size=batch_size,
+                                         calibration_method=calibration_method, seed=seed,
+                                         embedding=embedding_quantization),
+        optimize=not no_optimize, cpu_rewrites=not no_cpu_rewrites, vocab_scripts=tuple(vocab_scripts or ()),
+        batch_size=batch_size,
         parity_batch_sizes=tuple(parity_batch_sizes), limits=GateLimits(min_agreement, max_f1_change), force=force,
         calibration=CalibrationOptions(temperature=not no_temperature, threshold=threshold,
                                        target_precision=target_precision, target_coverage=target_coverage,
@@ -243,7 +255,8 @@ def main(argv: list[str]) -> int:
 def export(options: ExportOptions) -> dict[str, Any]:
     """Build the bundle in a temporary folder beside ``--out`` and rename it into place only if all went well."""
     bundle.check_out(options.out, options.overwrite)
-    source = load_source(options.source, train_texts=options.quantization.mode == "static")
+    needs_train = options.quantization.mode == "static" or any(s.lower() == "auto" for s in options.vocab_scripts)
+    source = load_source(options.source, train_texts=needs_train)
     return atomic_dir(options.out, lambda tmp: build_bundle(source, tmp, options))
 
 
@@ -263,6 +276,7 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
     # 1. Tokenizer and labels, 2. export (raw) and fuse (the fp32 bundle model).
     bundle.write_tokenizer_and_labels(tmp, source)
     raw, fp32, optimization = bundle.export_graphs(source, tmp, options.optimize, options.cpu_rewrites, log)
+    vocab_trim = bundle.trim_vocabulary(source, (raw, fp32), options.vocab_scripts, log) if options.vocab_scripts else None
     bundle.write_stubs(tmp, source, optimization)
 
     # 3. Parity gate at the deployment batch size(s): torch and ORT fp32 logits once, INT8 per attempt.
@@ -273,6 +287,11 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
     ort_fp32 = BundlePredictor(tmp, "fp32", options.threads)
     mismatches = token_mismatches([e.ids for e in ort_fp32.tokenizer.encode_batch(texts)], hf_ids)
     fp32_logits = ort_fp32.predict_logits(texts, options.batch_size)
+    if vocab_trim is not None:
+        # Measured on the held-out texts, which chose nothing: the scripts come from the training texts or the user.
+        vocab_trim["heldout"] = bundle.trim_effect(hf_ids, vocab_trim.pop("kept_ids"))
+        log(f"  vocabulary trim: {vocab_trim['heldout']['texts_changed']} of {len(texts)} held-out texts have a "
+            f"piece mapped to <unk> ({vocab_trim['heldout']['tokens_changed']} tokens)")
     del ort_fp32
     dynamic = prepare_dynamic(fp32, tmp, q) if q.mode == "dynamic" else None
     attempts = quantization_attempts(q)
@@ -316,5 +335,6 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
     # 5. Metadata, written last.
     metadata = bundle.bundle_metadata(source, optimization, outcome.quantization, parity, calibration,
                                       bundle.file_sizes(tmp), list(options.argv))
+    metadata["vocab_trim"] = vocab_trim  # None: the whole vocabulary
     bundle.write_metadata(tmp, metadata)
     return metadata

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Optional
 
-from fenlei.deploy import onnx_tools
+from fenlei.deploy import embeddings, onnx_tools
+from fenlei.deploy.embeddings import EmbeddingQuantization
 from fenlei.deploy.errors import ExportError
 from fenlei.deploy.parity import Attempt, Log
 
@@ -28,6 +29,7 @@ class QuantizationOptions:
     calibration_size: int = 512
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     seed: int = 0
+    embedding: EmbeddingQuantization = "auto"
 
     @property
     def head_fp32(self) -> bool:
@@ -59,18 +61,34 @@ class DynamicSource(NamedTuple):
     excluded: list[str]  # nodes every attempt leaves in fp32 (the head, with keep_head_fp32)
     ffn_out: list[str]  # the FFN output projections, left in fp32 by the keep_ffn_out_fp32 attempts
     changes: dict[str, Any]  # what the copy changed, for metadata.quantization
+    embedding: Optional[str] = None  # word-embedding Gather: "int8"/"int4" block-quantized, "none" fp32, None default
+    embedding_nodes: tuple[str, ...] = ()  # that Gather (and its id map), kept out of quantize_dynamic
 
 
 def prepare_dynamic(fp32: Path, tmp: Path, options: QuantizationOptions) -> DynamicSource:
     """Prepared once (one read of the fused graph): every attempt quantizes the same graph. The GELU copy keeps
     every node name, so the names found in ``fp32`` hold for it."""
-    nodes = onnx_tools.graph_nodes(fp32)
+    import onnx
+
+    model = onnx.load(str(fp32))
+    nodes = list(model.graph.node)
     excluded = onnx_tools.head_nodes(nodes) if options.head_fp32 else []
     ffn_out = onnx_tools.ffn_output_nodes(nodes)
+    word = embeddings.find_word_embedding(model)
+    scheme = embeddings.resolve_scheme(options.embedding, int(word.table.dims[0]) if word else None)
+    if options.embedding in ("int8", "int4", "none") and word is None:
+        raise ExportError(f"--embedding_quantization {options.embedding}: the graph has no word-embedding Gather "
+                          "on input_ids (fused into EmbedLayerNormalization?)")
+    # The table's Gather and its id map (a trimmed vocabulary) stay out of quantize_dynamic, which would store the
+    # table per-tensor uint8; the INT8 graph gets a GatherBlockQuantized instead (or keeps fp32 with "none").
+    word_nodes = tuple(n.name for n in nodes if word is not None and scheme is not None
+                       and (n.name == word.node.name or n.output[0] == word.node.input[1]))
+    extra = {"embedding": scheme, "embedding_nodes": word_nodes}
     if not options.gelu_approximation:
-        return DynamicSource(fp32, excluded, ffn_out, {})
+        return DynamicSource(fp32, excluded, ffn_out, {}, **extra)
     copy = tmp / ".model_for_int8.onnx"
-    return DynamicSource(copy, excluded, ffn_out, {"gelu_approximated": onnx_tools.approximate_gelu_copy(fp32, copy)})
+    changed = onnx_tools.approximate_gelu_copy(fp32, copy)
+    return DynamicSource(copy, excluded, ffn_out, {"gelu_approximated": changed}, **extra)
 
 
 def attempts_for_graph(attempts: list[Attempt], has_ffn_outputs: bool, options: QuantizationOptions) -> list[Attempt]:
@@ -104,7 +122,9 @@ def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Pat
         quant.update(dynamic.changes)
         log(f"quantizing: dynamic INT8 (per_channel={options.per_channel}, reduce_range={reduce_range}, "
             f"head fp32={options.head_fp32}, FFN outputs fp32={keep_ffn_out}, tanh GELU={options.gelu_approximation})")
-        onnx_tools.quantize_dynamic_int8(dynamic.graph, int8, options.per_channel, reduce_range, excluded)
+        onnx_tools.quantize_dynamic_int8(dynamic.graph, int8, options.per_channel, reduce_range,
+                                         excluded + list(dynamic.embedding_nodes))
+        quant["embedding"] = embedding_step(int8, dynamic.embedding, options.embedding, log)
     else:
         from fenlei.serving.predictor import BundlePredictor
 
@@ -129,6 +149,22 @@ def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Pat
                       "calibration_method": options.calibration_method, "from": "unfused graph (quant_pre_process)"})
     quant["nodes_excluded"] = excluded
     return quant
+
+
+def embedding_step(int8: Path, scheme: Optional[str], asked: str, log: Log) -> dict[str, Any]:
+    """Block-quantize the INT8 graph's word-embedding Gather in place; the metadata entry says what happened."""
+    import onnx
+
+    if scheme in (None, "none"):
+        why = ("fp32 (--embedding_quantization none)" if scheme == "none" else
+               f"default dynamic quantization (auto: tables under {embeddings.AUTO_MIN_ROWS} rows, or no Gather table)")
+        return {"asked": asked, "scheme": scheme or "default", "note": why}
+    model = onnx.load(str(int8))
+    entry = embeddings.quantize_gather(model, scheme)
+    onnx.save(model, str(int8))
+    log(f"  word embedding: GatherBlockQuantized {entry['bits']}-bit, block {entry['block_size']}, {entry['rows']} rows, "
+        f"{entry['bytes'] / 1e6:.1f} MB")
+    return {"asked": asked, **entry}
 
 
 def untried_remedies(options: QuantizationOptions, attempts: list[dict[str, Any]]) -> list[str]:

@@ -278,6 +278,34 @@ def test_fine_tuning_and_export_through_the_packaged_name(tiny: TinyImage, cache
     assert meta["parity"]["passed"]
     logits = BundlePredictor(tmp_path / "bundle", "fp32").predict_logits(["the cat sat", "你好，中文"], batch_size=2)
     assert logits.shape == (2, 4) and np.isfinite(logits).all()
+    assert meta["quantization"]["embedding"]["scheme"] == "default" and meta["vocab_trim"] is None  # 53 rows: auto
+
+    # The multilingual-vocabulary options on the same run: the table trimmed to Latin pieces (the tiny data is
+    # English, so Han pieces go) and read through a 4-bit GatherBlockQuantized in the INT8 graph.
+    import onnx
+
+    trimmed = tmp_path / "bundle_trimmed"
+    meta = export(export_args("--ckpt_path", str(run_dir), "--out", str(trimmed), "--vocab_scripts", "latin",
+                              "--embedding_quantization", "int4"))
+    assert meta["parity"]["passed"] and meta["vocab_trim"]["scripts"] == ["LATIN"]
+    pieces = json.loads((trimmed / "tokenizer.json").read_text())["model"]["vocab"]
+    kept = [p for p, _ in pieces if not any("\u4e00" <= ch <= "\u9fff" for ch in p)]
+    assert meta["vocab_trim"]["kept"] == len(kept) < len(pieces)
+    assert meta["vocab_trim"]["heldout"]["texts_changed"] == 0  # English held-out texts lose nothing
+    graph = onnx.load(str(trimmed / "model_int8.onnx")).graph
+    blocks = [n for n in graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(blocks) == 1 and meta["quantization"]["embedding"]["bits"] == 4
+    tables = {t.name: list(t.dims) for t in graph.initializer}
+    assert tables[blocks[0].input[0]] == [len(kept), 32]  # 64 values a row, two 4-bit codes a byte
+    assert [len(kept), 64] not in tables.values() and [53, 64] not in tables.values()  # no fp32/uint8 table left
+    predictor = BundlePredictor(trimmed, "int8")
+    out = predictor.predict(["the cat sat", "你好，中文"], top_k=2)
+    assert len(out) == 2 and all(len(o["top_k"]) == 2 for o in out)
+    # A dropped piece reads <unk>'s row: Han text predicts as the same text with <unk> pieces would.
+    fp32 = BundlePredictor(trimmed, "fp32")
+    ids = fp32.encode(["你好"])
+    unk = {**ids, "input_ids": np.where(ids["input_ids"] > 3, 3, ids["input_ids"])}
+    np.testing.assert_allclose(fp32.session.run(None, ids)[0], fp32.session.run(None, unk)[0], atol=1e-6)
 
 
 def test_probe_through_the_packaged_name(tiny: TinyImage, cache: Path, tiny_data: Path, tmp_path: Path,

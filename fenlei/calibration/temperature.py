@@ -1,7 +1,7 @@
-"""Temperature scaling and expected calibration error, in NumPy only.
+"""Temperature scaling and expected calibration error, on NumPy arrays (SciPy finds the temperature).
 
-The serving path (``infer``/``serve``) runs on onnxruntime + NumPy without torch, so everything here works on plain
-arrays: fit once on validation logits at export time, store one float, divide the logits by it at serving time.
+Fitted once on validation logits at export time; the bundle stores one float, which the torch-free serving path
+applies with ``fenlei.numerics.softmax`` (serving itself imports neither this module nor SciPy).
 
 Temperature scaling (Guo et al., 2017) divides the logits by a single scalar ``T > 0`` chosen to minimise the
 negative log-likelihood on held-out data. It never changes the argmax, so accuracy is untouched; only the

@@ -56,13 +56,10 @@ def hf_run(model: str, data_dir: str, mode: str, args: argparse.Namespace, out: 
 
 def cpu_model() -> str:
     """The CPU's model name and its bf16/VNNI flags (what decides CPU training speed here)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = [f for f in ("avx512_vnni", "avx512_bf16", "amx_bf16") if f" {f}" in info]
-    return " ".join([name, *flags]).strip()
+    from fenlei.cpu import read_cpu
+
+    cpu = read_cpu()
+    return " ".join([cpu.model, *(f for f in ("avx512_vnni", "avx512_bf16", "amx_bf16") if f in cpu.flags)])
 
 
 def read_config(config: str) -> dict[str, Any]:

@@ -184,13 +184,9 @@ def main() -> None:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from fenlei.cpu import read_cpu
+
+    return read_cpu().model
 
 
 if __name__ == "__main__":

@@ -94,8 +94,9 @@ def main() -> None:
 
 
 def cpu_flags() -> dict[str, bool]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    from fenlei.cpu import read_cpu
+
+    flags = read_cpu().flags
     return {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
 
 

@@ -57,9 +57,3 @@ def cpu_record(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
 
     cpu = read_cpu(cpuinfo)
     return {"model": cpu.model, "cores": os.cpu_count(), "flags": [f for f in RELEVANT_FLAGS if f in cpu.flags]}
-
-
-def cpu_label(cpuinfo: Path = CPUINFO) -> str:
-    """``"<model> (<flags>)"``: one line for a table."""
-    record = cpu_record(cpuinfo)
-    return f"{record['model']} ({', '.join(record['flags']) or 'flags unknown'})"

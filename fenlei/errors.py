@@ -39,12 +39,7 @@ def exit_status_of(command: Callable[[], Optional[int]]) -> int:
     """Run ``command``; a user error becomes one line on stderr and status 2. Other exceptions propagate."""
     try:
         status = command()
-    except SystemExit as exit_:
-        user_error = find_user_error(exit_)
-        if user_error is None:
-            raise
-        status = report(user_error)
-    except Exception as err:  # noqa: BLE001 - re-raised unless it is a user error
+    except (SystemExit, Exception) as err:  # SystemExit too: jsonargparse exits with the error as its context
         user_error = find_user_error(err)
         if user_error is None:
             raise

@@ -214,4 +214,4 @@ def run_typed(component: Component, argv: Sequence[str], prog: str, description:
     args = normalize_argv(component, argv, positional, rest)
     kwargs: dict[str, Any] = {"description": description} if description else {}
     result = CLI(component, args=args, prog=prog, as_positional=positional, parser_class=_parser_class(), **kwargs)
-    return int(result) if isinstance(result, (int, bool)) and not isinstance(result, bool) else 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

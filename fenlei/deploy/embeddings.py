@@ -25,6 +25,8 @@ letters the name is a close stand-in.
 
 from __future__ import annotations
 
+import functools
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 import numpy as np
+
+from fenlei.deploy.errors import ExportError
 
 EmbeddingQuantization = Literal["auto", "none", "int8", "int4"]
 # "auto" block-quantizes tables at least this long: below it, the table is a small part of the model and the
@@ -59,10 +63,20 @@ def text_scripts(texts: Iterable[str]) -> Counter:
     return Counter(s for t in texts for ch in t if (s := letter_script(ch)))
 
 
+@functools.cache
+def known_scripts() -> frozenset[str]:
+    """Every script name :func:`letter_script` can give (one pass over Unicode, only when names are given)."""
+    return frozenset(s for cp in range(sys.maxunicode + 1) if (s := letter_script(chr(cp))))
+
+
 def served_scripts(names: Sequence[str], train_texts: Sequence[str]) -> list[str]:
     """``names`` in upper case, or with ``auto`` the scripts of at least AUTO_SCRIPT_MIN_SHARE of the letters of
-    ``train_texts``."""
+    ``train_texts``. A name that is no script is an error (it would silently map every piece to ``<unk>``)."""
     wanted = {n.upper() for n in names if n.lower() != "auto"}
+    unknown = sorted(wanted - known_scripts())
+    if unknown:
+        raise ExportError(f"--vocab_scripts: unknown script(s) {unknown}; scripts are the first word of a letter's "
+                          "Unicode name, e.g. HAN LATIN CYRILLIC ARABIC (or auto)")
     if any(n.lower() == "auto" for n in names):
         counts = text_scripts(train_texts)
         total = sum(counts.values()) or 1

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fenlei.deploy import embeddings
+from fenlei.deploy.errors import ExportError
 
 
 def _lookup_graph(table: np.ndarray):  # noqa: ANN202 - an onnx.ModelProto
@@ -73,6 +74,8 @@ def test_scripts_of_pieces() -> None:
     assert embeddings.served_scripts(["auto"], train) == ["GREEK", "HAN", "LATIN"]
     assert embeddings.served_scripts(["auto"], ["我的订单号" * 200 + "α"]) == ["HAN"]
     assert embeddings.served_scripts(["han", "Latin"], []) == ["HAN", "LATIN"]
+    with pytest.raises(ExportError, match=r"--vocab_scripts: unknown script\(s\) \['KLINGON'\]"):
+        embeddings.served_scripts(["han", "klingon"], [])
 
 
 def test_auto_scheme_by_table_size() -> None:

@@ -292,6 +292,11 @@ class TextClassificationDataModule(pl.LightningDataModule):
                 labelled = split != "predict" or all(r.label in self.label_to_id for r in records)
                 self.datasets[split] = self._encode(records, labelled)
 
+    def train_token_ids(self) -> list[int]:
+        """The distinct token ids of the training split (what ``embedding_rows: seen`` trains)."""
+        self.setup("fit")
+        return sorted({i for ids in self.datasets["train"].input_ids for i in ids})
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
         if train and self.length_grouping:

@@ -27,10 +27,12 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from fenlei.errors import FenleiError
 from fenlei.pretrained import from_pretrained
 from lightning_modules.backbones import embeddings, set_trainable, transformer_layers
 from lightning_modules.hparams import save_constructor_arguments
 from lightning_modules.optim import Schedule, build_scheduler, param_groups, resolve_warmup
+from lightning_modules.seen_rows_embedding import SeenRowsEmbedding
 
 Pooling = Literal["cls", "mean"]
 
@@ -72,6 +74,10 @@ class EncoderModule(pl.LightningModule):
         warmup: Warmup length: a fraction of all training steps if < 1, else a number of steps.
         schedule: Decay after warmup: ``linear``, ``cosine`` or ``constant``.
         fused_adamw: Use torch's fused AdamW kernel (faster on CPU and GPU).
+        embedding_rows: ``all`` trains the whole word-embedding matrix; ``seen`` trains only the rows of tokens in
+            the training split during ``fit`` (the others get zero gradients anyway, and their weight decay is
+            applied exactly), the same result at a fraction of the step time for a large multilingual vocabulary
+            (see ``lightning_modules.seen_rows_embedding``). Needs a DataModule with ``train_token_ids()``.
     """
 
     backbone: nn.Module
@@ -97,6 +103,7 @@ class EncoderModule(pl.LightningModule):
         warmup: float = 0.06,
         schedule: Schedule = "linear",
         fused_adamw: bool = True,
+        embedding_rows: Literal["all", "seen"] = "all",
     ) -> None:
         super().__init__()
         save_constructor_arguments(self)
@@ -129,6 +136,33 @@ class EncoderModule(pl.LightningModule):
             set_trainable(embeddings(self.backbone), False)
         for layer in layers[:n]:
             set_trainable(layer, False)
+
+    # ---- training only the embedding rows the data reaches ----
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or self.hparams.get("embedding_rows", "all") != "seen":
+            return
+        current = self.backbone.get_input_embeddings()
+        if isinstance(current, SeenRowsEmbedding) or self.hparams.freeze_embeddings or self.hparams.freeze_layers > 0:
+            return  # already swapped (a second fit), or frozen for good
+        source = getattr(self.trainer, "datamodule", None)
+        if not hasattr(source, "train_token_ids"):
+            raise FenleiError(
+                "model.init_args.embedding_rows: 'seen' needs a DataModule with train_token_ids() (the token ids "
+                f"of the training split); {type(source).__name__} has none"
+            )
+        self.backbone.set_input_embeddings(SeenRowsEmbedding(current, source.train_token_ids()))
+
+    def on_fit_end(self) -> None:
+        current = self.backbone.get_input_embeddings()
+        if isinstance(current, SeenRowsEmbedding):
+            self.backbone.set_input_embeddings(current.restore())
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # After backward, before the update: the gradients say which parameters this step will touch.
+        current = self.backbone.get_input_embeddings()
+        if isinstance(current, SeenRowsEmbedding):
+            current.count_optimizer_step(optimizer)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled sentence representation, ``(batch, hidden)``."""

@@ -64,14 +64,15 @@ class StagedUnfreezing(BaseFinetuning):
         self.stage1_schedule = stage1_schedule
         self.gradual = gradual
         self.layers_per_epoch = layers_per_epoch
-        self._trainable: set[str] = set()
+        self._kept_frozen: set[str] = set()
 
     # ---- freezing ----
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         backbone = pl_module.backbone
-        # What the module itself leaves trainable (freeze_embeddings / freeze_layers stay frozen in stage 2).
-        self._trainable = {name for name, p in backbone.named_parameters() if p.requires_grad}
+        # What the module itself froze (freeze_embeddings / freeze_layers stay frozen in stage 2). Recorded as the
+        # frozen names, so a parameter the module adds after this callback's setup (embedding_rows: seen) thaws.
+        self._kept_frozen = {name for name, p in backbone.named_parameters() if not p.requires_grad}
         self.freeze(backbone, train_bn=False)
 
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
@@ -89,7 +90,7 @@ class StagedUnfreezing(BaseFinetuning):
             modules = [backbone]
         selected = {id(p) for m in modules for p in m.parameters()}
         for name, param in backbone.named_parameters():
-            if id(param) in selected and name in self._trainable:
+            if id(param) in selected and name not in self._kept_frozen:
                 param.requires_grad_(True)
 
     # Every group exists from the start, so BaseFinetuning's bookkeeping of added groups is not needed (and its

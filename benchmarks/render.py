@@ -374,6 +374,94 @@ def rows_decoder(runs: list[Res], ctx: Res) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------------- Chinese encoders
+
+
+ZH_DATASETS = {"tnews": "DataCLUE TNEWS (15 topics, noisy train labels, clean test)",
+               "online_shopping": "online_shopping_10_cats (category)"}
+ZH_ROUTES = {"e5/ce": "e5-small, cross-entropy", "e5/focal_ls": "e5-small, focal γ2 + label smoothing 0.1",
+             "e5/invlog_weights": "e5-small, inverse-log class weights", "e5/staged_unfreezing": "e5-small, staged unfreezing",
+             "gemma/probe": "gemma-3-270m, linear probe (layer 0.5, logreg)",
+             "gemma/lora_seqcls": "gemma-3-270m, LoRA sequence classification"}
+
+
+def _mean_spread(stat: Any, fmt: Callable[[Any], str]) -> str:
+    if not isinstance(stat, dict):
+        return fmt(stat)
+    if stat.get("mean") is None:
+        return "–"
+    if stat.get("n", 1) < 2:
+        return fmt(stat["mean"])
+    return f"{fmt(stat['mean'])} ({fmt(stat['min'])}–{fmt(stat['max'])})"
+
+
+def zh_cpus(res: Res) -> str:
+    """The CPUs the cells ran on (each cell records its own; older cells only the file's machine)."""
+    seen = [cpu_of({"cpu": c["cpu"]}) if isinstance(c.get("cpu"), dict) else cpu_of(res)
+            for d in res["cells"].values() for c in d.values()]
+    return "; ".join(dict.fromkeys(seen)) or cpu_of(res)
+
+
+def render_chinese_encoders(runs: list[Res], ctx: Res) -> str:
+    """benchmarks/chinese_encoders.py: e5-small recipes (mean, min–max over seeds) against the gemma routes."""
+    res = runs[-1]
+    out = ["Commands:", ""] + [f"    {c}" for c in res.get("commands", [])] + [
+        "", f"Dates: {', '.join(sorted({c['date'] for d in res['cells'].values() for c in d.values()}))}; "
+            f"CPU: {zh_cpus(res)}.  ",
+        "Encoder rows: mean over seeds with (min–max); `seeds` says how many ran. Training samples/s: training texts "
+        "x epochs over the train-loop seconds (probe: training texts over feature extraction + head fit). "
+        "ms/text: median over test texts one at a time, tokenisation included, torch fp32, 2 threads.", ""]
+    budget = res.get("budget", {})
+    for dataset, block in res["summary"].items():
+        b = budget.get(dataset, {})
+        out += [f"**{ZH_DATASETS.get(dataset, dataset)}**: {b.get('train')} train, {b.get('validation')} validation, "
+                f"{b.get('test')} test texts" + (f" (drawn from {b['of']['train']} / {b['of']['test']})" if "of" in b else "")
+                + f"; encoder {budget.get('encoder_epochs')} epochs, LoRA seq-cls {budget.get('gemma_lora_seqcls_epochs')}.", "",
+                "| route | seeds | accuracy | macro-F1 | worst-class F1 | train samples/s | wall s | ms/text |",
+                "|---|---|---|---|---|---|---|---|"]
+        for route, r in block["table"].items():
+            seeds = r.get("seeds", "–")
+            out.append(f"| {ZH_ROUTES.get(route, route)} | {seeds} | {_mean_spread(r['accuracy'], pct)} | "
+                       f"{_mean_spread(r['f1_macro'], pct)} | {_mean_spread(r['worst_class_f1'], pct)} | "
+                       f"{_mean_spread(r['train_samples_per_s'], num)} | {_mean_spread(r['cell_wall_seconds'], lambda x: num(x, 0))} | "
+                       f"{_mean_spread(r['inference_ms_per_text'], num)} |")
+        checks = block["checks"]
+        fl = checks.get("focal_ls_vs_ce")
+        if fl:
+            out += ["", f"Focal + label smoothing against CE: {fl['f1_macro_gain_points']:+.2f} macro-F1 points, the larger "
+                    f"seed spread (max - min) {fl['larger_seed_spread_points']:.2f} points: "
+                    + ("**beats CE by more than the seed spread**" if fl["beats_ce_by_more_than_spread"]
+                       else "**not more than the seed spread**") + f" (seeds {fl['seeds'][0]} and {fl['seeds'][1]})."]
+        out.append("")
+    if res.get("published_tnews_f1_macro"):
+        out += ["Published TNEWS (DataCLUE) macro-F1: " + "; ".join(f"{k} {v}" for k, v in res["published_tnews_f1_macro"].items())
+                + ".", ""]
+    return "\n".join(out)
+
+
+def rows_chinese_encoders(runs: list[Res], ctx: Res) -> list[Row]:
+    res = runs[-1]
+    rows = []
+    date = max(c["date"] for d in res["cells"].values() for c in d.values())
+    for dataset, block in res["summary"].items():
+        checks = block["checks"]
+        name = {"tnews": "TNEWS", "online_shopping": "online_shopping"}.get(dataset, dataset)
+        t = checks.get("target_f1_macro_58")
+        if t:
+            best = ZH_ROUTES.get(checks["best_recipe"], checks["best_recipe"])
+            rows.append(Row(f"{name}: best e5-small recipe macro-F1, 3-seed mean", "≥ 58.0",
+                            f"{100 * t['measured']:.2f} ({best}, {checks['best_recipe_seeds']} seeds)", [bool(t["met"])],
+                            date, zh_cpus(res), "target_f1_macro_58"))
+        g = checks.get("beats_gemma")
+        if g:
+            margins = ", ".join(f"{k.split('/')[1]} {v:+.2f}" for k, v in g["f1_margin_points"].items())
+            speeds = ", ".join(f"{k.split('/')[1]} {v}x" for k, v in g["train_speed_ratio"].items())
+            rows.append(Row(f"{name}: best e5 recipe against every gemma-3-270m route", "≥ 3 macro-F1 points at ≥ 5x training samples/s",
+                            f"{margins} points; {speeds}" + ("" if len(g["routes_run"]) == 2 else " (not every route run)"),
+                            [bool(g["met"])], date, zh_cpus(res), f"beats_gemma_{dataset}"))
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------- calibration / OOS
 
 
@@ -758,6 +846,10 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
         Section("endava_tickets", "Endava tickets (three fields)", ("endava_tickets",), render_decoder_benchmark, rows_decoder),
         Section("online_shopping", "online_shopping_10_cats (Chinese, two fields)", ("online_shopping",),
                 render_decoder_benchmark, rows_decoder),
+    )),
+    ("Chinese: encoder and decoder side by side", (
+        Section("chinese_encoders", "multilingual-e5-small recipes against gemma-3-270m on Chinese data",
+                ("chinese_encoders",), render_chinese_encoders, rows_chinese_encoders),
     )),
     ("Calibration and out-of-scope rejection", (
         Section("clinc150_oos", "CLINC150 out-of-scope rejection", ("clinc150_oos",), render_clinc150_oos, rows_clinc150_oos),

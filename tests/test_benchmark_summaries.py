@@ -1,0 +1,74 @@
+"""The target logic of benchmarks/chinese_encoders.py and its BENCHMARKS.md section, on made-up cells."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import render  # noqa: E402
+from benchmarks.chinese_encoders import summarise  # noqa: E402
+
+
+def cell(f1: float, speed: float = 40.0, acc: float | None = None) -> dict:
+    return {"accuracy": acc if acc is not None else f1 + 0.02, "f1_macro": f1, "worst_class_f1": f1 / 2,
+            "train_samples_per_s": speed, "cell_wall_seconds": 900.0, "inference_ms_per_text": 9.0,
+            "date": "2026-12-01"}
+
+
+def results(ce: list[float], focal: list[float], gemma: dict[str, tuple[float, float]] | None = None) -> dict:
+    cells = {f"e5/ce/seed{i}": cell(v) for i, v in enumerate(ce, 1)}
+    cells |= {f"e5/focal_ls/seed{i}": cell(v) for i, v in enumerate(focal, 1)}
+    for route, (f1, speed) in (gemma or {}).items():
+        cells[f"gemma/{route}"] = cell(f1, speed)
+    return {"cells": {"tnews": cells}, "machine": {"cpu": {"model": "test CPU", "flags": ["avx2"], "cores": 2}}}
+
+
+def test_target_needs_three_seeds_and_the_bound() -> None:
+    checks = summarise(results([0.57, 0.58, 0.59], [0.585, 0.59, 0.595]))["tnews"]["checks"]
+    assert checks["best_recipe"] == "e5/focal_ls"
+    assert checks["target_f1_macro_58"]["met"] is True
+    assert checks["target_f1_macro_58"]["measured"] == pytest.approx(0.59)
+    two_seeds = summarise(results([0.57], [0.60, 0.61]))["tnews"]["checks"]["target_f1_macro_58"]
+    assert two_seeds["met"] is False and two_seeds["note"] == "2 of 3 seeds run"
+    low = summarise(results([0.57, 0.57, 0.57], [0.575, 0.576, 0.577]))["tnews"]["checks"]["target_f1_macro_58"]
+    assert low["met"] is False
+
+
+def test_focal_against_ce_is_judged_by_the_seed_spread() -> None:
+    close = summarise(results([0.55, 0.57, 0.56], [0.565, 0.575, 0.57]))["tnews"]["checks"]["focal_ls_vs_ce"]
+    assert close["f1_macro_gain_points"] == pytest.approx(1.0)
+    assert close["larger_seed_spread_points"] == pytest.approx(2.0)
+    assert close["beats_ce_by_more_than_spread"] is False
+    clear = summarise(results([0.55, 0.551, 0.552], [0.58, 0.581, 0.582]))["tnews"]["checks"]["focal_ls_vs_ce"]
+    assert clear["beats_ce_by_more_than_spread"] is True
+
+
+def test_gemma_comparison_needs_both_routes_margin_and_speed() -> None:
+    base = [0.60, 0.60, 0.60]
+    ok = summarise(results(base, base, {"probe": (0.40, 5.0), "lora_seqcls": (0.56, 2.0)}))["tnews"]["checks"]
+    assert ok["beats_gemma"]["met"] is True
+    assert ok["beats_gemma"]["f1_margin_points"] == {"gemma/probe": 20.0, "gemma/lora_seqcls": 4.0}
+    slow = summarise(results(base, base, {"probe": (0.40, 10.0), "lora_seqcls": (0.50, 2.0)}))["tnews"]["checks"]
+    assert slow["beats_gemma"]["met"] is False  # 40 samples/s is only 4x the probe's 10
+    close = summarise(results(base, base, {"probe": (0.40, 1.0), "lora_seqcls": (0.58, 1.0)}))["tnews"]["checks"]
+    assert close["beats_gemma"]["met"] is False  # 2 points over LoRA seq-cls
+    one = summarise(results(base, base, {"probe": (0.40, 1.0)}))["tnews"]["checks"]
+    assert one["beats_gemma"]["met"] is False and one["beats_gemma"]["routes_run"] == ["gemma/probe"]
+
+
+def test_section_renders_every_route_and_the_verdicts() -> None:
+    res = results([0.55, 0.56, 0.57], [0.58, 0.59, 0.60], {"probe": (0.40, 5.0), "lora_seqcls": (0.50, 2.0)})
+    res["summary"] = summarise(res)
+    text = render.render_chinese_encoders([res], {})
+    assert "e5-small, cross-entropy | 3 | 58.00% (57.00%–59.00%) | 56.00% (55.00%–57.00%)" in text
+    assert "gemma-3-270m, linear probe" in text and "LoRA sequence classification" in text
+    assert "+3.00 macro-F1 points" in text and "**beats CE by more than the seed spread**" in text  # 2-point spread
+    rows = {r.key: r for r in render.rows_chinese_encoders([res], {})}
+    assert rows["target_f1_macro_58"].met == [True]
+    assert rows["beats_gemma_tnews"].met == [True]
+    assert "test CPU" in rows["target_f1_macro_58"].cpu

@@ -1,9 +1,9 @@
 """Train only the word-embedding rows that the training data can reach, with the same result as training all.
 
 A multilingual encoder's vocabulary is mostly rows a monolingual dataset never reads: multilingual-e5-small has
-250k x 384 word embeddings (96M of its 118M parameters), and the TNEWS training texts touch 10,270 of them. A row that no training
-text contains gets a zero gradient at every step, so AdamW's moments for it stay zero and its only change is the
-decoupled weight decay, ``row *= 1 - lr * weight_decay`` per step. Yet the dense gradient, the gradient-norm clip
+250k x 384 word embeddings (96M of its 118M parameters), and the TNEWS training texts touch 10,270 of them. A row
+that no training text contains gets a zero gradient at every step, so AdamW's moments for it stay zero and its only
+change is the decoupled weight decay, ``row *= 1 - lr * weight_decay`` per step. Yet the dense gradient, the gradient-norm clip
 and AdamW still walk all 96M values every step: on 2 CPU cores that is more than half of the step time.
 
 :class:`SeenRowsEmbedding` stands in for the ``nn.Embedding`` during ``fit``: the reachable rows are one small

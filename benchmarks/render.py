@@ -430,8 +430,9 @@ def render_chinese_encoders(runs: list[Res], ctx: Res) -> str:
         if fl:
             out += ["", f"Focal + label smoothing against CE: {fl['f1_macro_gain_points']:+.2f} macro-F1 points, the larger "
                     f"seed spread (max - min) {fl['larger_seed_spread_points']:.2f} points: "
-                    + ("**beats CE by more than the seed spread**" if fl["beats_ce_by_more_than_spread"]
-                       else "**not more than the seed spread**") + f" (seeds {fl['seeds'][0]} and {fl['seeds'][1]})."]
+                    + {True: "**beats CE by more than the seed spread**", False: "**not more than the seed spread**",
+                       None: "**undecided** (a recipe with one seed has no spread)"}[fl["beats_ce_by_more_than_spread"]]
+                    + f" (seeds: CE {fl['seeds'][0]}, focal + LS {fl['seeds'][1]})."]
         out.append("")
     if res.get("published_tnews_f1_macro"):
         out += ["Published TNEWS (DataCLUE) macro-F1: " + "; ".join(f"{k} {v}" for k, v in res["published_tnews_f1_macro"].items())

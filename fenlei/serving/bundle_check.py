@@ -249,7 +249,7 @@ def check_hashes(folder: Path, metadata: dict[str, Any], files: tuple[Path, ...]
     where = folder / "metadata.json"
     recorded = metadata.get("sha256")
     if recorded is None:
-        return [f"{where}: no sha256 recorded for {', '.join(f.name for f in files)} (a bundle exported before fenlei "
+        return [f"metadata.json: no sha256 recorded for {', '.join(f.name for f in files)} (a bundle exported before fenlei "
                 "recorded them): their integrity is not checked; export again to add them"]
     if not isinstance(recorded, dict):
         raise BundleError(f"{where}: sha256: must be an object of file name -> hex digest, got {recorded!r}")

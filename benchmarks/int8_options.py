@@ -71,6 +71,7 @@ def main() -> None:
     from fenlei.deploy.onnx_tools import node_groups, quantize_dynamic_int8
     from fenlei.deploy.sources import SourceOptions, load_fenlei_source
     from fenlei.metrics import macro_f1
+    from fenlei.serving.bundle_check import file_hashes
     from fenlei.serving.predictor import BundlePredictor, cpu_has_vnni
 
     work = REPO / "benchmarks" / "work" / args.name
@@ -98,11 +99,16 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for f in bundle.iterdir():  # the bundle's other files, so BundlePredictor can load the variant
             target = folder / f.name
-            if f.name != "model_int8.onnx" and not target.exists():
-                target.symlink_to(f.resolve())
+            # Hard links, not symlinks: a bundle's files must lie inside it (fenlei.serving.bundle_check).
+            if f.is_file() and f.name not in ("model_int8.onnx", "metadata.json") and not target.exists():
+                os.link(f, target)
         excluded = [n for g in excluded_groups for n in groups[g]]
         quantize_dynamic_int8(bundle / "model_fp32.onnx", folder / "model_int8.onnx", per_channel, reduce_range, excluded,
                               weight_type)
+        # The variant's own INT8 model: its sha256 in the variant's metadata.json, which the predictor checks.
+        variant_meta = json.loads((bundle / "metadata.json").read_text())
+        variant_meta["sha256"] = {**variant_meta.get("sha256", {}), **file_hashes(folder, ("model_int8.onnx",))}
+        (folder / "metadata.json").write_text(json.dumps(variant_meta, indent=2))
         engine = BundlePredictor(folder, "int8", args.threads)
         entry: dict[str, Any] = {"per_channel": per_channel, "reduce_range": reduce_range, "weight_type": weight_type,
                                  "kept_fp32": excluded_groups, "nodes_kept_fp32": len(excluded),

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -49,11 +49,14 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_dir(directory: str | Path, write: Callable[[Path], T]) -> T:
+def atomic_dir(directory: str | Path, write: Callable[[Path], T],
+               before_replace: Optional[Callable[[Path], None]] = None) -> T:
     """Build a folder with ``write(tmp)`` in a hidden temporary sibling, then rename it to ``directory``; return what
     ``write`` returned. An existing folder is moved aside and removed only after the rename. If ``write`` raises,
     the temporary folder is removed and ``directory`` is left as it was. Permissions follow the umask (mkdtemp and
-    mkstemp create private entries; bundles and adapters are read by other users, e.g. a service account)."""
+    mkstemp create private entries; bundles and adapters are read by other users, e.g. a service account).
+    ``before_replace(directory)`` runs just before anything at ``directory`` is moved: it may raise to keep what is
+    there (a check made before a long ``write`` can be stale by then)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
@@ -65,6 +68,8 @@ def atomic_dir(directory: str | Path, write: Callable[[Path], T]) -> T:
             for name in files:
                 (Path(root) / name).chmod(0o666 & ~umask)
         old = None
+        if before_replace is not None:
+            before_replace(directory)
         if directory.exists():
             old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
             os.replace(directory, old / directory.name)

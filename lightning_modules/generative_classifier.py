@@ -299,7 +299,9 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         path = getattr(callback, "best_model_path", "") or ""
         if not path or not Path(path).is_file():
             return None, "last"
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        # weights_only=True even for the file this fit just wrote: the path comes from the callback, which a resumed
+        # run restores from its checkpoint, and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD only overrides an unset argument.
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         # Checkpoint keys are this module's ("model.base_model.model..."); PEFT wants its own ("base_model.model...").
         return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}, str(path)
 

@@ -1,7 +1,8 @@
 """The bundle's files: tokenizer and labels, the ONNX graphs (exported and fused), and metadata.json.
 
-The file set is ``fenlei.serving.predictor.BUNDLE_FILES``; everything is written into a temporary folder that
-the export renames into place only when the whole bundle is there.
+The file set is ``fenlei.serving.bundle_check.BUNDLE_FILES``; everything is written into a temporary folder that
+the export renames into place only when the whole bundle is there (fenlei.deploy.staging). The stub metadata says
+the bundle is unfinished until the final one, with the parity verdict and the files' sha256, is written last.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from fenlei.deploy.errors import ExportError
 from fenlei.deploy.parity import Log
 from fenlei.deploy.sources import Source
 from fenlei.io import atomic_write_json
+from fenlei.serving.bundle_check import (
+    BUNDLE_FILES,
+    PRECISIONS,
+    UNFINISHED_FORMAT,
+    BundleError,
+    file_hashes,
+    load_bundle,
+)
 
 RAW_GRAPH = ".model_raw.onnx"
 FP32_GRAPH = "model_fp32.onnx"
 INT8_GRAPH = "model_int8.onnx"
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise ExportError(f"--out {out}: already exists (pass --overwrite to replace it)")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out}: exists and is not a folder")
 
 
 def write_tokenizer_and_labels(tmp: Path, source: Source) -> None:
@@ -110,7 +112,7 @@ def write_stubs(tmp: Path, source: Source, optimization: dict[str, Any]) -> None
     static calibration its feeds); both files are rewritten at the end. The stub carries the optimization entry:
     it names the onnxruntime fusions the sessions must skip, so the parity gate runs the graph exactly as served."""
     atomic_write_json(tmp / "calibration.json", {"by_precision": {p: {"temperature": 1.0} for p in ("fp32", "int8")}})
-    atomic_write_json(tmp / "metadata.json", {"max_length": source.max_length,
+    atomic_write_json(tmp / "metadata.json", {"format": UNFINISHED_FORMAT, "max_length": source.max_length,
                                               "pad_token_id": source.tokenizer.pad_token_id or 0,
                                               "optimization": optimization})
 
@@ -126,8 +128,9 @@ def library_versions() -> dict[str, str]:
 
 
 def file_sizes(tmp: Path) -> dict[str, int]:
+    # Hidden files are the export's own (its lock, intermediate graphs), not the bundle's.
     return {name: (tmp / name).stat().st_size for name in sorted(os.listdir(tmp))
-            if (tmp / name).is_file() and name != "metadata.json"}
+            if (tmp / name).is_file() and name != "metadata.json" and not name.startswith(".")}
 
 
 def bundle_metadata(source: Source, optimization: dict[str, Any], quantization: dict[str, Any], parity: dict[str, Any],
@@ -157,10 +160,15 @@ def bundle_metadata(source: Source, optimization: dict[str, Any], quantization: 
 
 
 def write_metadata(tmp: Path, metadata: dict[str, Any]) -> None:
-    """Written last; the bundle must then be complete."""
-    from fenlei.serving.predictor import BUNDLE_FILES
-
-    atomic_write_json(tmp / "metadata.json", metadata)
-    missing = [f for f in BUNDLE_FILES if not (tmp / f).is_file()]
+    """Written last, with the sha256 of the files that decide the logits (checked whenever the bundle is loaded); the
+    bundle must then be complete and pass the same checks as at load time."""
+    missing = [f for f in BUNDLE_FILES if f != "metadata.json" and not (tmp / f).is_file()]
     if missing:
         raise ExportError(f"bundle incomplete, missing {', '.join(missing)}")
+    metadata["sha256"] = file_hashes(tmp)
+    atomic_write_json(tmp / "metadata.json", metadata)
+    for precision in PRECISIONS:
+        try:
+            load_bundle(tmp, precision, building=True)
+        except BundleError as err:
+            raise ExportError(f"the bundle written fails its own load check: {err}") from None

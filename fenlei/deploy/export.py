@@ -25,10 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from fenlei.deploy import bundle, calibration_step
+from fenlei.deploy import bundle, calibration_step, staging
 from fenlei.deploy.calibration_step import CalibrationOptions
 from fenlei.deploy.errors import ExportError
-from fenlei.deploy.parity import GateLimits, failure_message, gate_attempts, token_mismatches, torch_logits
+from fenlei.deploy.parity import GateLimits, Log, failure_message, gate_attempts, token_mismatches, torch_logits
 from fenlei.deploy.quantization import (
     QuantizationOptions,
     attempts_for_graph,
@@ -253,11 +253,30 @@ def main(argv: list[str]) -> int:
 
 
 def export(options: ExportOptions) -> dict[str, Any]:
-    """Build the bundle in a temporary folder beside ``--out`` and rename it into place only if all went well."""
-    bundle.check_out(options.out, options.overwrite)
+    """Build the bundle in a temporary folder beside ``--out`` and rename it into place only if all went well.
+
+    ``--overwrite`` replaces only a bundle (checked now and again just before the rename); the temporary folders
+    of exports into the same parent that were killed are removed first (fenlei.deploy.staging)."""
+    staging.check_out(options.out, options.overwrite)
+    staging.clean_stale_temporaries(options.out.parent, _logger(options.quiet))
     needs_train = options.quantization.mode == "static" or any(s.lower() == "auto" for s in options.vocab_scripts)
     source = load_source(options.source, train_texts=needs_train)
-    return atomic_dir(options.out, lambda tmp: build_bundle(source, tmp, options))
+    lock = staging.ExportLock()
+
+    def build(tmp: Path) -> dict[str, Any]:
+        lock.take(tmp)  # first: a folder whose lock is free belongs to a dead export
+        return build_bundle(source, tmp, options)
+
+    with lock.held(options.out):
+        return atomic_dir(options.out, build, before_replace=staging.replaceable)
+
+
+def _logger(quiet: bool) -> Log:
+    def log(message: str) -> None:
+        if not quiet:
+            print(f"export: {message}", file=sys.stderr)
+
+    return log
 
 
 def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str, Any]:
@@ -266,10 +285,7 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
 
     from fenlei.serving.predictor import BundlePredictor
 
-    def log(message: str) -> None:
-        if not options.quiet:
-            print(f"export: {message}", file=sys.stderr)
-
+    log = _logger(options.quiet)
     torch.set_num_threads(max(1, options.threads or torch.get_num_threads()))
     q = options.quantization
 
@@ -284,7 +300,7 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
     log(f"parity gate on {len(texts)} held-out texts ({source.eval_source})")
     reference, hf_ids = torch_logits(source.model, source.tokenizer, source.max_length, len(source.label_names),
                                      texts, options.batch_size)
-    ort_fp32 = BundlePredictor(tmp, "fp32", options.threads)
+    ort_fp32 = BundlePredictor(tmp, "fp32", options.threads, building=True)
     mismatches = token_mismatches([e.ids for e in ort_fp32.tokenizer.encode_batch(texts)], hf_ids)
     fp32_logits = ort_fp32.predict_logits(texts, options.batch_size)
     if vocab_trim is not None:
@@ -301,7 +317,7 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
 
     def try_attempt(attempt: tuple[bool, bool]) -> tuple[dict[str, Any], dict[str, Any], float]:
         description = quantize(q, attempt, tmp, raw, int8, dynamic, source.train_texts, options.threads, log)
-        ort_int8 = BundlePredictor(tmp, "int8", options.threads)
+        ort_int8 = BundlePredictor(tmp, "int8", options.threads, building=True)
         logits = {"ort_fp32": fp32_logits}
         for bs in sorted(set(options.parity_batch_sizes) | {options.batch_size}):
             logits["ort_int8" if bs == options.batch_size else f"ort_int8_batch{bs}"] = ort_int8.predict_logits(texts, bs)

@@ -27,11 +27,13 @@ def merge(ckpt_path: str, out: str) -> None:
         out: output folder (written atomically)
     """
     from fenlei.io import atomic_dir
+    from fenlei.training.checkpoints import WEIGHTS_ONLY, refusing_pickled_code
     from lightning_modules.generative_classifier import GenerativeClassifier
 
     if not Path(ckpt_path).is_file():
         raise MergeError(f"--ckpt_path {ckpt_path}: no such file")
-    module = GenerativeClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    with refusing_pickled_code(ckpt_path):
+        module = GenerativeClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=WEIGHTS_ONLY)
     try:
         merged = module.merged_model()
     except ValueError as err:  # a prefix-tuning adapter has no weights to fold in

@@ -137,7 +137,7 @@ def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Pat
             if not ffn_out:
                 raise ExportError(NO_FFN_OUTPUTS)
             excluded += ffn_out
-        encoder = BundlePredictor(tmp, "fp32", threads)
+        encoder = BundlePredictor(tmp, "fp32", threads, building=True)
         texts = sample_texts(train_texts, options.calibration_size, options.seed)
         log(f"quantizing: static QDQ S8S8 ({options.calibration_method}) calibrated on {len(texts)} training texts")
         feeds = onnx_tools.batched_feeds(encoder.encode, texts, 16)

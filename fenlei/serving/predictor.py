@@ -1,7 +1,9 @@
 """Run an exported bundle with onnxruntime, tokenizers and NumPy only (no torch, no transformers).
 
 The bundle (see ``docs/deployment.md``) holds ``model_fp32.onnx``, ``model_int8.onnx``, ``tokenizer.json``,
-``labels.json``, ``calibration.json`` and ``metadata.json``. :class:`BundlePredictor` loads one ONNX session and
+``labels.json``, ``calibration.json`` and ``metadata.json``, each checked before use (``bundle_check.py``: format,
+parity verdict, temperature, thresholds, labels, max_length, files inside the bundle, sha256 of the tokenizer and
+model). :class:`BundlePredictor` loads one ONNX session and
 reuses it for every call; texts are tokenized with the bundle's own ``tokenizer.json`` (truncated to the
 ``max_length`` the model was trained with) and padded per batch to the longest text in the batch, not to
 ``max_length``, which is what makes short texts cheap.
@@ -20,7 +22,6 @@ precision; the threshold (global or per predicted class) comes from the same ``c
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -30,26 +31,20 @@ from typing import Any
 import numpy as np
 
 from fenlei.cpu import CPUINFO, read_cpu
-from fenlei.errors import FenleiError
 from fenlei.numerics import softmax
 from fenlei.predictions import prediction_record
+from fenlei.serving.bundle_check import (
+    BUNDLE_FILES,
+    PRECISIONS,
+    UNCERTAIN,
+    BundleError,
+    disabled_optimizers,
+    load_bundle,
+    read_json,
+)
 
-BUNDLE_FILES = ("model_fp32.onnx", "model_int8.onnx", "tokenizer.json", "labels.json", "calibration.json", "metadata.json")
-PRECISIONS = ("int8", "fp32")
-UNCERTAIN = "uncertain"
-
-
-class BundleError(FenleiError, ValueError):
-    """A bundle folder that is missing files or holds inconsistent ones."""
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing (not a complete fenlei bundle)") from None
-    except json.JSONDecodeError as err:
-        raise BundleError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+__all__ = ["BUNDLE_FILES", "PRECISIONS", "UNCERTAIN", "BundleError", "BundlePredictor", "cpu_has_vnni",
+           "disabled_optimizers", "ort_session", "read_json", "saturation_warning", "session_options", "softmax"]
 
 
 def session_options(intra_op_threads: int | None = None) -> Any:
@@ -73,17 +68,6 @@ def ort_session(model_path: str | Path, intra_op_threads: int | None = None,
 
     return ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads),
                                 providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers))
-
-
-def disabled_optimizers(metadata: dict[str, Any]) -> list[str]:
-    """The onnxruntime fusions a bundle's sessions must skip (none for bundles written before the CPU rewrites).
-
-    onnxruntime accepts any names here silently, so a malformed entry is refused rather than quietly ignored."""
-    names = (metadata.get("optimization") or {}).get("ort_disabled_optimizers", [])
-    if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names):
-        raise BundleError(f"metadata.json: optimization.ort_disabled_optimizers must be a list of onnxruntime "
-                          f"optimizer names, got {names!r}")
-    return names
 
 
 def cpu_has_vnni(cpuinfo: Path = CPUINFO) -> bool | None:
@@ -120,62 +104,57 @@ class BundlePredictor:
         intra_op_threads: onnxruntime intra-op threads (default: onnxruntime's choice, one per core).
     """
 
-    def __init__(self, bundle_dir: str | Path, precision: str = "int8", intra_op_threads: int | None = None) -> None:
+    def __init__(self, bundle_dir: str | Path, precision: str = "int8", intra_op_threads: int | None = None, *,
+                 building: bool = False) -> None:
         from tokenizers import Tokenizer
 
-        self.bundle_dir = Path(bundle_dir)
-        if not self.bundle_dir.is_dir():
-            raise BundleError(f"{self.bundle_dir}: no such bundle folder")
-        if precision not in PRECISIONS:
-            raise BundleError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        # Every file and value is checked before use (fenlei.serving.bundle_check); building: the export's parity
+        # gate on its own unfinished temporary folder, never a user's bundle.
+        bundle = load_bundle(bundle_dir, precision, building=building)
+        self.bundle_dir = bundle.folder
         self.precision = precision
-        self.metadata: dict[str, Any] = read_json(self.bundle_dir / "metadata.json")
-        self.label_names: list[str] = [str(x) for x in read_json(self.bundle_dir / "labels.json")]
-        calibration = read_json(self.bundle_dir / "calibration.json")
-        entry = calibration.get("by_precision", {}).get(precision)
-        if entry is None:
-            raise BundleError(f"{self.bundle_dir / 'calibration.json'}: no entry for precision {precision!r}")
-        self.uncertain_label: str = calibration.get("uncertain_label", UNCERTAIN)
-        self.temperature = float(entry.get("temperature", 1.0))
-        self.thresholds = self._thresholds(entry.get("threshold") or {"mode": "none"})
-
-        self.max_length = int(self.metadata["max_length"])
-        self.pad_token_id = int(self.metadata.get("pad_token_id", 0))
-        self.tokenizer = Tokenizer.from_file(str(self.bundle_dir / "tokenizer.json"))
+        self.metadata: dict[str, Any] = bundle.metadata
+        self.label_names: list[str] = bundle.label_names
+        self.uncertain_label: str = bundle.uncertain_label
+        self.temperature = bundle.temperature
+        self.thresholds = bundle.thresholds
+        self.max_length = bundle.max_length
+        self.pad_token_id = bundle.pad_token_id
+        try:
+            self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_file))
+        except Exception as err:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise BundleError(f"{bundle.tokenizer_file}: not a tokenizers file ({err})") from None
         # The DataModule tokenizes with truncation=True, max_length=...; padding is done here per batch.
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length)
 
-        model_path = self.bundle_dir / f"model_{precision}.onnx"
-        if not model_path.is_file():
-            raise BundleError(f"{model_path}: missing (not a complete fenlei bundle)")
-        self.session = ort_session(model_path, intra_op_threads, disabled_optimizers(self.metadata))
-        self.warnings: list[str] = []
+        model_path = bundle.model_file
+        self.model_path = model_path
+        try:
+            self.session = ort_session(model_path, intra_op_threads, bundle.disabled_optimizers)
+        except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) share no base
+            raise BundleError(f"{model_path}: onnxruntime cannot load it ({' '.join(str(err).split())[:300]})") from None
+        self.warnings: list[str] = list(bundle.warnings)
         if precision == "int8" and (message := saturation_warning(self.metadata, cpu_has_vnni())):
             self.warnings.append(message)
+        for message in self.warnings:
             warnings.warn(f"{self.bundle_dir}: {message}", RuntimeWarning, stacklevel=2)
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown or "input_ids" not in self.input_names:
             raise BundleError(f"{model_path}: unexpected model inputs {self.input_names}")
+        # The output size against labels.json: from the graph where it is static, else on every run (predict_logits).
         n_out = self.session.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.label_names):
             raise BundleError(f"{model_path}: {n_out} outputs but labels.json has {len(self.label_names)} labels")
 
-    def _thresholds(self, spec: dict[str, Any]) -> np.ndarray:
-        """Per-class threshold array (a global threshold is broadcast; mode ``none`` accepts everything)."""
-        mode = spec.get("mode", "none")
-        n = len(self.label_names)
-        if mode == "none":
-            return np.zeros(n)
-        if mode == "global":
-            return np.full(n, float(spec["value"]))
-        if mode == "per_class":
-            values = np.asarray(spec["values"], dtype=np.float64)
-            if values.shape != (n,):
-                raise BundleError(f"calibration.json: {values.shape[0]} per-class thresholds for {n} labels")
-            return values
-        raise BundleError(f"calibration.json: unknown threshold mode {mode!r}")
+    def _checked_logits(self, logits: Any) -> np.ndarray:
+        """A graph whose class axis is dynamic is checked on what it returns: never a silent broadcast or crash."""
+        logits = np.asarray(logits)
+        if logits.ndim != 2 or logits.shape[1] != len(self.label_names):
+            raise BundleError(f"{self.model_path}: the model returns logits of shape {list(logits.shape)}, but "
+                              f"labels.json has {len(self.label_names)} labels")
+        return logits
 
     # ---- tokenization and raw logits ----
 
@@ -209,7 +188,7 @@ class BundlePredictor:
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
         out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
         for idx in self._batches(texts, batch_size):
-            out[idx] = self.session.run(None, self.encode([texts[i] for i in idx]))[0]
+            out[idx] = self._checked_logits(self.session.run(None, self.encode([texts[i] for i in idx]))[0])
         return out
 
     # ---- calibrated outputs ----

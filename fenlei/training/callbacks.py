@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fenlei.io import atomic_write_bytes, atomic_write_text
 from fenlei.predictions import prediction_record
+from fenlei.training.checkpoints import WEIGHTS_ONLY, refusing_pickled_code
 from fenlei.training.run_dir import RunDir
 
 
@@ -65,7 +66,14 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file and rename: a kill mid-write never corrupts ``last.ckpt``."""
+    """Write checkpoints to a temporary file and rename: a kill mid-write never corrupts ``last.ckpt``; read them
+    with ``weights_only=True`` whatever the caller or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says (``fit/test
+    --ckpt_path``, resume)."""
+
+    def load_checkpoint(self, path: Any, map_location: Optional[Any] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> dict[str, Any]:
+        with refusing_pickled_code(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=WEIGHTS_ONLY)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         buffer = io.BytesIO()

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from fenlei.cpu import read_cpu
+from fenlei.errors import OptionError
 from fenlei.training.callbacks import (
     AtomicCheckpointIO,
     PredictionWriter,
@@ -25,6 +26,7 @@ from fenlei.training.callbacks import (
     RunFilesCallback,
     TestReportWriter,
 )
+from fenlei.training.checkpoints import WEIGHTS_ONLY
 from fenlei.training.run_dir import (
     BEST_CHECKPOINT_TEMPLATE,
     LAST_CHECKPOINT_NAME,
@@ -96,6 +98,7 @@ class FenleiCLI(LightningCLI):
             config.checkpoint.dirpath = str(RunDir(run_dir).checkpoints)
         if config.get("ckpt_path") == "best" and self.subcommand != "fit":
             config.ckpt_path = str(best_checkpoint(run_dir))
+        require_weights_only(config)
         avoid_emulated_bf16(config.trainer)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
@@ -148,6 +151,18 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
         for logger in wandb_loggers:
             # allow_val_change: a W&B sweep agent has already put the swept keys into the run config.
             logger.experiment.config.update(resolved, allow_val_change=True)
+
+
+def require_weights_only(config: Any) -> None:
+    """``Trainer.fit/validate/test/predict(weights_only=...)`` reaches every strategy's checkpoint load (FSDP's too,
+    which gets no AtomicCheckpointIO): fenlei sets it to True, and an explicit ``--weights_only false`` is refused
+    rather than honoured (unpickling a checkpoint with it can run code; see fenlei/training/checkpoints.py)."""
+    if "weights_only" not in config:
+        return
+    if config.get("weights_only") is False:
+        raise OptionError("--weights_only false: fenlei loads checkpoints with weights_only=True only (unpickling "
+                          "anything but tensors and plain values can run code)")
+    config.weights_only = WEIGHTS_ONLY
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -363,7 +363,11 @@ def load_run(ckpt_path: str | Path, run_dir: Optional[str | Path] = None, config
     if config_file is None or not config_file.is_file():
         raise RunError(f"{checkpoint}: cannot find the run's {CONFIG_FILE} (pass the run directory or its config)")
     config = read_config(config_file)
-    model = import_class(str(config["model"]["class_path"])).load_from_checkpoint(str(checkpoint), map_location="cpu")
+    from fenlei.training.checkpoints import WEIGHTS_ONLY, refusing_pickled_code
+
+    with refusing_pickled_code(checkpoint):
+        model = import_class(str(config["model"]["class_path"])).load_from_checkpoint(
+            str(checkpoint), map_location="cpu", weights_only=WEIGHTS_ONLY)
     model.eval()
     return LoadedRun(checkpoint=checkpoint, run_dir=found_dir, config_path=config_file, config=config, model=model,
                      data_overrides={k: v for k, v in (data_overrides or {}).items() if v is not None})

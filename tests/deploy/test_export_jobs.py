@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fenlei.deploy.bundle import check_out
 from fenlei.deploy.calibration_step import CalibrationOptions, bundle_calibration, calibration_entry
 from fenlei.deploy.errors import ExportError
 from fenlei.deploy.export import compatible_argv, parse_options
@@ -21,6 +20,7 @@ from fenlei.deploy.quantization import (
     sample_texts,
     untried_remedies,
 )
+from fenlei.deploy.staging import check_out
 
 LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
 

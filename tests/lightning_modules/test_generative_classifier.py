@@ -297,7 +297,7 @@ def test_fit_end_adapter_holds_the_best_checkpoint_not_the_last_step(tiny_llama,
                          num_sanity_val_steps=0)
     trainer.fit(module, dm)
     assert checkpoint.best_model_path.endswith("best-epoch=0.ckpt")
-    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     source = json.loads((tmp_path / "adapter" / "source.json").read_text())
     assert source["checkpoint"] == checkpoint.best_model_path
@@ -325,7 +325,7 @@ def test_ddp_test_metrics_cover_the_whole_split(tiny_llama, prompt_data, tmp_pat
 def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained, tmp_path, capsys):
     module, _, dm, run_dir = trained
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["state_dict"] and all("lora_" in k for k in state["state_dict"])  # no frozen base weights
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
     dm.setup("test")

@@ -63,7 +63,7 @@ def test_calibration_is_stored_and_used(bundle: Path, tmp_path: Path) -> None:
     assert all(p["uncertain"] and p["label"] == "uncertain" for p in predictions)
     assert [p["predicted_label"] for p in predictions] == [predictor.label_names[i] for i in logits.argmax(1)]
     assert [p["confidence"] for p in predictions] == pytest.approx(softmax(logits, 2 * entry["temperature"]).max(1))
-    _set_calibration(copy, "int8", threshold={"mode": "per_class", "values": [0.0, 0.0, 2.0, 0.0]})
+    _set_calibration(copy, "int8", threshold={"mode": "per_class", "values": [0.0, 0.0, 1.0, 0.0]})
     for p in BundlePredictor(copy).predict(TEXTS):
         assert p["uncertain"] == (p["predicted_label"] == "login")
 

@@ -1,0 +1,131 @@
+"""Where an export writes: the ``--out`` check, the lock on its temporary folder, and the clean-up of the temporary
+folders that killed exports left behind.
+
+An export builds its bundle in a hidden sibling of ``--out`` (``.NAME.tmp-*``, :func:`fenlei.io.atomic_dir`) and
+renames it into place at the end. A killed export (kill -9, out of memory, a power cut) leaves that folder,
+hundreds of MB, behind. Each export holds an exclusive ``flock`` on a file inside its folder while it runs; the
+kernel drops the lock when the process dies however it dies, so the next export into the same parent can tell a
+dead export's folder (lock free) from a live one (lock held) and remove only the former.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Optional
+
+from fenlei.deploy.errors import ExportError
+from fenlei.serving.bundle_check import FORMAT, is_temporary_folder
+
+LOCK_FILE = ".fenlei-export.lock"
+# Folders of exports from before the lock existed: removed only when clearly an export's (its labels.json or raw
+# graph) and untouched for this long (no export of that age can still be writing).
+UNLOCKED_STALE_SECONDS = 6 * 3600
+EXPORT_FILES = ("labels.json", ".model_raw.onnx")
+
+
+def is_bundle(folder: Path) -> bool:
+    """A folder fenlei wrote as a bundle: its ``metadata.json`` (a regular file inside it) carries the format marker."""
+    meta = folder / "metadata.json"
+    if meta.is_symlink() or not meta.is_file():
+        return False
+    try:
+        content = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(content, dict) and content.get("format") == FORMAT
+
+
+def replaceable(out: Path) -> None:
+    """``--overwrite`` replaces a bundle (or an empty folder) and nothing else: a folder of the user's files given
+    as ``--out`` by mistake is left untouched. Called before the export and again just before the rename."""
+    if not out.exists():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise ExportError(f"--out {out}: exists and is not a folder")
+    if not is_bundle(out) and any(out.iterdir()):
+        raise ExportError(f"--out {out}: exists and is not a fenlei bundle (no metadata.json with format {FORMAT!r}); "
+                          "--overwrite replaces only a bundle, so nothing was deleted: choose another --out")
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise ExportError(f"--out {out}: already exists (pass --overwrite to replace it)")
+    replaceable(out)
+
+
+def _try_lock(path: Path) -> Optional[IO[bytes]]:
+    """The open lock file, locked exclusively, or None if another process holds it (or it vanished)."""
+    try:
+        handle = path.open("rb")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _stale_unlocked(folder: Path, now: float) -> bool:
+    try:
+        age = now - folder.stat().st_mtime
+    except OSError:
+        return False
+    return age > UNLOCKED_STALE_SECONDS and any((folder / name).exists() for name in EXPORT_FILES)
+
+
+def clean_stale_temporaries(parent: Path, log: Callable[[str], None]) -> list[Path]:
+    """Remove the temporary folders of exports into ``parent`` that died; live exports' folders are left alone."""
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for folder in sorted(parent.iterdir()):
+        if folder.is_symlink() or not folder.is_dir() or not is_temporary_folder(folder):
+            continue
+        lock = folder / LOCK_FILE
+        if lock.is_file():
+            handle = _try_lock(lock)
+            if handle is None:
+                continue  # a running export
+            with handle:
+                shutil.rmtree(folder, ignore_errors=True)
+        elif _stale_unlocked(folder, now):
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            continue
+        removed.append(folder)
+        log(f"removed {folder}, the temporary folder of an export that did not finish")
+    return removed
+
+
+class ExportLock:
+    """The exclusive lock a running export holds on its temporary folder, until after the rename (the folder, lock
+    file included, becomes the bundle; the lock file is then removed from it)."""
+
+    def __init__(self) -> None:
+        self._handle: Optional[IO[bytes]] = None
+
+    def take(self, tmp: Path) -> None:
+        handle = (tmp / LOCK_FILE).open("wb")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        self._handle = handle
+
+    @contextlib.contextmanager
+    def held(self, out: Path) -> Iterator[ExportLock]:
+        try:
+            yield self
+        finally:
+            if self._handle is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(out / LOCK_FILE)  # only there when the rename happened
+                self._handle.close()
+                self._handle = None

@@ -42,6 +42,7 @@ from fenlei.serving.bundle_check import (
     load_bundle,
     read_json,
 )
+from fenlei.text_limits import char_budget, cut_text
 
 __all__ = ["BUNDLE_FILES", "PRECISIONS", "UNCERTAIN", "BundleError", "BundlePredictor", "cpu_has_vnni",
            "disabled_optimizers", "ort_session", "read_json", "saturation_warning", "session_options", "softmax"]
@@ -127,6 +128,9 @@ class BundlePredictor:
         # The DataModule tokenizes with truncation=True, max_length=...; padding is done here per batch.
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length)
+        # Texts are cut to this many characters before tokenizing: the tokenizer would walk all of a 100 MB text
+        # to keep max_length tokens of it (fenlei.text_limits).
+        self.max_chars = char_budget(self.max_length)
 
         model_path = bundle.model_file
         self.model_path = model_path
@@ -160,7 +164,7 @@ class BundlePredictor:
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Token ids and attention mask for one batch, padded to its longest text (int64, as exported)."""
-        encodings = self.tokenizer.encode_batch(list(texts))
+        encodings = self.tokenizer.encode_batch([cut_text(t, self.max_chars)[0] for t in texts])
         width = max(1, max(len(e.ids) for e in encodings))
         input_ids = np.full((len(encodings), width), self.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(encodings), width), dtype=np.int64)

@@ -114,7 +114,7 @@ class FenleiCLI(LightningCLI):
         if self.subcommand in LOCKED_COMMANDS and is_launching_process():
             self._run_lock = RunDir(Path(run_dir)).lock(self.subcommand)
         try:
-            return self._instantiate_trainer(config, run_dir, **kwargs)
+            return self._make_trainer(config, run_dir, **kwargs)
         except BaseException:
             self.release_run_lock()
             raise
@@ -131,7 +131,7 @@ class FenleiCLI(LightningCLI):
             self._run_lock.release()
             self._run_lock = None
 
-    def _instantiate_trainer(self, config: Any, run_dir: str, **kwargs: Any) -> Any:
+    def _make_trainer(self, config: Any, run_dir: str, **kwargs: Any) -> Any:
         if self.subcommand == "fit" and config.get("ckpt_path") is None and is_launching_process():
             archive_previous_run(Path(run_dir))
         if config.trainer.get("logger") in (None, True):

@@ -1,8 +1,9 @@
 """``metrics.csv`` of a run: Lightning's CSVLogger, made to continue a resumed fit without duplicate rows.
 
 A fit killed mid-epoch has logged rows after its last checkpoint; the resumed fit logs those steps again. Every
-checkpoint therefore records how many rows ``metrics.csv`` held when it was written (:class:`MetricsRowsCallback`),
-and a resume keeps exactly those rows before it appends: the file then reads as if the fit had never stopped.
+checkpoint therefore records how many rows ``metrics.csv`` held when it was written, and a resume keeps those rows
+plus the later ones of steps the resume will not log again (:class:`MetricsRowsCallback`) before it appends: the
+file then reads as if the fit had never stopped.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ class RunCSVLogger(CSVLogger):
         writer = self._experiment
         return writer.rows_logged if isinstance(writer, RunMetricsWriter) else None
 
-    def keep_rows(self, count: int) -> None:
-        """Keep the first ``count`` rows of an existing ``metrics.csv`` (a resume from a checkpoint written then)."""
+    def keep_rows(self, count: Optional[int], before_step: Optional[int]) -> None:
+        """Of an existing ``metrics.csv`` (a resume), keep the first ``count`` rows and, of the later ones, those of
+        steps before ``before_step`` (see :class:`MetricsRowsCallback`)."""
         if self.keep_existing:
             writer = self.experiment
             if isinstance(writer, RunMetricsWriter):
-                writer.keep_rows(count)
+                writer.keep_rows(count, before_step)
 
 
 class RunMetricsWriter(ExperimentWriter):
@@ -77,23 +79,32 @@ class RunMetricsWriter(ExperimentWriter):
         super().save()
         self.rows_on_disk += pending
 
-    def keep_rows(self, count: int) -> None:
+    def keep_rows(self, count: Optional[int], before_step: Optional[int]) -> None:
         self.save()
-        if self.rows_on_disk <= count or not self._fs.isfile(self.metrics_file_path):
+        if (count is None and before_step is None) or not self._fs.isfile(self.metrics_file_path):
             return
         with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
             reader = csv.DictReader(handle)
             fieldnames = list(reader.fieldnames or self.metrics_keys)
-            rows = [row for _, row in zip(range(count), reader, strict=False)]
+            rows = list(reader)
+        kept = [row for i, row in enumerate(rows) if (count is not None and i < count) or _step_before(row, before_step)]
+        if len(kept) == len(rows):
+            return
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=fieldnames, lineterminator="\r\n")  # csv's default, as Lightning's
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(kept)
         atomic_write_text(self.metrics_file_path, out.getvalue())
-        dropped = self.rows_on_disk - count
-        self.rows_on_disk = count
-        print(f"fenlei: {self.metrics_file_path}: dropped the {dropped} row(s) logged after the checkpoint by the "
-              "interrupted fit; the resumed fit logs those steps again", file=sys.stderr)
+        self.rows_on_disk = len(kept)
+        print(f"fenlei: {self.metrics_file_path}: dropped the {len(rows) - len(kept)} row(s) that the interrupted "
+              "fit logged after its checkpoint; the resumed fit logs those steps again", file=sys.stderr)
+
+
+def _step_before(row: dict[str, str], step: Optional[int]) -> bool:
+    try:
+        return step is not None and int(row.get("step") or "") < step
+    except ValueError:
+        return False
 
 
 def run_csv_logger(trainer: pl.Trainer) -> Optional[RunCSVLogger]:
@@ -101,7 +112,14 @@ def run_csv_logger(trainer: pl.Trainer) -> Optional[RunCSVLogger]:
 
 
 class MetricsRowsCallback(pl.Callback):
-    """Record ``metrics.csv``'s row count in every checkpoint; on resume, keep only the rows written by then."""
+    """Record ``metrics.csv``'s row count in every checkpoint; on resume, drop what the resumed fit logs again.
+
+    Kept: every row written before the checkpoint, and of the rows written after it those of steps before the
+    checkpoint's ``global_step``. The second part matters: the end-of-epoch checkpoint is written at the end of
+    validation, and the epoch's ``train/*_epoch`` row (same step as the epoch's last batch) is logged just after it;
+    the resume does not log it again. Rows of steps from ``global_step`` on are logged again by the resume. A
+    checkpoint from before the row count keeps the rows of steps before its ``global_step``.
+    """
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         logger = run_csv_logger(trainer)
@@ -113,7 +131,5 @@ class MetricsRowsCallback(pl.Callback):
         logger = run_csv_logger(trainer)
         if logger is None or not trainer.is_global_zero:
             return
-        rows = checkpoint.get(ROWS_KEY)
-        if rows is None:  # a checkpoint from before the row count: leave the file as it is (appending, as before)
-            return
-        logger.keep_rows(int(rows))
+        rows, step = checkpoint.get(ROWS_KEY), checkpoint.get("global_step")
+        logger.keep_rows(None if rows is None else int(rows), None if step is None else int(step))

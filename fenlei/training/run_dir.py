@@ -10,9 +10,9 @@ A run directory is ``trainer.default_root_dir`` (default ``runs/<stem of the fir
 ``checkpoints/best-*.ckpt``    weights of the best epoch on ``val/f1_macro`` (``best-epoch03.ckpt``)
 ``checkpoints/last.ckpt``      full state (optimizer, loops, RNG) after the latest epoch: ``fit --ckpt_path
                                last`` resumes
-``metrics.csv``                every value logged during fit (CSVLogger). A resume first drops the rows that the
-                               interrupted attempt logged after its checkpoint (their count is in the checkpoint),
-                               then appends: no step appears twice
+``metrics.csv``                every value logged during fit (CSVLogger). A resume first drops the rows of the
+                               interrupted attempt that it logs again (``metrics_csv.MetricsRowsCallback``), then
+                               appends: no step twice, none lost
 ``hparams.yaml``               the model's and DataModule's hyperparameters (CSVLogger)
 ``run_summary.json``           written last, atomically: its presence means the fit finished (epochs, seconds,
                                throughput, best checkpoint and score, last metrics, machine)

@@ -59,7 +59,7 @@ class NumericTargetDataModule(TextClassificationDataModule):
     """Text with a numeric target, binned into ordered classes fitted on the training split.
 
     Takes every argument of ``TextClassificationDataModule`` (``label_field`` names the numeric target field;
-    ``labels`` does not apply) plus:
+    ``labels`` and ``label_type`` do not apply) plus:
 
     Args:
         binning: Binning scheme, fitted on train only: ``{"scheme": "quantile", "num_bins": 4}``,
@@ -87,6 +87,7 @@ class NumericTargetDataModule(TextClassificationDataModule):
         label_field: str = "label",
         val_fraction: float = 0.1,
         max_length: int = 128,
+        max_chars: Optional[int] = None,
         batch_size: int = 32,
         eval_batch_size: Optional[int] = None,
         length_grouping: bool = True,
@@ -102,6 +103,7 @@ class NumericTargetDataModule(TextClassificationDataModule):
             tokenizer=tokenizer, data_dir=data_dir, train_file=train_file, val_file=val_file, test_file=test_file,
             predict_file=predict_file, text_fields=text_fields, text_separator=text_separator,
             label_field=label_field, labels=None, val_fraction=val_fraction, max_length=max_length,
+            max_chars=max_chars,
             batch_size=batch_size, eval_batch_size=eval_batch_size, length_grouping=length_grouping,
             mega_batch_factor=mega_batch_factor, num_workers=num_workers, seed=seed, markers=markers,
         )

@@ -26,7 +26,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.readers import DataError, read_rows, require_tokenizer, resolve_data_file
+from datamodules.readers import DataError, check_encodable, read_rows, require_tokenizer, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
 from fenlei.answers import AnswerFormat, AnswerFormatError, AnswerSpec, build_answer_spec
@@ -207,6 +207,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
                 if f not in row or row[f] is None:
                     raise DataError(f"{path}:{line}: missing field {f!r}")
                 parts.append(str(row[f]).strip())
+                check_encodable(parts[-1], f"{path}:{line}: field {f!r}")  # before the run directory is touched
             text = self.text_separator.join(p for p in parts if p)
             if not text:
                 raise DataError(f"{path}:{line}: empty text in field(s) {', '.join(map(repr, self.text_fields))}")
@@ -217,6 +218,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
                     if f not in row or row[f] is None or str(row[f]).strip() == "":
                         raise DataError(f"{path}:{line}: missing or empty label field {f!r}")
                     raw = str(row[f]).strip()
+                    check_encodable(raw, f"{path}:{line}: field {f!r}")
                     values.append(self.label_maps.get(f, {}).get(raw, raw))
             out.append((text, values))
         return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from datamodules.labels import as_label, label_kind
 from fenlei.errors import FenleiError
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
@@ -34,11 +35,13 @@ def require_tokenizer(tokenizer: Optional[str]) -> str:
 
 @dataclass(frozen=True)
 class Record:
-    """One labelled (or unlabelled) example: the joined text, its raw label and where it came from."""
+    """One labelled (or unlabelled) example: the joined text, its class name, where it came from, and the JSON kind
+    of the raw label (``datamodules.labels.label_kind``: ``1`` and ``"1"`` are both class ``"1"``)."""
 
     text: str
     label: Optional[str]
     line: int
+    label_kind: Optional[str] = None
 
 
 def resolve_data_file(name: str, data_dir: Optional[str]) -> Optional[Path]:
@@ -124,7 +127,7 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _field_text(path: Path, lineno: int, row: dict[str, Any], field: str) -> str:
+def _field_value(path: Path, lineno: int, row: dict[str, Any], field: str) -> Any:
     if field not in row:
         present = ", ".join(sorted(map(str, row))) or "none"
         raise DataError(f"{path}:{lineno}: missing field {field!r} (fields present: {present})")
@@ -133,7 +136,25 @@ def _field_text(path: Path, lineno: int, row: dict[str, Any], field: str) -> str
         raise DataError(f"{path}:{lineno}: field {field!r} is null")
     if isinstance(value, (dict, list)):
         raise DataError(f"{path}:{lineno}: field {field!r} must be a string or number, got {type(value).__name__}")
-    return str(value)
+    if isinstance(value, str):
+        check_encodable(value, f"{path}:{lineno}: field {field!r}")
+    return value
+
+
+def _field_text(path: Path, lineno: int, row: dict[str, Any], field: str) -> str:
+    return str(_field_value(path, lineno, row, field))
+
+
+def check_encodable(text: str, where: str) -> None:
+    """Refuse text that no file or tokenizer can take: JSON's ``\\ud800`` escapes decode to lone surrogates, which
+    are not Unicode characters (UTF-8 cannot encode them; fast tokenizers raise a TypeError without a line).
+    Checked while reading, so the error names the line before a run directory is touched."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = text[err.start]
+        raise DataError(f"{where} holds a lone surrogate (U+{ord(bad):04X} at character {err.start}), which is "
+                        "not valid Unicode text; remove it or re-encode the file") from None
 
 
 def read_records(
@@ -142,11 +163,14 @@ def read_records(
     label_field: Optional[str],
     text_separator: str = " ",
     label_required: bool = True,
+    label_type: Optional[str] = None,
 ) -> list[Record]:
     """Read records, joining ``text_fields`` with ``text_separator``; ``label_field=None`` reads unlabelled text.
 
     With ``label_required=False`` a record without the label field gets ``label=None`` (prediction files).
-    Raises DataError for a missing field, an empty text (after joining and stripping) or an empty label.
+    ``label_type`` (``datamodules.labels``): None or ``str`` keeps a label as written (stripped), ``int`` reads it
+    as an integer. Raises DataError for a missing field, an empty text (after joining and stripping), an empty
+    label, an ``int`` label that is no integer, or a lone surrogate in a text or label.
     """
     records = []
     for lineno, row in read_rows(path):
@@ -154,10 +178,15 @@ def read_records(
         text = text_separator.join(p for p in parts if p)
         if not text:
             raise DataError(f"{path}:{lineno}: empty text in field(s) {', '.join(map(repr, text_fields))}")
-        label = None
+        label = kind = None
         if label_field is not None and (label_required or label_field in row):
-            label = _field_text(path, lineno, row, label_field).strip()
-            if not label:
+            raw = _field_value(path, lineno, row, label_field)
+            if not str(raw).strip():
                 raise DataError(f"{path}:{lineno}: empty label in field {label_field!r}")
-        records.append(Record(text=text, label=label, line=lineno))
+            try:
+                label = as_label(raw, label_type)
+            except ValueError as err:
+                raise DataError(f"{path}:{lineno}: {err}") from None
+            kind = label_kind(raw)
+        records.append(Record(text=text, label=label, line=lineno, label_kind=kind))
     return records

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def label_sort_key(label: str) -> tuple[int, Any]:
-    """Integer-like labels sort numerically ("2" before "10"); others alphabetically, after numbers."""
+def label_sort_key(label: str) -> tuple[Any, ...]:
+    """Integer-like labels sort numerically ("2" before "10"); others alphabetically, after numbers. Two spellings
+    of one integer ("01" and "1", kept apart by ``label_type: str``) sort by their text, never by set order."""
     try:
-        return (0, int(label))
+        return (0, int(label), label)
     except ValueError:
         return (1, label)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
@@ -18,10 +19,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.labels import LABEL_TYPES, LabelType, ambiguous_labels, as_label
 from datamodules.markers import FeatureMarkers
 from datamodules.readers import DataError, Record, read_records, require_tokenizer, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
+from datamodules.text_limits import CHARS_PER_TOKEN, char_limit, cut_texts, warn_cuts
 from fenlei.pretrained import from_pretrained
 
 
@@ -96,8 +99,15 @@ class TextClassificationDataModule(pl.LightningDataModule):
         text_separator: String placed between joined text fields.
         label_field: Field holding the class label (any string or integer).
         labels: Fixed label vocabulary (order = class ids). Default: the sorted labels of the train file.
+        label_type: How to read labels. null (default): as written, and a label column that mixes kinds (JSON
+            integers and strings, floats, booleans: ``1`` and ``"1"``) or spells one number two ways (``"1"`` and
+            ``"01"``) is refused with the file and line. ``str``: every spelling is its own class (whitespace
+            stripped). ``int``: every label is read as an integer (``"01"``, ``" 1"``, ``1.0`` are class ``1``).
         val_fraction: Fraction of every class moved from train to validation when there is no validation file.
         max_length: Truncate token sequences to this many tokens (special tokens included).
+        max_chars: Cut longer texts to this many characters before tokenizing (a 100 MB line would otherwise be
+            tokenized whole); default ``max_length * 8``. One warning per file names the first cut line and the
+            number of texts cut.
         batch_size: Training batch size (evaluation uses ``eval_batch_size``).
         eval_batch_size: Batch size for validation, test and prediction; defaults to ``2 * batch_size``.
         length_grouping: Group training batches by length (see ``LengthGroupedSampler``); evaluation batches are
@@ -123,8 +133,10 @@ class TextClassificationDataModule(pl.LightningDataModule):
         text_separator: str = " ",
         label_field: str = "label",
         labels: Optional[list[str]] = None,
+        label_type: Optional[LabelType] = None,
         val_fraction: float = 0.1,
         max_length: int = 128,
+        max_chars: Optional[int] = None,
         batch_size: int = 32,
         eval_batch_size: Optional[int] = None,
         length_grouping: bool = True,
@@ -144,9 +156,17 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self.text_fields = list(text_fields)
         self.text_separator = text_separator
         self.label_field = label_field
+        if label_type not in (None, *LABEL_TYPES):
+            raise DataError(f"label_type: must be one of {', '.join(LABEL_TYPES)} or null, got {label_type!r}")
+        self.label_type = label_type
         self.fixed_labels = labels
         self.val_fraction = val_fraction
         self.max_length = max_length
+        try:
+            self.max_chars = char_limit(max_length, max_chars)
+        except ValueError as err:
+            raise DataError(f"max_chars: {err}") from None
+        self._max_chars_given = max_chars is not None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 2 * batch_size
         self.length_grouping = length_grouping
@@ -183,7 +203,19 @@ class TextClassificationDataModule(pl.LightningDataModule):
     # ---- everything below is read once, lazily, at the first access (link_arguments time) ----
 
     def _read(self, path: Path, label_required: bool = True) -> list[Record]:
-        return read_records(path, self.text_fields, self.label_field, self.text_separator, label_required)
+        records = read_records(path, self.text_fields, self.label_field, self.text_separator, label_required,
+                               self.label_type)
+        return self._cut_long_texts(records, path)
+
+    def _cut_long_texts(self, records: list[Record], path: Path) -> list[Record]:
+        """Records with texts over ``max_chars`` cut, and one warning naming the first cut line of the file."""
+        texts, cuts = cut_texts([r.text for r in records], [r.line for r in records], self.max_chars)
+        if cuts is None:
+            return records
+        how = ("data.init_args.max_chars" if self._max_chars_given else
+               f"max_length {self.max_length} x {CHARS_PER_TOKEN} characters; data.init_args.max_chars sets it")
+        warn_cuts(cuts, str(path), how)
+        return [r if len(r.text) == len(t) else replace(r, text=t) for r, t in zip(records, texts, strict=True)]
 
     @cached_property
     def _train_file_records(self) -> list[Record]:
@@ -204,22 +236,46 @@ class TextClassificationDataModule(pl.LightningDataModule):
         self._check_labels(splits)
         return splits
 
+    def _split_path(self, split: str) -> Optional[Path]:
+        return {"train": self.train_path, "validation": self.val_path or self.train_path, "test": self.test_path}[split]
+
     def _check_labels(self, splits: dict[str, list[Record]]) -> None:
+        """Every label of every split is a class the model can learn, read unambiguously; raises a DataError
+        naming the first offending line. Checked before any Trainer, logger or run directory exists."""
+        if self.label_type is None:
+            problem = ambiguous_labels((r.label_kind or "string", r.label or "", f"{self._split_path(name)}:{r.line}")
+                                       for name, records in splits.items() for r in records)
+            if problem:
+                raise DataError(problem)
+        trained = {r.label for r in splits["train"]}
+        if len(trained) < 2:
+            only = next(iter(trained), None)
+            raise DataError(f"{self.train_path}: the training split has one class only ({only!r}); a classifier "
+                            "needs examples of at least two")
         known = set(self.label_names)
         for name, records in splits.items():
-            path = {"train": self.train_path, "validation": self.val_path or self.train_path, "test": self.test_path}[name]
             for record in records:
                 if record.label not in known:
                     source = "the label list" if self.fixed_labels else f"the training data ({len(known)} labels)"
-                    raise DataError(f"{path}:{record.line}: label {record.label!r} does not occur in {source}")
+                    raise DataError(f"{self._split_path(name)}:{record.line}: label {record.label!r} does not "
+                                    f"occur in {source}")
+        for name, records in splits.items():
+            for record in records:
+                if record.label not in trained:  # a fixed label list can name classes that train lacks
+                    raise DataError(f"{self._split_path(name)}:{record.line}: label {record.label!r} has no "
+                                    f"example in the training split, so the model cannot learn it")
 
     @cached_property
     def label_names(self) -> list[str]:
         """Class names; index = class id."""
         if self.fixed_labels is not None:
-            if len(set(self.fixed_labels)) != len(self.fixed_labels):
+            try:
+                names = [as_label(label, self.label_type) for label in self.fixed_labels]
+            except ValueError as err:
+                raise DataError(f"labels: {err}") from None
+            if len(set(names)) != len(names):  # after reading them as label_type: "01" and "1" are one int
                 raise DataError("labels: the fixed label list has duplicates")
-            return [str(label) for label in self.fixed_labels]
+            return names
         return sorted({r.label for r in self._train_file_records}, key=label_sort_key)
 
     @property
@@ -271,7 +327,8 @@ class TextClassificationDataModule(pl.LightningDataModule):
         return len(self.tokenizer) if self.markers is not None else None
 
     def model_text(self, text: str) -> str:
-        """The text as the model sees it (with feature markers when configured)."""
+        """The text as the model sees it: cut to ``max_chars``, with feature markers when configured."""
+        text = text[: self.max_chars]  # what training saw; texts of the data files are cut (and warned of) on reading
         return self.markers(text) if self.markers is not None else text
 
     def _tokenize(self, records: list[Record]) -> list[list[int]]:

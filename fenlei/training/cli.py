@@ -6,16 +6,16 @@ are described, named and found by :mod:`fenlei.training.run_dir`.
 
 from __future__ import annotations
 
-import csv
 import os
+import secrets
+import string
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers import Logger, WandbLogger
 
 from fenlei.cpu import read_cpu
 from fenlei.errors import OptionError
@@ -27,6 +27,7 @@ from fenlei.training.callbacks import (
     TestReportWriter,
 )
 from fenlei.training.checkpoints import WEIGHTS_ONLY
+from fenlei.training.metrics_csv import MetricsRowsCallback, RunCSVLogger
 from fenlei.training.run_dir import (
     BEST_CHECKPOINT_TEMPLATE,
     LAST_CHECKPOINT_NAME,
@@ -35,6 +36,10 @@ from fenlei.training.run_dir import (
     best_checkpoint,
     default_run_dir,
 )
+from fenlei.training.run_lock import RunLock
+
+# The commands that write into the run directory (config.yaml, checkpoints, test/, predict/): one at a time.
+LOCKED_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def fill_tokenizer_from_model(config: Any) -> None:
@@ -70,6 +75,8 @@ class FenleiArgumentParser(LightningArgumentParser):
 class FenleiCLI(LightningCLI):
     """LightningCLI that links data-derived sizes into the model and fixes where every run's files go."""
 
+    _run_lock: Optional[RunLock] = None  # held from instantiate_trainer to the end of the subcommand
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Known only once the data files are read: apply at instantiate time (lazy properties on the DataModule).
         for attribute in ("num_classes", "label_names", "class_counts", "vocab_size"):
@@ -104,9 +111,31 @@ class FenleiCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         run_dir = config.trainer.default_root_dir
-        if self.subcommand == "fit" and config.get("ckpt_path") is None:
-            # Only now, with the data read and validated and the model built: a fit that fails on bad input
-            # leaves the previous run where it was.
+        # Only now, with the data read and validated and the model built: a command that fails on bad input
+        # neither creates nor changes the run directory. DDP's worker processes run this too; the launching
+        # process alone locks and archives (a worker would find its own parent holding the lock).
+        if self.subcommand in LOCKED_COMMANDS and is_launching_process():
+            self._run_lock = RunDir(Path(run_dir)).lock(self.subcommand)
+        try:
+            return self._make_trainer(config, run_dir, **kwargs)
+        except BaseException:
+            self.release_run_lock()
+            raise
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            self.release_run_lock()
+
+    def release_run_lock(self) -> None:
+        """Free the run directory for the next command (the end of the process frees it too)."""
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
+
+    def _make_trainer(self, config: Any, run_dir: str, **kwargs: Any) -> Any:
+        if self.subcommand == "fit" and config.get("ckpt_path") is None and is_launching_process():
             archive_previous_run(Path(run_dir))
         if config.trainer.get("logger") in (None, True):
             parsed = self.config[self.subcommand] if self.subcommand else self.config
@@ -116,6 +145,8 @@ class FenleiCLI(LightningCLI):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.extend([RngStateCallback(), RunFilesCallback()])
+        if self.subcommand == "fit":
+            trainer.callbacks.append(MetricsRowsCallback())
         if self.subcommand == "predict":
             trainer.callbacks.append(PredictionWriter())
         if self.subcommand == "test":
@@ -207,8 +238,9 @@ def avoid_emulated_bf16(trainer_config: Any) -> None:
 def default_loggers(run_dir: str, config: Any, subcommand: str) -> list[Logger]:
     """CSV metrics plus W&B, offline unless asked otherwise (never a login prompt).
 
-    ``fit`` logs to ``run_dir/metrics.csv`` (appending when it resumes); ``test`` and the other stages to
-    ``run_dir/<stage>/metrics.csv`` so they never overwrite the training curves.
+    ``fit`` logs to ``run_dir/metrics.csv`` (continued when it resumes); ``test`` and the other stages to
+    ``run_dir/<stage>/metrics.csv`` so they never overwrite the training curves. A fit's W&B run id is kept in the
+    run directory, so ``fit --ckpt_path last`` continues that W&B run instead of starting a second one.
     """
     resuming = subcommand == "fit" and config.get("ckpt_path") is not None
     version = "" if subcommand == "fit" else subcommand
@@ -216,32 +248,39 @@ def default_loggers(run_dir: str, config: Any, subcommand: str) -> list[Logger]:
     mode = config.wandb.mode  # the parser defines --wandb.mode and --wandb.project with defaults
     if mode != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
+        # WandbLogger passes id and resume="allow" to wandb.init: the same id continues the run it names.
+        run_id = fit_wandb_run_id(RunDir(Path(run_dir)), resuming) if subcommand == "fit" else None
         loggers.append(
             WandbLogger(save_dir=run_dir, project=config.wandb.project, name=Path(run_dir).name,
-                        offline=mode == "offline", log_model=False)
+                        offline=mode == "offline", log_model=False, id=run_id)
         )
     return loggers
 
 
-class RunCSVLogger(CSVLogger):
-    """CSVLogger that can append to an existing ``metrics.csv`` (a resumed run keeps its earlier epochs)."""
-
-    def __init__(self, *args: Any, keep_existing: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.keep_existing = keep_existing
-
-    @property
-    def experiment(self) -> Any:
-        if self._experiment is None and self.keep_existing:
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return super().experiment
+def fit_wandb_run_id(run_dir: RunDir, resuming: bool) -> str:
+    """The W&B run id of this fit: the stored one when it resumes, else a new one (a W&B sweep agent's
+    ``WANDB_RUN_ID`` when set, so the agent's trial and the run agree), stored for a later resume."""
+    run_id = run_dir.read_wandb_run_id() if resuming else None
+    if run_id is None:
+        run_id = os.environ.get("WANDB_RUN_ID") or new_wandb_run_id()
+    if is_launching_process():
+        run_dir.write_wandb_run_id(run_id)
+    return run_id
 
 
-class _AppendingWriter(ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
-                self.metrics_keys = sorted(next(csv.reader(handle), []))
+def new_wandb_run_id() -> str:
+    """Eight lower-case letters and digits, the form of W&B's own ids (without importing wandb here)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def is_launching_process() -> bool:
+    """Whether this is the process the user started, not a worker a DDP launcher started from it (those have
+    ``LOCAL_RANK`` > 0; a cluster launcher sets ``RANK`` or ``SLURM_PROCID`` for every process)."""
+    for variable in ("RANK", "SLURM_PROCID"):
+        if variable in os.environ:
+            return os.environ[variable] == "0"
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def _finish_wandb() -> None:

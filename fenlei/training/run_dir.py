@@ -10,11 +10,18 @@ A run directory is ``trainer.default_root_dir`` (default ``runs/<stem of the fir
 ``checkpoints/best-*.ckpt``    weights of the best epoch on ``val/f1_macro`` (``best-epoch03.ckpt``)
 ``checkpoints/last.ckpt``      full state (optimizer, loops, RNG) after the latest epoch: ``fit --ckpt_path
                                last`` resumes
-``metrics.csv``                every value logged during fit (CSVLogger; appended to on resume)
+``metrics.csv``                every value logged during fit (CSVLogger). A resume first drops the rows of the
+                               interrupted attempt that it logs again (``metrics_csv.MetricsRowsCallback``), then
+                               appends: no step twice, none lost
 ``hparams.yaml``               the model's and DataModule's hyperparameters (CSVLogger)
 ``run_summary.json``           written last, atomically: its presence means the fit finished (epochs, seconds,
                                throughput, best checkpoint and score, last metrics, machine)
 ``wandb/``                     the W&B run (offline unless ``--wandb.mode online``)
+``wandb_run_id.txt``           the fit's W&B run id: ``fit --ckpt_path last`` continues that W&B run (``resume=
+                               "allow"``) instead of starting a second one
+``run.lock``                   ``flock`` ed by the command writing into the directory (fit, validate, test,
+                               predict) and holding ``<pid> <command>``: a second command exits 2 naming that pid.
+                               The file stays after the command; without a live holder it blocks nothing
 ``test/``                      after ``test``: ``per_class.csv``, ``per_class.md``, ``confusion_matrix.png``,
                                ``metrics.json`` (+ ``decoding_metrics.json`` for generative classifiers;
                                ``metrics.csv``, ``config.yaml``, ``hparams.yaml`` of the test command)
@@ -42,6 +49,7 @@ from typing import Any, Optional
 
 from fenlei.errors import FenleiError
 from fenlei.io import atomic_write_json, atomic_write_text
+from fenlei.training.run_lock import RunLock, acquire
 
 DEFAULT_RUNS_ROOT = "runs"
 
@@ -58,6 +66,8 @@ METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
 SUMMARY_FILE = "run_summary.json"
 WANDB_DIR = "wandb"
+WANDB_RUN_ID_FILE = "wandb_run_id.txt"
+LOCK_FILE = "run.lock"
 TEST_DIR = "test"
 VALIDATE_DIR = "validate"
 PREDICT_DIR = "predict"
@@ -72,9 +82,10 @@ TEST_METRICS_FILE = "metrics.json"
 DECODING_METRICS_FILE = "decoding_metrics.json"
 
 # What a new fit moves to previous/<time>/: everything that describes one fit. config.yaml is rewritten by every
-# command, wandb/ keeps every run itself, binning.json and adapter/ are rewritten by the next fit.
+# command, wandb/ keeps every run itself, binning.json and adapter/ are rewritten by the next fit, run.lock is held
+# by the fit that archives. The W&B run id goes with its fit: the next fit starts a W&B run of its own.
 FIT_OUTPUTS = (CHECKPOINTS_DIR, METRICS_FILE, HPARAMS_FILE, SUMMARY_FILE, LABELS_FILE, TEST_DIR, VALIDATE_DIR,
-               PREDICT_DIR)
+               PREDICT_DIR, WANDB_RUN_ID_FILE)
 
 
 class RunError(FenleiError, RuntimeError):
@@ -145,6 +156,33 @@ class RunDir:
     @property
     def previous(self) -> Path:
         return self.path / PREVIOUS_DIR
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
+    def lock(self, command: str) -> RunLock:
+        """Take the directory's exclusive lock for ``command`` (creating the directory), or raise a one-line
+        ``RunLockedError`` naming the live holder's pid. Released by ``RunLock.release`` or the process's end."""
+        return acquire(self.lock_file, command, directory_label=str(self.path))
+
+    @property
+    def wandb_run_id_file(self) -> Path:
+        return self.path / WANDB_RUN_ID_FILE
+
+    def read_wandb_run_id(self) -> Optional[str]:
+        """The W&B run id of the fit in this directory: ``wandb_run_id.txt``, else (a run from before that file)
+        the id in the name of the newest ``wandb/*run-<time>-<id>`` folder; None when there is none."""
+        if self.wandb_run_id_file.is_file():
+            run_id = self.wandb_run_id_file.read_text(encoding="utf-8").strip()
+            if run_id:
+                return run_id
+        folders = sorted((self.path / WANDB_DIR).glob("*run-*-*"), key=lambda p: p.name.split("run-", 1)[1])
+        folders = [p for p in folders if p.is_dir() and not p.is_symlink()]
+        return folders[-1].name.rsplit("-", 1)[1] if folders else None
+
+    def write_wandb_run_id(self, run_id: str) -> Path:
+        return atomic_write_text(self.wandb_run_id_file, run_id + "\n")
 
     def looks_like_run(self) -> bool:
         """A config plus a finished fit or at least a checkpoints folder (how ``compare`` tells runs from bundles)."""

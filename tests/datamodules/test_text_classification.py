@@ -120,7 +120,7 @@ def test_integer_labels_become_strings_sorted_numerically(tmp_path: Path) -> Non
     """JSON integer labels are strings in the vocabulary, ordered 1 < 2 < 10 (not '10' < '2')."""
     rows = [{"text": f"text {i}", "label": label} for i, label in enumerate([10, 2, 1, 2, 10, 10, 1, 2])]
     write_jsonl(tmp_path / "train.jsonl", rows)
-    write_jsonl(tmp_path / "validation.jsonl", [{"text": "v", "label": 10}, {"text": "w", "label": "2"}])
+    write_jsonl(tmp_path / "validation.jsonl", [{"text": "v", "label": 10}, {"text": "w", "label": 2}])
     dm = _datamodule(tmp_path, test_file=None)
     assert dm.label_names == ["1", "2", "10"]
     assert dm.label_to_id == {"1": 0, "2": 1, "10": 2}
@@ -129,9 +129,96 @@ def test_integer_labels_become_strings_sorted_numerically(tmp_path: Path) -> Non
 
 
 def test_mixed_labels_numbers_first(tmp_path: Path) -> None:
-    rows = [{"text": f"t{i}", "label": label} for i, label in enumerate(["b", 3, "a", 20])]
+    """Integers and strings in one column need ``label_type: str`` (refused otherwise, see test_bad_input)."""
+    rows = [{"text": f"t{i}", "label": label} for i, label in enumerate(["b", 3, "a", 20] * 2)]
     write_jsonl(tmp_path / "train.jsonl", rows)
-    assert _datamodule(tmp_path, val_file=None, test_file=None).label_names == ["3", "20", "a", "b"]
+    dm = _datamodule(tmp_path, val_file=None, test_file=None, label_type="str")
+    assert dm.label_names == ["3", "20", "a", "b"]
+
+
+LABEL_SPELLINGS = [1, "1", " 1", "1.0", True, "01", 1.0, 2, "2"]
+
+
+def test_label_type_str_keeps_every_spelling_apart(tmp_path: Path) -> None:
+    """``str``: as written (whitespace stripped, as ever), so ``1`` and ``" 1"`` are one class, ``"01"`` another."""
+    write_jsonl(tmp_path / "train.jsonl", [{"text": f"t{i}", "label": v} for i, v in enumerate(LABEL_SPELLINGS * 2)])
+    dm = _datamodule(tmp_path, val_file=None, test_file=None, label_type="str")
+    assert dm.label_names == ["01", "1", "2", "1.0", "True"]
+    assert dm.class_counts == [1, 5, 3, 3, 1]  # the split moved one of every class with 2+ rows to validation
+
+
+def test_label_type_int_reads_every_spelling_as_one_integer(tmp_path: Path) -> None:
+    spellings = [v for v in LABEL_SPELLINGS if v is not True]
+    write_jsonl(tmp_path / "train.jsonl", [{"text": f"t{i}", "label": v} for i, v in enumerate(spellings * 2)])
+    write_jsonl(tmp_path / "validation.jsonl", [{"text": "v", "label": "+2"}, {"text": "w", "label": " 01 "}])
+    dm = _datamodule(tmp_path, test_file=None, label_type="int", labels=["2", "01"])
+    assert dm.label_names == ["2", "1"]  # the fixed list is read as integers too
+    assert dm.class_counts == [4, 12]
+    assert [r.label for r in dm.split_records("validation")] == ["2", "1"]
+
+
+@pytest.mark.parametrize(("bad", "says"), [(True, "is a boolean"), ("1.5", "'1.5' is not an integer"),
+                                           ("one", "'one' is not an integer"), (2.5, "'2.5' is not an integer")])
+def test_label_type_int_refuses_what_is_no_integer(tmp_path: Path, bad: object, says: str) -> None:
+    from datamodules import DataError
+
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": 2}, {"text": "c", "label": bad}])
+    with pytest.raises(DataError, match=rf"train\.jsonl:3: label .*{says}"):
+        _ = _datamodule(tmp_path, val_file=None, test_file=None, label_type="int").label_names
+
+
+def test_label_type_is_documented_in_the_cli_help() -> None:
+    """The option and its choices show in ``fenlei fit --help`` (jsonargparse reads the docstring)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(TextClassificationDataModule, "data")
+    text = " ".join(parser.format_help().split())
+    assert "--data.label_type" in text and "every label is read as an integer" in text
+    assert "mixes kinds" in text and "--data.max_chars" in text and "max_length * 8" in text
+
+
+def _long_text(words: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.choice(CLASS_WORDS["billing"] + FILLER) for _ in range(words))
+
+
+def test_long_texts_are_cut_by_characters_before_tokenizing(tmp_path: Path, word_tokenizer: Path) -> None:
+    """Over ``max_length * 8`` characters a text is cut on reading, with one warning per file naming the first cut
+    line and the count; the tokens that truncation keeps are the same as from the whole text."""
+    rows = make_rows(12, seed=1)
+    rows[4]["text"] = _long_text(20_000, seed=1)  # ~110k characters
+    rows[9]["text"] = _long_text(3_000, seed=2)
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    dm = _datamodule(tmp_path, word_tokenizer, val_file=None, test_file=None, max_length=16)
+    with pytest.warns(UserWarning) as caught:
+        records = dm.split_records("train")
+    messages = [str(w.message) for w in caught if "cut to" in str(w.message)]
+    assert len(messages) == 1, messages
+    where = f"{tmp_path / 'train.jsonl'}:5: text of {len(rows[4]['text'])} characters cut to 128 before tokenizing"
+    assert where in messages[0], messages[0]
+    assert "2 of 12 texts in this file were cut" in messages[0] and "max_length 16 x 8" in messages[0]
+    assert max(len(r.text) for r in dm._train_file_records) == 128
+    cut = next(r for r in dm._train_file_records if r.line == 5)
+    assert rows[4]["text"].startswith(cut.text)
+    whole = dm.tokenizer([rows[4]["text"]], truncation=True, max_length=16)["input_ids"][0]
+    assert dm._tokenize([cut])[0] == whole
+    assert dm.model_text(rows[4]["text"]) == cut.text  # texts from elsewhere (load_run.encode) are cut alike
+    assert records  # the split still has every row
+
+
+def test_max_chars_sets_the_limit_and_short_texts_pass_silently(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    from datamodules import DataError
+
+    write_jsonl(tmp_path / "train.jsonl", make_rows(8, seed=1))
+    _ = _datamodule(tmp_path, val_file=None, test_file=None).label_names
+    assert not [w for w in recwarn if "cut to" in str(w.message)]
+    dm = _datamodule(tmp_path, val_file=None, test_file=None, max_chars=10)
+    with pytest.warns(UserWarning, match=r"train\.jsonl:1: text of \d+ characters cut to 10 before tokenizing "
+                                         r"\(data\.init_args\.max_chars\); 8 of 8 texts"):
+        _ = dm.label_names
+    with pytest.raises(DataError, match="max_chars: must be at least 1, got 0"):
+        _datamodule(tmp_path, max_chars=0)
 
 
 def test_label_properties_available_after_init(tmp_path: Path) -> None:

@@ -102,6 +102,66 @@ CASES = [
 ]
 
 
+def _relabel(path: Path, labels: dict[str, object]) -> None:
+    """Rewrite every row's label through ``labels`` (e.g. to JSON integers)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    write_jsonl(path, [{**row, "label": labels[row["label"]]} for row in rows])
+
+
+def _integer_labels(root: Path) -> None:
+    for split in ("train", "validation", "test"):
+        _relabel(root / f"{split}.jsonl", {"billing": 0, "bug": 1, "login": 2, "shipping": 3})
+
+
+def _then(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
+    def corrupt(root: Path) -> None:
+        for step in steps:
+            step(root)
+    return corrupt
+
+
+def _one_class(root: Path) -> None:
+    for split in ("train", "validation", "test"):
+        _relabel(root / f"{split}.jsonl", dict.fromkeys(("billing", "bug", "login", "shipping"), "billing"))
+
+
+def _string_numbers(root: Path) -> None:
+    for split in ("train", "validation", "test"):
+        _relabel(root / f"{split}.jsonl", {"billing": "0", "bug": "1", "login": "2", "shipping": "3"})
+
+
+# Labels whose kinds differ (JSON integers, strings, floats, booleans) or that spell one number two ways: without
+# data.init_args.label_type they would silently merge ("1" and 1) or split ("1" and "1.0") classes.
+LABEL_CASES = [
+    Case("label-int-and-string",
+         _then(_integer_labels, lambda d: _replace_line(d / "validation.jsonl", 3, _row(text="refund", label="1"))),
+         "validation.jsonl:3:", "labels of mixed kinds (integer, string)"),
+    Case("label-int-and-padded-string",
+         _then(_integer_labels, lambda d: _replace_line(d / "train.jsonl", 5, _row(text="refund", label=" 1"))),
+         "train.jsonl:5:", "labels of mixed kinds (integer, string)"),
+    Case("label-int-and-float",
+         _then(_integer_labels, lambda d: _replace_line(d / "test.jsonl", 2, _row(text="refund", label=1.0))),
+         "test.jsonl:2:", "labels of mixed kinds (integer, float)"),
+    Case("label-string-and-boolean", lambda d: _replace_line(d / "train.jsonl", 6, _row(text="refund", label=True)),
+         "train.jsonl:6:", "labels of mixed kinds (string, boolean)"),
+    Case("label-number-spelled-twice",
+         _then(_string_numbers, lambda d: _replace_line(d / "test.jsonl", 4, _row(text="refund", label="01"))),
+         "test.jsonl:4:", "label '01' is the number '1'"),
+    Case("label-number-with-decimals",
+         _then(_string_numbers, lambda d: _replace_line(d / "train.jsonl", 9, _row(text="refund", label="1.0"))),
+         "train.jsonl:9:", "label '1.0' is the number '1'"),
+    Case("one-class", _one_class, "train.jsonl", "one class only ('billing')"),
+    # Lone surrogates: JSON escapes that decode to no character (a tokenizer raises a TypeError on them).
+    Case("surrogate-in-train-text",
+         lambda d: _replace_line(d / "train.jsonl", 7, r'{"text": "refund \ud800 please", "label": "billing"}'),
+         "train.jsonl:7:", "field 'text' holds a lone surrogate (U+D800 at character 7)"),
+    Case("surrogate-in-test-label",
+         lambda d: _replace_line(d / "test.jsonl", 3, r'{"text": "refund", "label": "bill\udc00ing"}'),
+         "test.jsonl:3:", "field 'label' holds a lone surrogate (U+DC00"),
+]
+CASES += LABEL_CASES
+
+
 @pytest.fixture(params=CASES, ids=[case.id for case in CASES])
 def bad_case(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Case, Path]:
     case: Case = request.param
@@ -181,25 +241,33 @@ def _earlier_run(run_dir: Path) -> None:
     (run_dir / "run_summary.json").write_text('{"earlier": true}')
 
 
-def _fit_bad_train(tmp_path: Path, tiny_model: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _fit_bad_train(tmp_path: Path, tiny_model: Path, run_dir: Path, capsys: pytest.CaptureFixture[str],
+                   bad_line: str = "{not json") -> str:
     data_dir = _good_data(tmp_path / "data")
-    _replace_line(data_dir / "train.jsonl", 3, "{not json")
+    _replace_line(data_dir / "train.jsonl", 3, bad_line)
     with pytest.raises(SystemExit) as exit_info:
         fenlei_main(["fit", "--config", str(QUICKSTART), *tiny_overrides(tiny_model, data_dir, run_dir)])
     assert exit_info.value.code == 2
-    assert "train.jsonl:3:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train.jsonl:3:" in err and "Traceback" not in err
+    return err
 
 
+# A lone surrogate used to pass the reader, archive the earlier run and then end in the tokenizer's traceback.
+@pytest.mark.parametrize("bad_line", ["{not json", r'{"text": "refund \ud800", "label": "billing"}'],
+                         ids=["malformed", "lone-surrogate"])
 def test_cli_bad_data_leaves_earlier_run_in_place(
-    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str], bad_line: str
 ) -> None:
     """A fit that fails on bad data leaves an earlier run untouched, where ``--ckpt_path best`` finds it."""
     run_dir = tmp_path / "run"
     _earlier_run(run_dir)
-    _fit_bad_train(tmp_path, tiny_model, run_dir, capsys)
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    _fit_bad_train(tmp_path, tiny_model, run_dir, capsys, bad_line)
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == b"earlier"
     assert (run_dir / "run_summary.json").read_text() == '{"earlier": true}'
     assert not (run_dir / "previous").exists()
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before  # nothing created (no run.lock)
 
 
 def test_explicit_validation_or_test_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
@@ -214,3 +282,14 @@ def test_explicit_validation_or_test_file_that_does_not_exist_is_an_error(tmp_pa
             TextClassificationDataModule(tokenizer="unused", data_dir=str(tmp_path), **{field: "valdation"})
     dm = TextClassificationDataModule(tokenizer="unused", data_dir=str(tmp_path))  # defaults may be absent
     assert dm.val_path is None and dm.test_path is None and dm.num_classes == 4
+
+
+def test_prompt_datamodule_names_a_lone_surrogate(tmp_path: Path) -> None:
+    """The decoder DataModule reads its own rows; a lone surrogate is a DataError there too, before any setup."""
+    from datamodules.prompt_classification import PromptClassificationDataModule
+
+    data_dir = _good_data(tmp_path)
+    _replace_line(data_dir / "validation.jsonl", 4, r'{"text": "refund \udfff", "label": "billing"}')
+    dm = PromptClassificationDataModule(tokenizer="unused", data_dir=str(data_dir))
+    with pytest.raises(DataError, match=r"validation\.jsonl:4: field 'text' holds a lone surrogate \(U\+DFFF"):
+        _ = dm.class_counts

@@ -24,6 +24,11 @@ def cli(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def rows_of(metrics_csv: Path) -> list[dict[str, str]]:
+    with metrics_csv.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def last_row(metrics_csv: Path, key: str) -> float:
     rows = [r for r in csv.DictReader(metrics_csv.open()) if r.get(key)]
     return float(rows[-1][key])
@@ -38,14 +43,17 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_model: Path, t
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     kill = json.dumps({"class_path": "tests.helpers.KillAtStep", "init_args": {"step": 12}})
-    crashed = cli(["fit", "--config", QUICKSTART, *tiny_overrides(tiny_model, tiny_data, crashed_dir), *common,
-                   f"--trainer.callbacks+={kill}"])
+    # W&B offline for the crashed run and its resume: the resume must continue the same W&B run.
+    wandb = [a for a in tiny_overrides(tiny_model, tiny_data, crashed_dir) if not a.startswith("--wandb.mode")]
+    wandb.append("--wandb.mode=offline")
+    crashed = cli(["fit", "--config", QUICKSTART, *wandb, *common, f"--trainer.callbacks+={kill}"])
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     assert (crashed_dir / "checkpoints" / "last.ckpt").is_file()
     assert not (crashed_dir / "run_summary.json").exists()  # an interrupted run does not look finished
 
-    resumed = cli(["fit", "--config", QUICKSTART, *tiny_overrides(tiny_model, tiny_data, crashed_dir), *common,
-                   "--ckpt_path=last"])
+    killed_rows = rows_of(crashed_dir / "metrics.csv")
+    assert max(int(r["step"]) for r in killed_rows) >= 9  # the killed attempt logged steps after its checkpoint
+    resumed = cli(["fit", "--config", QUICKSTART, *wandb, *common, "--ckpt_path=last"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states" in resumed.stderr + resumed.stdout
 
@@ -56,6 +64,15 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_model: Path, t
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    # metrics.csv reads as if the fit had never stopped: the rows of the killed attempt after its checkpoint were
+    # dropped, the resume logged those steps once (only the wall-clock column may differ).
+    straight_rows, crashed_rows = rows_of(straight_dir / "metrics.csv"), rows_of(crashed_dir / "metrics.csv")
+    assert [r["step"] for r in crashed_rows] == [r["step"] for r in straight_rows]
+    assert crashed_rows == straight_rows
+    # One W&B run, continued: both offline folders carry the id kept in the run directory.
+    run_id = (crashed_dir / "wandb_run_id.txt").read_text().strip()
+    folders = sorted(p.name for p in (crashed_dir / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and {name.rsplit("-", 1)[1] for name in folders} == {run_id}, folders
     # The resumed metrics.csv kept the epochs before the crash.
     epochs = {r["epoch"] for r in csv.DictReader((crashed_dir / "metrics.csv").open()) if r.get("val/f1_macro")}
     assert epochs == {"0", "1", "2"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,30 @@ def fit(run_dir: Path, tiny_model: Path, tiny_data: Path, *extra: str) -> None:
                             "--trainer.precision=32-true", *extra])
 
 
+def _modes(run_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(run_dir)): p.stat().st_mode & 0o777 for p in run_dir.rglob("*")
+            if p.is_file() and "wandb" not in p.parts}
+
+
 def test_fit_test_and_repeat_in_same_directory(tiny_model: Path, tiny_data: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    fit(run_dir, tiny_model, tiny_data)
-    for name in ["config.yaml", "labels.json", "metrics.csv", "run_summary.json", "checkpoints/last.ckpt", "wandb"]:
+    old_umask = os.umask(0o002)  # not the usual 022, so a mode that ignores the umask cannot pass by chance
+    try:
+        fit(run_dir, tiny_model, tiny_data)
+    finally:
+        os.umask(old_umask)
+    for name in ["config.yaml", "labels.json", "metrics.csv", "run_summary.json", "checkpoints/last.ckpt", "wandb",
+                 "wandb_run_id.txt", "run.lock"]:
         assert (run_dir / name).exists(), name
+    # Every file fenlei or Lightning wrote has the mode the umask gives (atomic writes included: mkstemp's 0600
+    # would leave labels and summaries unreadable to teammates).
+    modes = _modes(run_dir)
+    assert {"labels.json", "run_summary.json", "checkpoints/last.ckpt", "config.yaml", "metrics.csv"} <= set(modes)
+    assert set(modes.values()) == {0o664}, modes
     assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1
-    assert list((run_dir / "wandb").glob("offline-run-*"))
+    # The W&B run is the one whose id the run directory keeps (a resume continues it).
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    assert [p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")] == [run_id]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["class_path"] == "lightning_modules.EncoderClassifier"
 
@@ -75,6 +93,9 @@ def test_fit_test_and_repeat_in_same_directory(tiny_model: Path, tiny_data: Path
     assert (previous[0] / "checkpoints" / "last.ckpt").is_file() and (previous[0] / "test" / "per_class.csv").is_file()
     assert (previous[0] / "predict" / "predictions.jsonl").is_file()
     assert json.loads((run_dir / "run_summary.json").read_text())["epochs"] == 1
+    # The new fit is a new W&B run; the earlier run's id went to previous/ with its files.
+    assert (previous[0] / "wandb_run_id.txt").read_text().strip() == run_id
+    assert (run_dir / "wandb_run_id.txt").read_text().strip() != run_id
 
 
 def test_ckpt_path_best_without_a_finished_fit_is_a_clear_error(

@@ -106,7 +106,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         val_fraction: Fraction of every class moved from train to validation when there is no validation file.
         max_length: Truncate token sequences to this many tokens (special tokens included).
         max_chars: Cut longer texts to this many characters before tokenizing (a 100 MB line would otherwise be
-            tokenized whole); default ``max_length * 8``. One warning per file names the first cut line and the
+            tokenized whole); default ``max_length * 32`` (as ``infer`` and ``serve`` cut). One warning per file names the first cut line and the
             number of texts cut.
         batch_size: Training batch size (evaluation uses ``eval_batch_size``).
         eval_batch_size: Batch size for validation, test and prediction; defaults to ``2 * batch_size``.

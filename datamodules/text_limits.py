@@ -1,10 +1,11 @@
 """Cut very long texts by characters before they reach the tokenizer (torch-free).
 
 A tokenizer reads the whole text even when it keeps ``max_length`` tokens: one 100 MB line took 141 s and 15.7 GB
-to keep 128 tokens. No token is shorter than one character and ordinary text averages 3-5 characters per token
-(Chinese about 1.5), so the first ``max_length * CHARS_PER_TOKEN`` characters hold every token that truncation
-keeps, unless the text is made of very long tokens (runs of one character, long URLs), where the cut may keep
-fewer; ``max_chars`` sets the limit by hand.
+to keep 128 tokens. The characters kept per token are ``fenlei.text_limits.CHARS_PER_TOKEN``, the constant serving
+cuts with, so a text is cut at the same place in training and in ``infer``/``serve`` (the same tokens); ordinary
+text averages 3-5 characters per token (Chinese about 1.5), so only text the model never reads is dropped, unless
+it is made of very long tokens (runs of one character, long URLs); ``max_chars`` sets the limit by hand. This
+module adds the file:line reporting the DataModules need.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-CHARS_PER_TOKEN = 8
+from fenlei.text_limits import CHARS_PER_TOKEN
 
 
 def char_limit(max_length: int, max_chars: Optional[int] = None) -> int:

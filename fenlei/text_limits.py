@@ -1,5 +1,5 @@
-"""Text hygiene shared by every place that tokenizes user text: ``infer`` and ``serve`` (fenlei/serving) now, the
-DataModules next. Standard library only (foundation layer), so the torch-free serving path can use it.
+"""Text hygiene shared by every place that tokenizes user text: ``infer`` and ``serve`` (fenlei/serving) and the
+DataModules (``datamodules/text_limits.py`` adds their file:line warnings). Standard library only (foundation layer), so the torch-free serving path can use it.
 
 - :func:`cut_text` / :func:`cut_texts`: keep at most ``max_chars`` characters of a text *before* it reaches the
   tokenizer. The model only reads ``max_length`` tokens, but a tokenizer walks the whole string first: one 100 MB
@@ -8,8 +8,7 @@ DataModules next. Standard library only (foundation layer), so the torch-free se
   accepts (a TypeError in ``tokenizers``) and which no UTF-8 file can hold, or a text with no visible character at
   all (only whitespace, NULs, zero-width characters), which would otherwise be classified as if it were text.
 
-DataModules: cut with :func:`cut_texts` (it returns which rows were cut, to warn with file:line) and check each
-text with :func:`text_problem` (message without the text itself, ready to follow ``FILE:LINE: field 'text' ``).
+Training and serving cut with the same :data:`CHARS_PER_TOKEN`, so a long text keeps the same tokens in both.
 """
 
 from __future__ import annotations

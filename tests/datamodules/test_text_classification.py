@@ -175,7 +175,7 @@ def test_label_type_is_documented_in_the_cli_help() -> None:
     parser.add_class_arguments(TextClassificationDataModule, "data")
     text = " ".join(parser.format_help().split())
     assert "--data.label_type" in text and "every label is read as an integer" in text
-    assert "mixes kinds" in text and "--data.max_chars" in text and "max_length * 8" in text
+    assert "mixes kinds" in text and "--data.max_chars" in text and "max_length * 32" in text
 
 
 def _long_text(words: int, seed: int = 0) -> str:
@@ -184,7 +184,7 @@ def _long_text(words: int, seed: int = 0) -> str:
 
 
 def test_long_texts_are_cut_by_characters_before_tokenizing(tmp_path: Path, word_tokenizer: Path) -> None:
-    """Over ``max_length * 8`` characters a text is cut on reading, with one warning per file naming the first cut
+    """Over ``max_length * 32`` characters a text is cut on reading, with one warning per file naming the first cut
     line and the count; the tokens that truncation keeps are the same as from the whole text."""
     rows = make_rows(12, seed=1)
     rows[4]["text"] = _long_text(20_000, seed=1)  # ~110k characters
@@ -195,10 +195,10 @@ def test_long_texts_are_cut_by_characters_before_tokenizing(tmp_path: Path, word
         records = dm.split_records("train")
     messages = [str(w.message) for w in caught if "cut to" in str(w.message)]
     assert len(messages) == 1, messages
-    where = f"{tmp_path / 'train.jsonl'}:5: text of {len(rows[4]['text'])} characters cut to 128 before tokenizing"
+    where = f"{tmp_path / 'train.jsonl'}:5: text of {len(rows[4]['text'])} characters cut to 512 before tokenizing"
     assert where in messages[0], messages[0]
-    assert "2 of 12 texts in this file were cut" in messages[0] and "max_length 16 x 8" in messages[0]
-    assert max(len(r.text) for r in dm._train_file_records) == 128
+    assert "2 of 12 texts in this file were cut" in messages[0] and "max_length 16 x 32" in messages[0]
+    assert max(len(r.text) for r in dm._train_file_records) == 512
     cut = next(r for r in dm._train_file_records if r.line == 5)
     assert rows[4]["text"].startswith(cut.text)
     whole = dm.tokenizer([rows[4]["text"]], truncation=True, max_length=16)["input_ids"][0]

@@ -206,12 +206,14 @@ class RunDir:
         self.summary.unlink(missing_ok=True)
 
     def best_checkpoint(self) -> Path:
-        """The best checkpoint of the last finished fit (from ``run_summary.json``), else the newest
-        ``checkpoints/best*.ckpt`` (a summary that names a moved file, e.g. a copied run directory)."""
+        """The best checkpoint of the last finished fit (``run_summary.json`` names it), looked up by its file name
+        in this directory's ``checkpoints/``, else the newest ``checkpoints/best*.ckpt``. The summary's absolute
+        path is not followed: in a copied or moved run directory it names the original's file, which may still
+        exist and hold other weights."""
         summary = self.read_summary() or {}
         best = summary.get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
+        if best and (self.checkpoints / Path(best).name).is_file():
+            return self.checkpoints / Path(best).name
         candidates = sorted(self.checkpoints.glob(BEST_CHECKPOINT_GLOB), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise RunError(f"--ckpt_path best: no finished fit with a best checkpoint in {self.path}")

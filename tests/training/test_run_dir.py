@@ -65,6 +65,12 @@ def test_best_checkpoint_from_summary_then_newest_file(tmp_path: Path) -> None:
     # A summary naming a file that moved (a copied run directory): the newest best file.
     run.write_summary({"best_checkpoint": "/nowhere/best-epoch09.ckpt"})
     assert run.best_checkpoint() == new
+    # A copy of a run whose original still exists: the copy's own file of that name, never the original's.
+    copy = RunDir(tmp_path / "copy")
+    mine = _touch(copy.checkpoints / "best-epoch00.ckpt", mtime=1_000)
+    _touch(copy.checkpoints / "best-epoch03.ckpt", mtime=2_000)
+    copy.write_summary({"best_checkpoint": str(old)})
+    assert old.is_file() and copy.best_checkpoint() == mine
 
 
 def test_archive_moves_one_fits_files_only(tmp_path: Path) -> None:

@@ -20,7 +20,10 @@ QUICKSTART = str(REPO_ROOT / "configs" / "quickstart.yaml")
 
 
 def cli(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    # Not WANDB_SERVICE: an earlier in-process W&B run of the suite sets it, and a child would then share that
+    # service, which keeps a SIGKILLed child's run id "in use" and refuses the resume that continues it.
+    env = {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},
+           "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

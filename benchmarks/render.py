@@ -451,7 +451,7 @@ def rows_chinese_encoders(runs: list[Res], ctx: Res) -> list[Row]:
         if t:
             best = ZH_ROUTES.get(checks["best_recipe"], checks["best_recipe"])
             rows.append(Row(f"{name}: best e5-small recipe macro-F1, 3-seed mean", "≥ 58.0",
-                            f"{100 * t['measured']:.2f} ({best}, {checks['best_recipe_seeds']} seeds)", [bool(t["met"])],
+                            f"{100 * t['measured']:.2f} ({best}, {checks['best_recipe_seeds']} seed{'' if checks['best_recipe_seeds'] == 1 else 's'})", [bool(t["met"])],
                             date, zh_cpus(res), "target_f1_macro_58"))
         g = checks.get("beats_gemma")
         if g:

@@ -276,9 +276,11 @@ class SlowPredict:
 
     def __init__(self, predictor: Any, seconds: float) -> None:
         self.inner, self.seconds, self.calls = predictor.predict, seconds, 0
+        self.started = threading.Event()  # set by the first call: a test can wait for the model to be busy
 
     def __call__(self, texts: list[str], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         self.calls += 1
+        self.started.set()
         time.sleep(self.seconds)
         return self.inner(texts, *args, **kwargs)
 
@@ -367,7 +369,9 @@ def test_requests_of_departed_clients_are_not_computed(served: Any) -> None:
     url = f"http://127.0.0.1:{port}"
     first = threading.Thread(target=lambda: httpx.post(f"{url}/predict", json={"text": "a b"}, timeout=10))
     first.start()
-    time.sleep(0.1)
+    # Wait until the first request computes (a fixed 0.1 s was not enough on a loaded CI machine: the leaver then
+    # arrived first and was computed).
+    assert slow.started.wait(10)
     body = json.dumps({"text": "refund my card"}).encode()
     leaver = connect(port)  # queued behind the first, then gone
     leaver.sendall(head("POST", "/predict", {"content-type": "application/json", "content-length": str(len(body))})

@@ -104,6 +104,17 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture
+def old_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of ``tests/fixtures/layout_v0`` (a run, a numeric run and a bundle of the old layout) as the working
+    directory: its run files name the model and data relatively."""
+    import shutil
+
+    root = shutil.copytree(REPO_ROOT / "tests" / "fixtures" / "layout_v0", tmp_path / "layout_v0")
+    monkeypatch.chdir(root)
+    return root
+
+
 def tiny_overrides(tiny_model: Path, tiny_data: Path, run_dir: Path) -> list[str]:
     """CLI arguments that swap any config's model and data for the tiny ones and keep the run in ``run_dir``."""
     return [

@@ -20,15 +20,6 @@ from fenlei.deploy.staging import LOCK_FILE, UNLOCKED_STALE_SECONDS, ExportLock,
 from fenlei.io import atomic_dir
 from tests.conftest import REPO_ROOT, fenlei_user_error
 
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "layout_v0"
-
-
-@pytest.fixture
-def old_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = shutil.copytree(FIXTURE, tmp_path / "layout_v0")
-    monkeypatch.chdir(root)
-    return root
-
 
 def _export(*argv: str) -> None:
     from fenlei.commands import main

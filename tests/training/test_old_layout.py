@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import REPO_ROOT
-
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "layout_v0"
-
-
-@pytest.fixture
-def old_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the fixture as the working directory (its run files name the model and data relatively)."""
-    root = shutil.copytree(FIXTURE, tmp_path / "layout_v0")
-    monkeypatch.chdir(root)
-    return root
 
 
 def test_old_run_directories_test_again(old_layout: Path) -> None:

@@ -25,6 +25,8 @@ from typing import Any, Literal, Optional
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import nn
 
 from fenlei.errors import FenleiError
@@ -163,6 +165,21 @@ class EncoderModule(pl.LightningModule):
         current = self.backbone.get_input_embeddings()
         if isinstance(current, SeenRowsEmbedding):
             current.count_optimizer_step(optimizer)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
+        gradient_clip_algorithm: Optional[str] = None,
+    ) -> None:
+        # Lightning's MixedPrecision refuses to clip with an optimizer that could unscale gradients itself (the
+        # fused AdamW), even under bf16 autocast, which has no gradient scaler and so nothing to unscale: every
+        # bf16-mixed config with gradient_clip_val crashed on CPUs with native bf16. Without a scaler, clipping
+        # is the plain precision plugin's, so clip there.
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val,
+                                     GradClipAlgorithmType(gradient_clip_algorithm or "norm"))
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled sentence representation, ``(batch, hidden)``."""

@@ -138,6 +138,8 @@ class RunFilesCallback(pl.Callback):
                 "train_seconds": round(self._train_seconds, 2),
                 "train_samples": self._train_samples,
                 "train_samples_per_s": round(self._train_samples / self._train_seconds, 2) if self._train_seconds > 0 else None,
+                # Throughput depends on it (bf16 autocast is native on some CPUs, fp32 on others).
+                "precision": str(trainer.precision),
                 "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
                 "best_score": float(checkpoint.best_model_score) if getattr(checkpoint, "best_model_score", None) is not None else None,
                 "last_metrics": metrics,

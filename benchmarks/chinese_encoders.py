@@ -239,11 +239,23 @@ def seed_stats(cells: list[dict[str, Any]], key: str) -> dict[str, Any]:
             "n": len(values)}
 
 
+def cell_machine(cell: dict[str, Any]) -> str:
+    """The CPU model a cell ran on and, for fits that record it, the training precision (throughput depends on
+    both: bf16 autocast is native on some CPUs and falls back to fp32 on others)."""
+    model = (cell.get("cpu") or {}).get("model", "unknown CPU")
+    return f"{model}, {cell['precision']}" if cell.get("precision") else model
+
+
+def cpu_model(cell: dict[str, Any]) -> str:
+    return (cell.get("cpu") or {}).get("model", "unknown CPU")
+
+
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
     """Per dataset: recipe means and spreads, the gemma routes, and the targets checked on what has run."""
     out: dict[str, Any] = {}
     for dataset, routes in results["cells"].items():
         table: dict[str, Any] = {}
+        machines = {route: cell_machine(c) for route, c in sorted(routes.items())}
         for recipe in RECIPES:
             seeds = [c for key, c in sorted(routes.items()) if key.startswith(f"e5/{recipe}/")]
             if seeds:
@@ -251,9 +263,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                                          ("accuracy", "f1_macro", "worst_class_f1", "train_samples_per_s",
                                           "cell_wall_seconds", "inference_ms_per_text")}
                 table[f"e5/{recipe}"]["seeds"] = len(seeds)
+                table[f"e5/{recipe}"]["machines"] = sorted({cell_machine(c) for c in seeds})
         for route in ("gemma/probe", "gemma/lora_seqcls"):
             if route in routes:
-                table[route] = routes[route]
+                table[route] = {**routes[route], "machines": [machines[route]]}
         checks: dict[str, Any] = {}
         recipes = {k: v for k, v in table.items() if k.startswith("e5/")}
         full = {k: v for k, v in recipes.items() if v["seeds"] >= 3}
@@ -272,11 +285,15 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 margins = {k: b["f1_macro"]["mean"] - g["f1_macro"] for k, g in gemmas.items()}
                 speed = {k: (b["train_samples_per_s"]["mean"] / g["train_samples_per_s"])
                          if g.get("train_samples_per_s") else None for k, g in gemmas.items()}
+                # A samples/s ratio means something only between cells run on the same CPU model.
+                cpus = {cpu_model(c) for key, c in routes.items()
+                        if key.startswith(f"{best}/") or key.startswith("gemma/")}
                 checks["beats_gemma"] = {"f1_margin_points": {k: round(100 * v, 2) for k, v in margins.items()},
                                          "train_speed_ratio": {k: None if v is None else round(v, 2)
                                                                for k, v in speed.items()},
-                                         "routes_run": sorted(gemmas),
-                                         "met": bool(len(gemmas) == 2 and all(v >= 0.03 for v in margins.values())
+                                         "routes_run": sorted(gemmas), "same_cpu": len(cpus) == 1,
+                                         "met": bool(len(gemmas) == 2 and len(cpus) == 1
+                                                     and all(v >= 0.03 for v in margins.values())
                                                      and all(v is not None and v >= 5 for v in speed.values()))}
         if "e5/ce" in recipes and "e5/focal_ls" in recipes:
             ce, fl = recipes["e5/ce"]["f1_macro"], recipes["e5/focal_ls"]["f1_macro"]
@@ -288,7 +305,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 # One seed has no spread: the question stays open rather than answered by a zero spread.
                 "beats_ce_by_more_than_spread": bool(gap > larger_spread) if min(seeds) >= 2 else None,
                 "seeds": seeds}
-        out[dataset] = {"table": table, "checks": checks}
+        out[dataset] = {"table": table, "checks": checks, "machines": sorted(set(machines.values()))}
     return out
 
 
@@ -323,6 +340,11 @@ def main() -> None:
 
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"cells": {}}
     results.setdefault("cells", {})
+    # Cells from before each cell recorded its CPU ran on the machine the file named then.
+    for cells in results["cells"].values():
+        for c in cells.values():
+            if "cpu" not in c and results.get("machine", {}).get("cpu"):
+                c["cpu"] = results["machine"]["cpu"]
     results["published_tnews_f1_macro"] = TNEWS_PUBLISHED
     results["benchmark"] = "chinese_encoders"
     command = "python benchmarks/chinese_encoders.py " + " ".join(sys.argv[1:])

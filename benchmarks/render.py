@@ -417,14 +417,14 @@ def render_chinese_encoders(runs: list[Res], ctx: Res) -> str:
         out += [f"**{ZH_DATASETS.get(dataset, dataset)}**: {b.get('train')} train, {b.get('validation')} validation, "
                 f"{b.get('test')} test texts" + (f" (drawn from {b['of']['train']} / {b['of']['test']})" if "of" in b else "")
                 + f"; encoder {budget.get('encoder_epochs')} epochs, LoRA seq-cls {budget.get('gemma_lora_seqcls_epochs')}.", "",
-                "| route | seeds | accuracy | macro-F1 | worst-class F1 | train samples/s | wall s | ms/text |",
-                "|---|---|---|---|---|---|---|---|"]
+                "| route | seeds | accuracy | macro-F1 | worst-class F1 | train samples/s | wall s | ms/text | CPU, precision |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for route, r in block["table"].items():
             seeds = r.get("seeds", "–")
             out.append(f"| {ZH_ROUTES.get(route, route)} | {seeds} | {_mean_spread(r['accuracy'], pct)} | "
                        f"{_mean_spread(r['f1_macro'], pct)} | {_mean_spread(r['worst_class_f1'], pct)} | "
                        f"{_mean_spread(r['train_samples_per_s'], num)} | {_mean_spread(r['cell_wall_seconds'], lambda x: num(x, 0))} | "
-                       f"{_mean_spread(r['inference_ms_per_text'], num)} |")
+                       f"{_mean_spread(r['inference_ms_per_text'], num)} | {'; '.join(r.get('machines', [])) or '–'} |")
         checks = block["checks"]
         fl = checks.get("focal_ls_vs_ce")
         if fl:
@@ -458,7 +458,8 @@ def rows_chinese_encoders(runs: list[Res], ctx: Res) -> list[Row]:
             margins = ", ".join(f"{k.split('/')[1]} {v:+.2f}" for k, v in g["f1_margin_points"].items())
             speeds = ", ".join(f"{k.split('/')[1]} {v}x" for k, v in g["train_speed_ratio"].items())
             rows.append(Row(f"{name}: best e5 recipe against every gemma-3-270m route", "≥ 3 macro-F1 points at ≥ 5x training samples/s",
-                            f"{margins} points; {speeds}" + ("" if len(g["routes_run"]) == 2 else " (not every route run)"),
+                            f"{margins} points; {speeds}" + ("" if len(g["routes_run"]) == 2 else " (not every route run)")
+                            + ("" if g.get("same_cpu", True) else " (cells on different CPUs: speed not comparable)"),
                             [bool(g["met"])], date, zh_cpus(res), f"beats_gemma_{dataset}"))
     return rows
 

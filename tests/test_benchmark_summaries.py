@@ -74,3 +74,19 @@ def test_section_renders_every_route_and_the_verdicts() -> None:
     assert rows["target_f1_macro_58"].met == [True]
     assert rows["beats_gemma_tnews"].met == [True]
     assert "test CPU" in rows["target_f1_macro_58"].cpu
+
+
+def test_speed_is_compared_only_on_one_cpu() -> None:
+    base = [0.60, 0.60, 0.60]
+    res = results(base, base, {"probe": (0.40, 5.0), "lora_seqcls": (0.50, 2.0)})
+    for key, c in res["cells"]["tnews"].items():
+        c["cpu"] = {"model": "CPU A" if key.startswith("e5/") else "CPU B"}
+    c["precision"] = "bf16-mixed"
+    summary = summarise(res)["tnews"]
+    gemma = summary["checks"]["beats_gemma"]
+    assert gemma["same_cpu"] is False and gemma["met"] is False  # margins and ratios pass, but across two CPUs
+    assert summary["machines"] == ["CPU A", "CPU B", "CPU B, bf16-mixed"]
+    res["summary"] = {"tnews": summary}
+    row = {r.key: r for r in render.rows_chinese_encoders([res], {})}["beats_gemma_tnews"]
+    assert "different CPUs" in row.measured
+    assert "| CPU A |" in render.render_chinese_encoders([res], {})

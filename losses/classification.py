@@ -1,4 +1,4 @@
-"""Cross-entropy and focal loss with label smoothing and class weights.
+"""Cross-entropy and focal loss with label smoothing, class weights and logit adjustment.
 
 Both losses share one normalisation so that they agree where they should: the loss is the sum of per-example
 losses divided by the sum of the class weights of the targets (all ones without weights), which is exactly
@@ -55,20 +55,44 @@ class ClassificationLoss(nn.Module):
         label_smoothing: Mass moved from the target to a uniform distribution over all classes (0 = off).
         class_weights: ``none``, ``balanced``, ``inverse_log`` (computed from the training class counts that the
             model receives from the DataModule), or an explicit list with one weight per class.
+        logit_adjustment: ``tau`` of the logit-adjusted loss (Menon et al. 2021, "Long-tail learning via logit
+            adjustment"): the loss sees ``logits + tau * log(prior)``, the prior being the training class
+            frequencies, while predictions use the plain logits, so the model learns the classifier for a test set
+            with balanced classes (tau = 1 is the paper's choice; 0 = off). Unlike class weights it moves the
+            decision boundary without re-weighting the gradient of any example.
     """
 
-    def __init__(self, label_smoothing: float = 0.0, class_weights: ClassWeighting = "none") -> None:
+    def __init__(self, label_smoothing: float = 0.0, class_weights: ClassWeighting = "none",
+                 logit_adjustment: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not (math.isfinite(logit_adjustment) and logit_adjustment >= 0):
+            raise ValueError(f"logit_adjustment must be a finite number >= 0, got {logit_adjustment}")
         self.label_smoothing = label_smoothing
         self.class_weighting = class_weights
+        self.logit_adjustment = float(logit_adjustment)
         self.register_buffer("weight", None, persistent=False)
+        self.register_buffer("log_prior", None, persistent=False)
 
     def set_class_counts(self, counts: Sequence[int]) -> None:
-        """Compute the class weights from training class counts (a no-op for ``none``)."""
+        """Compute the class weights (a no-op for ``none``) and the log prior from training class counts."""
         weights = class_weights_from_counts(counts, self.class_weighting)
         self.weight = None if weights is None else weights.to(self._device())
+        counts_t = torch.tensor(list(counts), dtype=torch.float64)
+        # A class with no training example gets half an example's prior rather than log(0) = -inf.
+        self.log_prior = torch.log(counts_t.clamp(min=0.5) / counts_t.clamp(min=0.5).sum()).float().to(self._device())
+
+    def adjusted(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits the loss sees: float32, plus ``tau * log(prior)`` under logit adjustment."""
+        logits = logits.float()
+        if not self.logit_adjustment:
+            return logits
+        if self.log_prior is None:
+            raise RuntimeError("logit_adjustment needs class counts: call set_class_counts() first")
+        if self.log_prior.numel() != logits.shape[-1]:
+            raise ValueError(f"{self.log_prior.numel()} class priors for {logits.shape[-1]} classes")
+        return logits + self.logit_adjustment * self.log_prior.to(logits.device)
 
     def _device(self) -> torch.device:
         return self.weight.device if self.weight is not None else torch.device("cpu")
@@ -102,7 +126,7 @@ class CrossEntropyLoss(ClassificationLoss):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self._check_weights(logits.shape[-1])
         weight = None if self.weight is None else self.weight.to(logits.device, torch.float32)
-        return F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(self.adjusted(logits), targets, weight=weight, label_smoothing=self.label_smoothing)
 
 
 class FocalLoss(ClassificationLoss):
@@ -117,6 +141,7 @@ class FocalLoss(ClassificationLoss):
             unlike them, does not enter the normalisation, as in RetinaNet).
         label_smoothing: See :class:`ClassificationLoss`.
         class_weights: See :class:`ClassificationLoss`.
+        logit_adjustment: See :class:`ClassificationLoss`.
     """
 
     def __init__(
@@ -125,8 +150,10 @@ class FocalLoss(ClassificationLoss):
         alpha: Optional[Union[float, list[float]]] = None,
         label_smoothing: float = 0.0,
         class_weights: ClassWeighting = "none",
+        logit_adjustment: float = 0.0,
     ) -> None:
-        super().__init__(label_smoothing=label_smoothing, class_weights=class_weights)
+        super().__init__(label_smoothing=label_smoothing, class_weights=class_weights,
+                         logit_adjustment=logit_adjustment)
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma = gamma
@@ -135,7 +162,7 @@ class FocalLoss(ClassificationLoss):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[-1]
         self._check_weights(num_classes)
-        log_p = F.log_softmax(logits.float(), dim=-1)
+        log_p = F.log_softmax(self.adjusted(logits), dim=-1)
         # (1 - p)^gamma computed as -expm1(log p) keeps precision when p is close to 1. The clamp at the smallest
         # normal float keeps the gradient of x^gamma (infinite at x = 0 for gamma < 1) from turning into NaN when
         # p rounds to exactly 1 (a logit margin above ~17 in float32).

@@ -241,3 +241,36 @@ def test_gradients_finite_for_extreme_logits(loss: torch.nn.Module) -> None:
     assert torch.isfinite(value)
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
     assert logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_logit_adjustment_is_cross_entropy_on_shifted_logits(seed: int) -> None:
+    """tau * log(training prior) is added to the logits the loss sees (Menon et al. 2021); focal(gamma=0) agrees."""
+    logits, targets = _batch(seed)
+    prior = torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS)
+    expected = F.cross_entropy(logits + 0.7 * torch.log(prior).float(), targets, label_smoothing=0.1)
+    for loss in (CrossEntropyLoss(label_smoothing=0.1, logit_adjustment=0.7),
+                 FocalLoss(gamma=0.0, label_smoothing=0.1, logit_adjustment=0.7)):
+        loss.set_class_counts(COUNTS)
+        torch.testing.assert_close(loss(logits, targets), expected, rtol=1e-5, atol=1e-6)
+    plain = CrossEntropyLoss(label_smoothing=0.1)
+    plain.set_class_counts(COUNTS)
+    assert not torch.isclose(plain(logits, targets), expected)
+
+
+def test_logit_adjustment_favours_rare_classes_and_needs_counts() -> None:
+    """At equal logits a rare target costs more under adjustment (its log prior lowers the logit the loss sees), so
+    training raises rare classes' logits further than plain CE; counts are required; an unseen class stays finite."""
+    counts = [90, 10]
+    logits = torch.zeros(1, 2)
+    adjusted = CrossEntropyLoss(logit_adjustment=1.0)
+    adjusted.set_class_counts(counts)
+    rare, common = adjusted(logits, torch.tensor([1])), adjusted(logits, torch.tensor([0]))
+    assert rare > common  # at equal logits the rare target costs more: its logit must rise further to fit
+    with pytest.raises(RuntimeError, match="needs class counts"):
+        CrossEntropyLoss(logit_adjustment=1.0)(logits, torch.tensor([0]))
+    with pytest.raises(ValueError, match="logit_adjustment"):
+        CrossEntropyLoss(logit_adjustment=float("nan"))
+    zero = CrossEntropyLoss(logit_adjustment=1.0)
+    zero.set_class_counts([5, 0])  # a class with no training example: finite, not -inf
+    assert torch.isfinite(zero(logits, torch.tensor([1])))

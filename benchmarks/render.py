@@ -396,10 +396,11 @@ def _mean_spread(stat: Any, fmt: Callable[[Any], str]) -> str:
     return f"{fmt(stat['mean'])} ({fmt(stat['min'])}–{fmt(stat['max'])})"
 
 
-def zh_cpus(res: Res) -> str:
-    """The CPUs the cells ran on (each cell records its own; older cells only the file's machine)."""
+def zh_cpus(res: Res, dataset: str | None = None) -> str:
+    """The CPUs the cells (of one dataset, or all) ran on (each cell records its own; older cells only the file's
+    machine)."""
     seen = [cpu_of({"cpu": c["cpu"]}) if isinstance(c.get("cpu"), dict) else cpu_of(res)
-            for d in res["cells"].values() for c in d.values()]
+            for name, d in res["cells"].items() if dataset in (None, name) for c in d.values()]
     return "; ".join(dict.fromkeys(seen)) or cpu_of(res)
 
 
@@ -453,7 +454,7 @@ def rows_chinese_encoders(runs: list[Res], ctx: Res) -> list[Row]:
             best = ZH_ROUTES.get(checks["best_recipe"], checks["best_recipe"])
             rows.append(Row(f"{name}: best e5-small recipe macro-F1, 3-seed mean", "≥ 58.0",
                             f"{100 * t['measured']:.2f} ({best}, {checks['best_recipe_seeds']} seed{'' if checks['best_recipe_seeds'] == 1 else 's'})", [bool(t["met"])],
-                            date, zh_cpus(res), "target_f1_macro_58"))
+                            date, zh_cpus(res, dataset), "target_f1_macro_58"))
         g = checks.get("beats_gemma")
         if g:
             margins = ", ".join(f"{k.split('/')[1]} {v:+.2f}" for k, v in g["f1_margin_points"].items())
@@ -461,7 +462,7 @@ def rows_chinese_encoders(runs: list[Res], ctx: Res) -> list[Row]:
             rows.append(Row(f"{name}: best e5 recipe against every gemma-3-270m route", "≥ 3 macro-F1 points at ≥ 5x training samples/s",
                             f"{margins} points; {speeds}" + ("" if len(g["routes_run"]) == 2 else " (not every route run)")
                             + ("" if g.get("same_cpu", True) else " (cells on different CPUs: speed not comparable)"),
-                            [bool(g["met"])], date, zh_cpus(res), f"beats_gemma_{dataset}"))
+                            [bool(g["met"])], date, zh_cpus(res, dataset), f"beats_gemma_{dataset}"))
     return rows
 
 
@@ -655,7 +656,9 @@ def render_export(res: Res) -> list[str]:
 
 
 def rows_deploy_latency(runs: list[Res], ctx: Res) -> list[Row]:
-    model = runs[0]["run_dir"].rsplit("/", 1)[-1]
+    parts = runs[0]["run_dir"].rstrip("/").split("/")
+    # A benchmark driver's cell folder ends in .../<dataset>/<model>/<recipe>/<seed>/run: name the cell, not "run".
+    model = "/".join(parts[-5:-1]) if parts[-1] == "run" else parts[-1]
     rows = []
     fmts = {prefix: fmt for prefix, _tv, _rk, _c, fmt in DEPLOY_TARGETS}
     for key, claim, target, values, met in deploy_target_rows(runs):
@@ -664,6 +667,12 @@ def rows_deploy_latency(runs: list[Res], ctx: Res) -> list[Row]:
         if len(runs) > 1 and len(set(values)) > 1:
             measured += f" (min / median / max of {len(runs)} runs)"
         rows.append(Row(f"`{model}`: {claim}", target, measured, met, dates_of(runs), cpus_of(runs), key))
+    size_key = next((k for k in runs[0].get("targets", {}) if k.startswith("int8_size_le_")), None)
+    if size_key:  # --max_size_mb: the bundle's INT8 model file against an absolute bound
+        bound = size_key.removeprefix("int8_size_le_").removesuffix("mb")
+        sizes = [r["engines"]["fenlei_ort_int8"]["size_mb"] for r in runs]
+        rows.append(Row(f"`{model}`: size of the bundle's INT8 model", f"≤ {bound} MB", spread(sizes, lambda v: f"{v:.1f} MB"),
+                        [bool(r["targets"][size_key]) for r in runs], dates_of(runs), cpus_of(runs), size_key))
     return rows
 
 

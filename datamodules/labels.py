@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Literal, Optional
 
 LabelType = Literal["str", "int"]
@@ -67,12 +67,17 @@ def _article(kind: str) -> str:
     return "an" if kind[0] in "aeiou" else "a"
 
 
-def ambiguous_labels(labels: Iterable[tuple[str, str, str]]) -> Optional[str]:
+def _of(field: Optional[str]) -> str:
+    return f" of field {field!r}" if field else ""
+
+
+def ambiguous_labels(labels: Iterable[tuple[str, str, str]], field: Optional[str] = None) -> Optional[str]:
     """Why a label column is ambiguous, or None (checked when no ``label_type`` is configured).
 
     ``labels``: ``(kind, class name, "path:line")`` of every labelled record, train first. The message starts with
     the ``path:line`` of the first record that shows the ambiguity: a kind other than the first record's (``1``
     and ``"1"``), or one number spelled two ways, which would be two classes (``"1"`` and ``"01"`` or ``"1.0"``).
+    ``field``: named in the message where a DataModule reads several label columns.
     """
     first: Optional[tuple[str, str, str]] = None
     by_number: dict[float, tuple[str, str]] = {}
@@ -81,7 +86,7 @@ def ambiguous_labels(labels: Iterable[tuple[str, str, str]]) -> Optional[str]:
         if first is None:
             first = (kind, label, where)
         elif kind != first[0]:
-            return (f"{where}: label {label!r} is {_article(kind)} {kind} but the label at {first[2]} is "
+            return (f"{where}: label {label!r}{_of(field)} is {_article(kind)} {kind} but the label at {first[2]} is "
                     f"{_article(first[0])} {first[0]} ({first[1]!r}); labels of mixed kinds ({first[0]}, {kind}) "
                     f"would be merged or split into classes silently: {fix}, or fix the data")
         number = _number(label)
@@ -89,6 +94,30 @@ def ambiguous_labels(labels: Iterable[tuple[str, str, str]]) -> Optional[str]:
             continue
         seen = by_number.setdefault(number, (label, where))
         if seen[0] != label:
-            return (f"{where}: label {label!r} is the number {seen[0]!r} at {seen[1]} spelled another way and "
+            return (f"{where}: label {label!r}{_of(field)} is the number {seen[0]!r} at {seen[1]} spelled another way and "
                     f"would be a class of its own: {fix}, or fix the data")
+    return None
+
+
+def one_class(trained: Collection[str], path: str, field: Optional[str] = None) -> Optional[str]:
+    """Why the training classes cannot make a classifier (fewer than two), or None. ``path``: the train file."""
+    if len(trained) >= 2:
+        return None
+    only = next(iter(trained), None)
+    return (f"{path}: the training split has one class only ({only!r}){_of(field)}; a classifier needs examples "
+            "of at least two")
+
+
+def unlearnable_label(labels: Sequence[tuple[str, str]], known: Collection[str], trained: Collection[str],
+                      source: str, field: Optional[str] = None) -> Optional[str]:
+    """Why a record's label cannot be learned, or None: first any label outside the vocabulary ``known``, then any
+    without a training example (a fixed label list can name classes that train lacks, e.g. ones only in
+    validation). ``labels``: ``(class name, "path:line")``; ``source``: what ``known`` comes from, for the message."""
+    for label, where in labels:
+        if label not in known:
+            return f"{where}: label {label!r}{_of(field)} does not occur in {source}"
+    for label, where in labels:
+        if label not in trained:
+            return (f"{where}: label {label!r}{_of(field)} has no example in the training split, so the model cannot "
+                    "learn it")
     return None

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 
 from datamodules.binning import Binner, BinningReport, OutlierFilter, binner_from_dict, build_binner
+from datamodules.labels import one_class
 from datamodules.markers import FeatureMarkers, text_feature
 from datamodules.readers import DataError, Record
 from datamodules.text_classification import EncodedDataset, TextClassificationDataModule
@@ -189,7 +190,18 @@ class NumericTargetDataModule(TextClassificationDataModule):
 
     @cached_property
     def label_names(self) -> list[str]:
-        return bin_names(self.binner)
+        """Bin names. Bins fitted now must hold at least two training classes (``datamodules.labels.one_class``:
+        one bin, e.g. constant targets under quantile bins, would train a classifier with nothing to tell apart).
+        Bins from ``binning_file`` are not checked: they were fitted elsewhere, and a transfer test may read a
+        train file that they do not spread."""
+        names = bin_names(self.binner)
+        if self.binning_path is not None:
+            return names
+        filled = {names[b] for b in np.unique(self.binner.transform(self.train_targets, self._train_features))}
+        problem = one_class(filled, str(self.train_path))
+        if problem:
+            raise DataError(f"{problem} (binning {self.binning_spec} gives {len(names)} bin(s) for these targets)")
+        return names
 
     def bins(self, records: list[Record], path: Optional[Path]) -> np.ndarray:
         return self.binner.transform(self._targets(records, path), self.features(records))

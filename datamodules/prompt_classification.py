@@ -11,24 +11,38 @@ generative classifier. Multi-field decoding scores field ``k`` after the prompt,
 for fields ``0..k-1`` (the answer is conditioned on them, exactly as in training).
 
 Label remapping (``label_maps``, e.g. five priority levels to three) is applied when the files are read; label
-sets are the sorted (mapped) training values unless given in ``labels``.
+sets are the sorted (mapped) training values unless given in ``labels``. The label columns are checked as in
+:class:`~datamodules.text_classification.TextClassificationDataModule` (``datamodules.labels``): mixed kinds
+refused unless ``label_type`` is set, at least two training classes per field, no validation value the model
+cannot learn; and long texts are cut by characters on reading (``datamodules.text_limits``).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.labels import (
+    LABEL_TYPES,
+    LabelType,
+    ambiguous_labels,
+    as_label,
+    label_kind,
+    one_class,
+    unlearnable_label,
+)
 from datamodules.readers import DataError, check_encodable, read_rows, require_tokenizer, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
+from datamodules.text_limits import char_limit, cut_reason, cut_texts, warn_cuts
 from fenlei.answers import AnswerFormat, AnswerFormatError, AnswerSpec, build_answer_spec
 
 DEFAULT_INSTRUCTION = (
@@ -41,6 +55,17 @@ DEFAULT_CALL_INSTRUCTION = (
     "the allowed values.\n{allowed}\nText: {text}"
 )
 PLAIN_SUFFIX = "\nAnswer:"
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One example: the joined (cut) text, the mapped value of every label field (None: unlabelled), its line, and
+    per field the value as read before ``label_maps`` with the JSON kind of the raw value (for the label checks)."""
+
+    text: str
+    values: Optional[list[str]]
+    line: int
+    read: Optional[list[tuple[str, str]]] = None  # (kind, value before label_maps) per label field
 
 
 class PromptDataset(Dataset):
@@ -120,6 +145,11 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         labels: Fixed label set per field (order = class ids); default: the sorted mapped training values.
         label_maps: ``{field: {old: new}}`` remapping raw values (e.g. priority 0,1 -> high; 2 -> medium ...).
             Values not in a field's map are kept.
+        label_type: How to read the label values, as in ``TextClassificationDataModule``: one for every field, or
+            per field (``{urgency: int}``; fields left out are read as null). null (default): as written, and a
+            field that mixes kinds (JSON integers and strings, floats, booleans) or spells one number two ways
+            (``"1"`` and ``"01"``) is refused with the file and line. ``str``: every spelling is its own value.
+            ``int``: every value is read as an integer (before ``label_maps``).
         answer_format: ``json`` (``{"category": "...", ...}``) or ``call`` (``classify(category="...", ...)``, a
             function call as FunctionGemma-style models are tuned to emit; field names must be identifiers).
         function_name: The called function's name for ``answer_format: call``.
@@ -127,6 +157,8 @@ class PromptClassificationDataModule(pl.LightningDataModule):
             ``{function}``; the default asks for a JSON object, or for the function call with ``call``.
         use_chat_template: ``auto`` (the tokenizer's chat template when it has one), ``always`` or ``never``.
         max_length: Maximum number of TEXT tokens (the text is cut, never the instruction or the answer).
+        max_chars: Cut longer texts to this many characters before tokenizing (default ``max_length * 32``, as
+            ``TextClassificationDataModule`` cuts); one warning per file names the first cut line.
         val_fraction: Fraction of each class moved to validation when there is no validation file.
         batch_size: Training batch size.
         eval_batch_size: Batch size for validation/test/predict (default ``batch_size``).
@@ -148,11 +180,13 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         field_names: Optional[dict[str, str]] = None,
         labels: Optional[dict[str, list[str]]] = None,
         label_maps: Optional[dict[str, dict[str, str]]] = None,
+        label_type: Union[LabelType, dict[str, LabelType], None] = None,
         answer_format: AnswerFormat = "json",
         function_name: str = "classify",
         instruction: str = DEFAULT_INSTRUCTION,
         use_chat_template: str = "auto",
         max_length: int = 128,
+        max_chars: Optional[int] = None,
         val_fraction: float = 0.1,
         batch_size: int = 8,
         eval_batch_size: Optional[int] = None,
@@ -171,7 +205,12 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         self.label_fields = list(label_fields)
         self.field_names = [(field_names or {}).get(f, f) for f in self.label_fields]
         self.fixed_labels = labels or {}
-        self.label_maps = {f: {str(k): str(v) for k, v in m.items()} for f, m in (label_maps or {}).items()}
+        self.label_types = self._label_types(label_type)
+        try:  # keys are values as read, so they are read as label_type too ("01" -> "1" under int)
+            self.label_maps = {f: {as_label(k, self.label_types.get(f)): str(v) for k, v in m.items()}
+                               for f, m in (label_maps or {}).items()}
+        except ValueError as err:
+            raise DataError(f"label_maps: {err}") from None
         unknown = set(self.label_maps) - set(self.label_fields)
         if unknown:
             raise DataError(f"label_maps: field(s) {sorted(unknown)} are not in label_fields {self.label_fields}")
@@ -180,6 +219,11 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         self.answer_format, self.function_name = answer_format, function_name
         self.instruction, self.use_chat_template = instruction, use_chat_template
         self.max_length, self.val_fraction, self.seed = max_length, val_fraction, seed
+        try:
+            self.max_chars = char_limit(max_length, max_chars)
+        except ValueError as err:
+            raise DataError(f"max_chars: {err}") from None
+        self._max_chars_given = max_chars is not None
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
         self.train_path = self._find(train_file, "train_file", required=True)
@@ -187,6 +231,17 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         self.test_path = self._find(test_file, "test_file", required=test_file not in (None, "test"))
         self.predict_path = self._find(predict_file, "predict_file", required=True) if predict_file else self.test_path
         self.datasets: dict[str, PromptDataset] = {}
+
+    def _label_types(self, label_type: Union[str, dict[str, str], None]) -> dict[str, Optional[str]]:
+        """``label_type`` per label field."""
+        chosen = dict(label_type) if isinstance(label_type, dict) else dict.fromkeys(self.label_fields, label_type)
+        unknown = set(chosen) - set(self.label_fields)
+        if unknown:
+            raise DataError(f"label_type: field(s) {sorted(unknown)} are not in label_fields {self.label_fields}")
+        for value in chosen.values():
+            if value not in (None, *LABEL_TYPES):
+                raise DataError(f"label_type: must be one of {', '.join(LABEL_TYPES)} or null, got {value!r}")
+        return {f: chosen.get(f) for f in self.label_fields}
 
     def _find(self, name: Optional[str], field: str, required: bool) -> Optional[Path]:
         if not name:
@@ -199,7 +254,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
 
     # ---- reading (lazy: at link_arguments time) ----
 
-    def _read(self, path: Path, labelled: bool = True) -> list[tuple[str, Optional[list[str]]]]:
+    def _read(self, path: Path, labelled: bool = True) -> list[PromptRecord]:
         out = []
         for line, row in read_rows(path):
             parts = []
@@ -212,41 +267,90 @@ class PromptClassificationDataModule(pl.LightningDataModule):
             if not text:
                 raise DataError(f"{path}:{line}: empty text in field(s) {', '.join(map(repr, self.text_fields))}")
             values: Optional[list[str]] = None
+            read: Optional[list[tuple[str, str]]] = None
             if labelled or all(f in row for f in self.label_fields):
-                values = []
+                values, read = [], []
                 for f in self.label_fields:
                     if f not in row or row[f] is None or str(row[f]).strip() == "":
                         raise DataError(f"{path}:{line}: missing or empty label field {f!r}")
-                    raw = str(row[f]).strip()
-                    check_encodable(raw, f"{path}:{line}: field {f!r}")
-                    values.append(self.label_maps.get(f, {}).get(raw, raw))
-            out.append((text, values))
-        return out
+                    try:
+                        value = as_label(row[f], self.label_types[f])
+                    except ValueError as err:
+                        raise DataError(f"{path}:{line}: field {f!r}: {err}") from None
+                    check_encodable(value, f"{path}:{line}: field {f!r}")
+                    read.append((label_kind(row[f]), value))
+                    values.append(self.label_maps.get(f, {}).get(value, value))
+            out.append(PromptRecord(text, values, line, read))
+        return self._cut_long_texts(out, path)
+
+    def _cut_long_texts(self, records: list[PromptRecord], path: Path) -> list[PromptRecord]:
+        """Texts over ``max_chars`` cut (the tokenizer would read a 100 MB line whole to keep ``max_length`` tokens),
+        and one warning naming the first cut line of the file."""
+        texts, cuts = cut_texts([r.text for r in records], [r.line for r in records], self.max_chars)
+        if cuts is None:
+            return records
+        warn_cuts(cuts, str(path), cut_reason(self.max_length, self._max_chars_given))
+        return [PromptRecord(t, r.values, r.line, r.read) for r, t in zip(records, texts, strict=True)]
 
     @cached_property
-    def _splits(self) -> dict[str, list[tuple[str, Optional[list[str]]]]]:
-        train = self._read(self.train_path)
+    def _train_file_records(self) -> list[PromptRecord]:
+        return self._read(self.train_path)
+
+    @cached_property
+    def _splits(self) -> dict[str, list[PromptRecord]]:
+        train = self._train_file_records
         splits = {"train": train}
         if self.val_path is not None:
             splits["validation"] = self._read(self.val_path)
         else:
-            tr, va = stratified_split([v[0] for _, v in train], self.val_fraction, self.seed)  # type: ignore[index]
+            tr, va = stratified_split([r.values[0] for r in train], self.val_fraction, self.seed)  # type: ignore[index]
             splits["train"], splits["validation"] = [train[i] for i in tr], [train[i] for i in va]
         if self.test_path is not None:
             splits["test"] = self._read(self.test_path)
+        self._check_labels(splits)
         return splits
+
+    def _split_path(self, split: str) -> Optional[Path]:
+        return {"train": self.train_path, "validation": self.val_path or self.train_path, "test": self.test_path}[split]
+
+    def _check_labels(self, splits: dict[str, list[PromptRecord]]) -> None:
+        """The checks of ``TextClassificationDataModule``, per label field; a DataError naming the first offending
+        line, before any Trainer, logger or run directory exists. Mixed kinds are looked for in every split; test
+        values unseen in train stay allowed (scored as wrong, see ``PromptDataset``), but validation selects the
+        checkpoint, so a value there that the model cannot learn is an error, as is a field with one class."""
+        for k, f in enumerate(self.label_fields):
+            if self.label_types[f] is None:
+                problem = ambiguous_labels(((r.read or [])[k] + (f"{self._split_path(name)}:{r.line}",)
+                                            for name, records in splits.items() for r in records), field=f)
+                if problem:
+                    raise DataError(problem)
+            trained = {r.values[k] for r in splits["train"]}  # type: ignore[index]
+            fixed = f in self.fixed_labels
+            source = "the label list" if fixed else f"the training data ({len(self.field_labels[k])} labels)"
+            learned = [(r.values[k], f"{self._split_path(name)}:{r.line}")  # type: ignore[index]
+                       for name in ("train", "validation") for r in splits[name]]
+            problem = one_class(trained, str(self.train_path), field=f) or unlearnable_label(
+                learned, set(self.field_labels[k]), trained, source, field=f)
+            if problem:
+                raise DataError(problem)
 
     @cached_property
     def field_labels(self) -> list[list[str]]:
         """Allowed values per field (class-id order)."""
-        train = self._read(self.train_path)
+        train = self._train_file_records
         out = []
         for k, f in enumerate(self.label_fields):
             fixed = self.fixed_labels.get(f)
             if fixed is not None:
-                out.append([str(v) for v in fixed])
+                try:
+                    names = [as_label(v, self.label_types[f]) for v in fixed]
+                except ValueError as err:
+                    raise DataError(f"labels: field {f!r}: {err}") from None
+                if len(set(names)) != len(names):  # after reading them as label_type: "01" and "1" are one int
+                    raise DataError(f"labels: the fixed label list of field {f!r} has duplicates")
+                out.append(names)
             else:
-                out.append(sorted({v[k] for _, v in train}, key=label_sort_key))  # type: ignore[index]
+                out.append(sorted({r.values[k] for r in train}, key=label_sort_key))  # type: ignore[index]
         return out
 
     @property
@@ -259,7 +363,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
 
     @property
     def class_counts(self) -> list[int]:
-        counts = Counter(v[0] for _, v in self._splits["train"])  # type: ignore[index]
+        counts = Counter(r.values[0] for r in self._splits["train"])  # type: ignore[index]
         return [counts.get(label, 0) for label in self.label_names]
 
     @property
@@ -299,6 +403,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         return body + PLAIN_SUFFIX
 
     def encode_prompt(self, text: str) -> list[int]:
+        text = text[: self.max_chars]  # texts of the data files are cut (and warned of) on reading; others here
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) > self.max_length:  # cut the text, never the instruction or the answer
             text = self.tokenizer.decode(ids[: self.max_length])
@@ -308,18 +413,19 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         return bos + list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
-    def _encode(self, rows: list[tuple[str, Optional[list[str]]]], split: str) -> PromptDataset:
-        prompts = [self.encode_prompt(text) for text, _ in rows]
+    def _encode(self, rows: list[PromptRecord], split: str) -> PromptDataset:
+        prompts = [self.encode_prompt(r.text) for r in rows]
         index = [{v: i for i, v in enumerate(values)} for values in self.field_labels]
         choices: Optional[list[list[int]]] = None
-        if all(v is not None for _, v in rows):
+        if all(r.values is not None for r in rows):
             choices = []
-            for line, (_, values) in enumerate(rows, start=1):
+            for row in rows:
                 row_choice = []
-                for k, v in enumerate(values or []):
+                for k, v in enumerate(row.values or []):
                     if v not in index[k]:
-                        if split == "train":
-                            raise DataError(f"{split} record {line}: {self.label_fields[k]} {v!r} not in {self.field_labels[k]}")
+                        if split == "train":  # _check_labels refuses this first; kept for rows given otherwise
+                            raise DataError(f"{self.train_path}:{row.line}: label {v!r} of field "
+                                            f"{self.label_fields[k]!r} does not occur in {self.field_labels[k]}")
                         row_choice.append(-1)  # unseen in train: scored as wrong, never trained on
                     else:
                         row_choice.append(index[k][v])

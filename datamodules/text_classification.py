@@ -19,12 +19,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.labels import LABEL_TYPES, LabelType, ambiguous_labels, as_label
+from datamodules.labels import LABEL_TYPES, LabelType, ambiguous_labels, as_label, one_class, unlearnable_label
 from datamodules.markers import FeatureMarkers
 from datamodules.readers import DataError, Record, read_records, require_tokenizer, resolve_data_file
 from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
-from datamodules.text_limits import CHARS_PER_TOKEN, char_limit, cut_texts, warn_cuts
+from datamodules.text_limits import char_limit, cut_reason, cut_texts, warn_cuts
 from fenlei.pretrained import from_pretrained
 
 
@@ -212,9 +212,7 @@ class TextClassificationDataModule(pl.LightningDataModule):
         texts, cuts = cut_texts([r.text for r in records], [r.line for r in records], self.max_chars)
         if cuts is None:
             return records
-        how = ("data.init_args.max_chars" if self._max_chars_given else
-               f"max_length {self.max_length} x {CHARS_PER_TOKEN} characters; data.init_args.max_chars sets it")
-        warn_cuts(cuts, str(path), how)
+        warn_cuts(cuts, str(path), cut_reason(self.max_length, self._max_chars_given))
         return [r if len(r.text) == len(t) else replace(r, text=t) for r, t in zip(records, texts, strict=True)]
 
     @cached_property
@@ -248,22 +246,13 @@ class TextClassificationDataModule(pl.LightningDataModule):
             if problem:
                 raise DataError(problem)
         trained = {r.label for r in splits["train"]}
-        if len(trained) < 2:
-            only = next(iter(trained), None)
-            raise DataError(f"{self.train_path}: the training split has one class only ({only!r}); a classifier "
-                            "needs examples of at least two")
-        known = set(self.label_names)
-        for name, records in splits.items():
-            for record in records:
-                if record.label not in known:
-                    source = "the label list" if self.fixed_labels else f"the training data ({len(known)} labels)"
-                    raise DataError(f"{self._split_path(name)}:{record.line}: label {record.label!r} does not "
-                                    f"occur in {source}")
-        for name, records in splits.items():
-            for record in records:
-                if record.label not in trained:  # a fixed label list can name classes that train lacks
-                    raise DataError(f"{self._split_path(name)}:{record.line}: label {record.label!r} has no "
-                                    f"example in the training split, so the model cannot learn it")
+        source = "the label list" if self.fixed_labels else f"the training data ({len(self.label_names)} labels)"
+        labelled = [(r.label or "", f"{self._split_path(name)}:{r.line}") for name, records in splits.items()
+                    for r in records]
+        problem = one_class(trained, str(self.train_path)) or unlearnable_label(labelled, set(self.label_names),
+                                                                                 trained, source)
+        if problem:
+            raise DataError(problem)
 
     @cached_property
     def label_names(self) -> list[str]:

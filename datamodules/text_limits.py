@@ -57,6 +57,13 @@ def cut_texts(texts: Sequence[str], lines: Sequence[int], limit: int) -> tuple[l
     return out, cuts
 
 
+def cut_reason(max_length: int, max_chars_given: bool) -> str:
+    """Where the limit of a cut came from, for the warning: the user's ``max_chars`` or the default rule."""
+    if max_chars_given:
+        return "data.init_args.max_chars"
+    return f"max_length {max_length} x {CHARS_PER_TOKEN} characters; data.init_args.max_chars sets it"
+
+
 def warn_cuts(cuts: Optional[Cuts], path: str, how: str) -> None:
     """One warning per file (``UserWarning``, so Lightning and pytest show it), naming the first cut line."""
     if cuts is not None:

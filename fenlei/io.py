@@ -5,19 +5,52 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 T = TypeVar("T")
 
+# atomic_dir moves the folder it replaces into ``.NAME.old-XXXXXXXX/NAME`` (a mkdtemp folder: 8 characters of
+# tempfile's alphabet) and removes it after the rename; fenlei.deploy.staging finds what a killed process left there.
+SET_ASIDE_INFIX = ".old-"
+SET_ASIDE_FOLDER = re.compile(r"^\.(?P<name>.+)\.old-[a-z0-9_]{8}$")
+
+
+_UMASK_LOCK = threading.Lock()
+
 
 def current_umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
+    """The process umask, read without changing it where the kernel reports it (Linux 4.7+): setting it to read it
+    would, for that instant, give files that other threads create (W&B's writer, a server) mode 0666/0777."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere the only way to read it is to set it; at least fenlei's own readers wait
+        mask = os.umask(0o077)  # private for the instant it is set, not world-writable
+        os.umask(mask)
     return mask
+
+
+def share_by_umask(folder: str | Path) -> None:
+    """Give ``folder`` and everything in it the modes a plain ``mkdir``/``open`` would (0777/0666 less the umask):
+    mkdtemp, mkstemp and safetensors create private 0700/0600 entries, and bundles, adapters and model caches are
+    read by other users (teammates, a service account)."""
+    umask = current_umask()
+    for root, _dirs, files in os.walk(folder):
+        Path(root).chmod(0o777 & ~umask)
+        for name in files:
+            path = Path(root) / name
+            if not path.is_symlink():
+                path.chmod(0o666 & ~umask)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -60,21 +93,22 @@ def atomic_dir(directory: str | Path, write: Callable[[Path], T],
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    old: Optional[Path] = None
     try:
         result = write(tmp)
-        umask = current_umask()
-        for root, _dirs, files in os.walk(tmp):
-            Path(root).chmod(0o777 & ~umask)
-            for name in files:
-                (Path(root) / name).chmod(0o666 & ~umask)
-        old = None
+        share_by_umask(tmp)
         if before_replace is not None:
             before_replace(directory)
         if directory.exists():
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}{SET_ASIDE_INFIX}"))
             os.replace(directory, old / directory.name)
         os.replace(tmp, directory)
     except BaseException:
+        # Interrupted between the two renames (Ctrl-C, a failed rename): put the old folder back, as promised.
+        if old is not None and (old / directory.name).exists() and not os.path.lexists(directory):
+            os.replace(old / directory.name, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if old is not None:

@@ -256,9 +256,12 @@ def export(options: ExportOptions) -> dict[str, Any]:
     """Build the bundle in a temporary folder beside ``--out`` and rename it into place only if all went well.
 
     ``--overwrite`` replaces only a bundle (checked now and again just before the rename); the temporary folders
-    of exports into the same parent that were killed are removed first (fenlei.deploy.staging)."""
-    staging.check_out(options.out, options.overwrite)
+    of exports into the same parent that were killed are removed first, and bundles they had set aside restored or
+    removed (fenlei.deploy.staging)."""
+    # Cleaning first: it may move back a bundle that a killed --overwrite export had set aside, which --out must then
+    # be checked against (without --overwrite it is not replaced).
     staging.clean_stale_temporaries(options.out.parent, _logger(options.quiet))
+    staging.check_out(options.out, options.overwrite)
     needs_train = options.quantization.mode == "static" or any(s.lower() == "auto" for s in options.vocab_scripts)
     source = load_source(options.source, train_texts=needs_train)
     lock = staging.ExportLock()

@@ -6,6 +6,10 @@ renames it into place at the end. A killed export (kill -9, out of memory, a pow
 hundreds of MB, behind. Each export holds an exclusive ``flock`` on a file inside its folder while it runs; the
 kernel drops the lock when the process dies however it dies, so the next export into the same parent can tell a
 dead export's folder (lock free) from a live one (lock held) and remove only the former.
+
+``--overwrite`` first moves the old bundle aside (``.NAME.old-*/NAME``) and removes it after the rename; an export
+killed in between leaves that folder too, and, killed between the two renames, no ``NAME`` at all. The next export
+settles both (:func:`settle_set_aside`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import IO, Optional
 
 from fenlei.deploy.errors import ExportError
+from fenlei.io import SET_ASIDE_FOLDER
 from fenlei.serving.bundle_check import FORMAT, is_temporary_folder
 
 LOCK_FILE = ".fenlei-export.lock"
@@ -82,12 +87,85 @@ def _stale_unlocked(folder: Path, now: float) -> bool:
     return age > UNLOCKED_STALE_SECONDS and any((folder / name).exists() for name in EXPORT_FILES)
 
 
+def _lock_held(path: Path) -> Optional[bool]:
+    """Whether a live process holds the lock file ``path``; None when there is no lock file."""
+    if not path.is_file():
+        return None
+    handle = _try_lock(path)
+    if handle is None:
+        return True  # held, or renamed away this instant by the export that holds it
+    handle.close()
+    return False
+
+
+def _set_aside_by_atomic_dir(folder: Path, name: str) -> bool:
+    """``folder`` holds what atomic_dir puts there: nothing yet, or the replaced folder ``name`` (maybe half removed)."""
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    return len(entries) == 1 and entries[0].name == name and entries[0].is_dir() and not entries[0].is_symlink()
+
+
+def settle_set_aside(folder: Path, now: float, log: Callable[[str], None]) -> bool:
+    """Settle a ``.NAME.old-*`` folder (the bundle ``--overwrite`` replaced) that a killed export left; True when
+    it was removed. Left alone: a folder of another shape (not fenlei's), and one whose export may be alive.
+
+    An export for ``NAME`` holds its lock in ``.NAME.tmp-*`` until the rename and in ``NAME`` after it, until the
+    old folder is gone: a held lock means alive; free lock files mean its export died. Without any lock file
+    (folders of ``fenlei merge``, or of exports from before the lock) only a folder untouched for
+    UNLOCKED_STALE_SECONDS counts as dead.
+
+    With ``NAME`` missing, the export died between moving the old bundle aside and renaming the new one into place.
+    The old bundle is moved back rather than the new one (its ``.NAME.tmp-*`` folder, removed as any dead export's):
+    atomic_dir promises that ``NAME`` is the old folder until the export has finished, and that export never said it
+    had; a bundle that vanished would break every ``serve`` of it, and a folder left hidden would never be found."""
+    match = SET_ASIDE_FOLDER.match(folder.name)
+    if match is None or folder.is_symlink() or not folder.is_dir():
+        return False
+    name = match["name"]
+    parent, target = folder.parent, folder.parent / match["name"]
+    if not _set_aside_by_atomic_dir(folder, name):
+        return False
+    locks = [entry / LOCK_FILE for entry in parent.iterdir()
+             if entry.name.startswith(f".{name}.tmp-") and is_temporary_folder(entry) and entry.is_dir()
+             and not entry.is_symlink()]
+    if target.is_dir() and not target.is_symlink():
+        locks.append(target / LOCK_FILE)
+    held = [_lock_held(lock) for lock in locks]
+    if any(held):
+        return False  # a running export
+    if all(state is None for state in held):
+        try:
+            if now - folder.stat().st_mtime <= UNLOCKED_STALE_SECONDS:
+                return False
+        except OSError:
+            return False
+    previous = folder / name
+    if previous.is_dir() and not target.exists() and not target.is_symlink():
+        os.replace(previous, target)
+        folder.rmdir()
+        log(f"restored {target}, which an export killed while replacing it had moved to {folder}")
+        return True
+    if (target / LOCK_FILE).is_file() and is_bundle(target):
+        # Killed after the rename, before it dropped its lock file from the new bundle: drop it now.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target / LOCK_FILE)
+    shutil.rmtree(folder, ignore_errors=True)
+    log(f"removed {folder}, the replaced bundle that a killed export had moved aside")
+    return True
+
+
 def clean_stale_temporaries(parent: Path, log: Callable[[str], None]) -> list[Path]:
-    """Remove the temporary folders of exports into ``parent`` that died; live exports' folders are left alone."""
+    """Remove the temporary folders of exports into ``parent`` that died; live exports' folders are left alone.
+    The set-aside folders of killed ``--overwrite`` exports are settled first (:func:`settle_set_aside`): whether
+    such an export is alive is told by the lock in its temporary folder."""
     removed: list[Path] = []
     if not parent.is_dir():
         return removed
     now = time.time()
+    for folder in sorted(parent.iterdir()):
+        if settle_set_aside(folder, now, log):
+            removed.append(folder)
     for folder in sorted(parent.iterdir()):
         if folder.is_symlink() or not folder.is_dir() or not is_temporary_folder(folder):
             continue

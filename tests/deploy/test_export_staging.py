@@ -4,6 +4,7 @@ sha256 its loader checks. Exports run from the layout_v0 fixture run (no fit nee
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -133,3 +135,150 @@ def test_a_killed_holders_folder_is_removed(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# ---- the bundle that --overwrite sets aside (.NAME.old-*/NAME), when the export is killed while replacing it ----
+
+_KILLED_REPLACE = """
+import os, shutil, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import fenlei.io
+from fenlei.deploy.staging import ExportLock
+
+kill_at, out = {kill_at!r}, Path({out!r})
+calls = {{"replace": 0}}
+real_replace = os.replace
+
+def replace(src, dst):
+    calls["replace"] += 1
+    if kill_at == "before-set-aside" or (kill_at == "between-renames" and calls["replace"] == 2):
+        os._exit(9)  # as kill -9: no clean-up runs, the kernel drops the lock
+    real_replace(src, dst)
+
+def rmtree(path, ignore_errors=False):
+    if kill_at == "removing-old":
+        os._exit(9)
+
+fenlei.io.os.replace = replace
+fenlei.io.shutil.rmtree = rmtree
+lock = ExportLock()
+
+def build(tmp):
+    lock.take(tmp)
+    (tmp / "metadata.json").write_text('{{"format": "fenlei-bundle", "created": "new"}}')
+
+with lock.held(out):
+    fenlei.io.atomic_dir(out, build)
+"""
+
+
+def _bundle(folder: Path, created: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps({"format": "fenlei-bundle", "created": created}))
+    (folder / "model_int8.onnx").write_bytes(b"\0" * 64)
+    return folder
+
+
+def _killed_while_replacing(out: Path, kill_at: str) -> None:
+    """Replace the bundle ``out`` in a process that dies (os._exit) at ``kill_at``, with the export's lock taken."""
+    code = _KILLED_REPLACE.format(root=str(REPO_ROOT), kill_at=kill_at, out=str(out))
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 9
+
+
+def _created(out: Path) -> str:
+    return json.loads((out / "metadata.json").read_text())["created"]
+
+
+@pytest.mark.parametrize(("kill_at", "kept"), [("before-set-aside", "old"), ("between-renames", "old"),
+                                                ("removing-old", "new")])
+def test_the_next_export_settles_what_a_killed_overwrite_left(tmp_path: Path, kill_at: str, kept: str) -> None:
+    """Killed between the two renames, ``out`` is missing and the old bundle lies in .out.old-*/out: it is moved
+    back (the export never finished). Killed before or after, the set-aside folder is removed."""
+    out = _bundle(tmp_path / "out", "old")
+    _killed_while_replacing(out, kill_at)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    set_aside = [name for name in left if name.startswith(".out.old-")]
+    assert len(set_aside) == 1 and len(set_aside[0]) == len(".out.old-") + 8, left
+    assert out.exists() == (kill_at != "between-renames")
+    messages: list[str] = []
+    removed = clean_stale_temporaries(tmp_path, messages.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or set-aside folder left
+    assert _created(out) == kept and LOCK_FILE not in os.listdir(out)
+    assert tmp_path / set_aside[0] in removed and len(messages) == len(removed)
+    if kill_at == "between-renames":
+        assert any(m.startswith(f"restored {out}, which an export killed while replacing it") for m in messages)
+
+
+def _hold(folder: Path) -> IO[bytes]:
+    """The export's lock on ``folder`` as a running export holds it; closing the handle is the holder's death."""
+    handle = (folder / LOCK_FILE).open("wb")
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    return handle
+
+
+def test_a_live_or_foreign_set_aside_folder_is_left_alone(tmp_path: Path) -> None:
+    # A running export between its renames: the lock in its temporary folder is held.
+    _bundle(tmp_path / ".live.old-abcd1234" / "live", "old")
+    live = _hold(_dead_export_folder(tmp_path, ".live.tmp-efgh5678"))
+    # A running export removing the old bundle after its rename: it holds the lock inside the new one.
+    _bundle(tmp_path / ".done.old-abcd1234" / "done", "old")
+    done = _hold(_bundle(tmp_path / "done", "new"))
+    # Not what atomic_dir leaves: another shape, another name, or a name mkdtemp would not make.
+    _bundle(tmp_path / ".a.old-abcd1234" / "b", "x")
+    (tmp_path / ".c.old-abcd1234").mkdir()
+    (tmp_path / ".c.old-abcd1234" / "notes.txt").write_text("mine")
+    _bundle(tmp_path / ".d.old-abc" / "d", "x")
+    _bundle(tmp_path / ".e.old-ABCD1234" / "e", "x")
+    # No lock file anywhere (fenlei merge, exports from before the lock): removed only once clearly stale.
+    young = _bundle(tmp_path / ".merged.old-young123" / "merged", "old").parent
+    _bundle(tmp_path / "merged", "new")
+    stale = _bundle(tmp_path / ".adapter.old-stale123" / "adapter", "old").parent
+    long_ago = time.time() - UNLOCKED_STALE_SECONDS - 60
+    os.utime(stale, (long_ago, long_ago))
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    messages: list[str] = []
+    assert clean_stale_temporaries(tmp_path, messages.append) == [stale]
+    assert (tmp_path / "adapter" / "metadata.json").is_file()  # its target was missing: restored
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({*before, "adapter"} - {stale.name})
+    assert young.exists() and not (tmp_path / "live").exists()
+    live.close()
+    done.close()  # both holders die: what they left is now a dead export's
+    clean_stale_temporaries(tmp_path, messages.append)
+    assert _created(tmp_path / "live") == "old" and _created(tmp_path / "done") == "new"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".live.", ".done."))]
+
+
+def test_a_restored_bundle_is_not_replaced_without_overwrite(old_layout: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The clean-up runs before the --out check: the bundle it moves back is what --out is checked against."""
+    _bundle(old_layout / ".bundle_new.old-abcd1234" / "bundle_new", "old")
+    _dead_export_folder(old_layout, ".bundle_new.tmp-efgh5678")
+    line = fenlei_user_error(["export", "--quiet", "--ckpt_path", "runs/text", "--out", "bundle_new"], capsys)
+    assert "bundle_new: already exists (pass --overwrite to replace it)" in line
+    assert _created(old_layout / "bundle_new") == "old"
+    assert not [p for p in old_layout.iterdir() if p.name.startswith(".bundle_new")]
+
+
+def test_an_interrupted_replace_puts_the_old_folder_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process (Ctrl-C or a failed rename between the two renames), atomic_dir restores the old folder itself."""
+    import fenlei.io
+
+    class Interrupted(BaseException):
+        pass
+
+    out = _bundle(tmp_path / "out", "old")
+    real_replace, calls = os.replace, []
+
+    def replace(src: object, dst: object) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise Interrupted
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fenlei.io.os, "replace", replace)
+    with pytest.raises(Interrupted):
+        atomic_dir(out, lambda tmp: (tmp / "metadata.json").write_text("{}"))
+    monkeypatch.undo()
+    assert _created(out) == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

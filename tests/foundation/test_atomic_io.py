@@ -56,3 +56,32 @@ def test_atomic_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
         os.umask(old)
     assert (text.stat().st_mode & 0o777) == (data.stat().st_mode & 0o777) == 0o644
     assert (private.stat().st_mode & 0o777) == 0o600
+
+
+def test_the_umask_is_read_without_being_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting the umask to read it would, for that instant, give files other threads create (W&B's writer) mode
+    0666; on Linux it is read from /proc/self/status instead."""
+    from fenlei.io import current_umask, share_by_umask
+
+    old = os.umask(0o027)
+    try:
+        def no_umask(mask: int) -> int:
+            raise AssertionError("os.umask called")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        assert current_umask() == 0o027
+        (tmp_path / "sub").mkdir(mode=0o700)
+        private = tmp_path / "sub" / "weights.safetensors"
+        private.write_bytes(b"x")
+        private.chmod(0o600)  # as safetensors and mkstemp write
+        outside = tmp_path / "outside.txt"
+        outside.write_text("not the folder's")
+        outside.chmod(0o600)
+        (tmp_path / "sub" / "link").symlink_to(outside)
+        share_by_umask(tmp_path / "sub")
+        monkeypatch.undo()
+    finally:
+        os.umask(old)
+    assert ((tmp_path / "sub").stat().st_mode & 0o777) == 0o750
+    assert (private.stat().st_mode & 0o777) == 0o640
+    assert (outside.stat().st_mode & 0o777) == 0o600  # a link is not followed out of the folder

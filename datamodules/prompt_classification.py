@@ -236,6 +236,16 @@ class PromptClassificationDataModule(pl.LightningDataModule):
             splits["test"] = self._read(self.test_path)
         return splits
 
+    def split_texts(self) -> dict[str, Any]:
+        """The prompt texts of every split (fields joined), for the leakage warning at the start of ``fit``
+        (``fenlei.data.leakage.warn_split_leakage``)."""
+        from fenlei.data.leakage import SplitTexts
+
+        paths = {"train": self.train_path, "validation": self.val_path or self.train_path, "test": self.test_path}
+        return {name: SplitTexts([text for text, _ in rows], paths[name],
+                                 from_train=name == "validation" and self.val_path is None)
+                for name, rows in self._splits.items()}
+
     @cached_property
     def field_labels(self) -> list[list[str]]:
         """Allowed values per field (class-id order)."""

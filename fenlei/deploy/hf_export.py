@@ -248,7 +248,25 @@ def folder_logits(folder: Path, kind: str, texts: list[str], batch_size: int) ->
             enc = tokenizer(texts[start:start + batch_size], truncation=True, padding=True, return_tensors="pt")
             out.append(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float().numpy())
     logits = np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    if trust:
+        forget_module_copy(type(model), folder)
     return logits, ids, model.config
+
+
+def forget_module_copy(model_class: type, folder: Path) -> None:
+    """transformers copies a folder's custom code into its modules cache, under the folder's name
+    (``HF_MODULES_CACHE/transformers_modules/<name>/<hash>/``); the temporary folder's copy is of no use once the folder
+    is renamed, so it goes (a user loading the folder gets a copy under the folder's own name)."""
+    import inspect
+
+    try:
+        copy = Path(inspect.getfile(model_class)).parent.parent
+    except (TypeError, OSError):
+        return
+    # mkdtemp's random suffix (letters, digits, underscores) survives transformers' module-name sanitising.
+    suffix = folder.name.rpartition(".tmp-")[2]
+    if copy.parent.name == "transformers_modules" and ".tmp-" in folder.name and copy.name.endswith(f"tmp_hyphen_{suffix}"):
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def check_folder(source: HfSource, folder: Path, texts: list[str], reference: Any, fenlei_ids: list[list[int]],

@@ -128,9 +128,15 @@ def test_cls_pooling_and_mlp_head_are_exact(tmp_path: Path, tiny_model: Path, ti
                             "--model.init_args.pooling=cls", "--model.init_args.head=mlp",
                             "--model.init_args.head_hidden_size=24", "--model.init_args.head_lr=0.05",
                             "--trainer.enable_progress_bar=false"])
+    from transformers.utils import HF_MODULES_CACHE
+
+    modules = Path(HF_MODULES_CACHE) / "transformers_modules"
+    before = set(modules.iterdir()) if modules.is_dir() else set()
     out = tmp_path / "hf"
     result = export(export_args("--format", "hf", "--ckpt_path", str(run), "--out", str(out)))
     assert result["check"]["texts"] == 16 and result["check"]["max_abs_logit_diff"] < 1e-4
+    # The check's copy of the code (transformers keeps one per folder name) went with the temporary folder.
+    assert not [p for p in set(modules.iterdir()) - before if "tmp_hyphen" in p.name]
     config = json.loads((out / "config.json").read_text())
     assert (config["pooling"], config["head"], config["head_hidden_size"]) == ("cls", "mlp", 24)
     from safetensors import safe_open

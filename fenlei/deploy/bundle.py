@@ -23,10 +23,12 @@ from fenlei.deploy.sources import Source
 from fenlei.io import atomic_write_json
 from fenlei.serving.bundle_check import (
     BUNDLE_FILES,
+    LABEL_CONFIG,
     PRECISIONS,
     UNFINISHED_FORMAT,
     BundleError,
     file_hashes,
+    label_config,
     load_bundle,
 )
 
@@ -36,13 +38,16 @@ INT8_GRAPH = "model_int8.onnx"
 
 
 def write_tokenizer_and_labels(tmp: Path, source: Source) -> None:
-    """First of all: the predictor (and hence the parity gate) tokenizes with the bundle's tokenizer.json."""
+    """First of all: the predictor (and hence the parity gate) tokenizes with the bundle's tokenizer.json. Beside
+    labels.json, config.json gives the labels as Hugging Face tools read them (id2label, label2id, num_labels, the
+    backbone's model_type)."""
     if UNCERTAIN_LABEL in source.label_names:
         raise ExportError(f"a class is named {UNCERTAIN_LABEL!r}, which is the abstention label")
     if not getattr(source.tokenizer, "is_fast", False):
         raise ExportError("the tokenizer has no fast (tokenizers) version; the bundle needs tokenizer.json")
     source.tokenizer.save_pretrained(str(tmp))
     atomic_write_json(tmp / "labels.json", source.label_names)
+    atomic_write_json(tmp / LABEL_CONFIG, label_config(source.label_names, source.model_type))
 
 
 def export_graphs(source: Source, tmp: Path, optimize: bool, cpu_rewrites: bool, log: Log) -> tuple[Path, Path, dict[str, Any]]:

@@ -5,6 +5,8 @@
     fenlei export --hf_model DIR --data_dir DATA --out bundles/NAME            (HF sequence classifier,
                                                                               e.g. a merged LoRA model)
     fenlei export --config export.yaml                                         (the same options in YAML)
+    fenlei export --format hf --ckpt_path runs/NAME --out hf/NAME              (a Hugging Face model folder,
+                                                                              fenlei.deploy.hf_export)
 
 Steps: load the model and the tokenizer/max_length/data of its run (the classes ``config.yaml`` records);
 export logits-only ONNX (legacy exporter); fuse the graph (onnxruntime transformers optimizer); quantize to INT8
@@ -47,11 +49,22 @@ LIST_OPTIONS = {"text_fields": str, "parity_batch_sizes": int, "vocab_scripts": 
 
 
 @dataclass(frozen=True)
+class HubOptions:
+    """``--push_to_hub`` (``--format hf`` only): where the folder goes once written."""
+
+    repo_id: Optional[str] = None
+    private: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     """Every option of one export, grouped by the job that uses it."""
 
     source: SourceOptions
     out: Path
+    format: Literal["onnx", "hf"] = "onnx"
+    hub: HubOptions = field(default_factory=HubOptions)
     overwrite: bool = False
     quantization: QuantizationOptions = field(default_factory=QuantizationOptions)
     optimize: bool = True
@@ -69,6 +82,7 @@ class ExportOptions:
 
 def export_options(
     out: str,
+    format: Literal["onnx", "hf"] = "onnx",  # noqa: A002 - the option is --format
     ckpt_path: Optional[str] = None,
     run_dir: Optional[str] = None,
     run_config: Optional[str] = None,
@@ -105,11 +119,19 @@ def export_options(
     threads: Optional[int] = None,
     seed: int = 0,
     quiet: bool = False,
+    push_to_hub: Optional[str] = None,
+    private: bool = False,
+    dry_run: bool = False,
 ) -> ExportOptions:
     """Export a trained classifier to an ONNX fp32 + INT8 bundle behind a parity gate.
 
     Args:
         out: Bundle folder to write (must not exist unless --overwrite).
+        format: onnx: the ONNX fp32 + INT8 bundle that fenlei infer/serve run. hf: a Hugging Face model folder
+            (config.json with the labels, model.safetensors, the tokenizer, a model card README.md; encoder
+            classifiers with their model code, modeling_fenlei.py) that AutoModelForSequenceClassification and
+            pipeline("text-classification") load with trust_remote_code=True; checked by loading it back. The
+            quantization, gate and calibration options apply to onnx only.
         ckpt_path: A .ckpt file, a run directory (its best checkpoint), or 'best' with --run_dir.
         run_dir: Run directory holding config.yaml (default: the checkpoint's run directory).
         run_config: A run config.yaml to use instead of the run directory's (``--config RUN.yaml`` still works).
@@ -158,12 +180,17 @@ def export_options(
         threads: Torch and onnxruntime threads during export.
         seed: Seed of the calibration sample.
         quiet: No progress messages.
+        push_to_hub: --format hf: upload the folder, once written, to this Hugging Face model repository
+            (USER/NAME; created if missing; the token is huggingface_hub's: HF_TOKEN or `hf auth login`).
+        private: --push_to_hub: create the repository private.
+        dry_run: --push_to_hub: write the folder and print what would be uploaded, without any network access.
     """
     return ExportOptions(
         source=SourceOptions(ckpt_path=ckpt_path, run_dir=run_dir, run_config=run_config, hf_model=hf_model,
                              data_dir=data_dir, eval_file=eval_file, text_fields=text_fields, label_field=label_field,
                              max_length=max_length),
-        out=Path(out), overwrite=overwrite,
+        out=Path(out), format=format,
+        hub=HubOptions(repo_id=push_to_hub, private=private, dry_run=dry_run), overwrite=overwrite,
         quantization=QuantizationOptions(mode=quantization, per_channel=per_channel, reduce_range=reduce_range,
                                          keep_ffn_out_fp32=keep_ffn_out_fp32, keep_head_fp32=keep_head_fp32,
                                          gelu_approximation=gelu_approximation, calibration_size=calibration_size,
@@ -242,6 +269,13 @@ def main(argv: list[str]) -> int:
     """``fenlei export``. User errors (ExportError, DataError, RunError) propagate to ``fenlei.commands.main``."""
     options = parse_options(argv)
     metadata = export(options)
+    if options.format == "hf":
+        check = metadata["check"]
+        pushed = metadata.get("push")
+        print(f"export: wrote {options.out} (Hugging Face folder, {len(metadata['labels'])} labels; loaded back: "
+              f"logits within {check['max_abs_logit_diff']:.1e} of the run's on {check['texts']} texts)"
+              + ("" if not pushed or pushed["dry_run"] else f"; uploaded to {pushed['repo_id']}"), file=sys.stderr)
+        return 0
     sizes = metadata["sizes_bytes"]
     print(f"export: wrote {options.out} (fp32 {sizes['model_fp32.onnx'] / 1e6:.1f} MB, int8 "
           f"{sizes['model_int8.onnx'] / 1e6:.1f} MB; parity {'passed' if metadata['parity']['passed'] else 'FAILED (forced)'})",
@@ -257,7 +291,14 @@ def export(options: ExportOptions) -> dict[str, Any]:
 
     ``--overwrite`` replaces only a bundle (checked now and again just before the rename); the temporary folders
     of exports into the same parent that were killed are removed first, and bundles they had set aside restored or
-    removed (fenlei.deploy.staging)."""
+    removed (fenlei.deploy.staging). ``--format hf`` writes a Hugging Face folder instead (fenlei.deploy.hf_export)."""
+    if options.format == "hf":
+        from fenlei.deploy.hf_export import export_hf
+
+        return export_hf(options)
+    if options.hub.repo_id or options.hub.dry_run or options.hub.private:
+        raise ExportError("--push_to_hub/--dry_run/--private: only with --format hf (a bundle is served by fenlei "
+                          "serve)")
     # Cleaning first: it may move back a bundle that a killed --overwrite export had set aside, which --out must then
     # be checked against (without --overwrite it is not replaced).
     staging.clean_stale_temporaries(options.out.parent, _logger(options.quiet))

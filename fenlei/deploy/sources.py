@@ -145,8 +145,15 @@ def load_hf_source(options: SourceOptions, train_texts: bool = False) -> Source:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from datamodules.readers import resolve_data_file
+    from fenlei.deploy.staging import HF_MARKER_FILE, is_bundle, is_hf_folder
 
     folder = Path(options.hf_model or "")
+    if is_bundle(folder):
+        raise ExportError(f"--hf_model {folder}: a fenlei ONNX bundle (its config.json holds the labels only), not an "
+                          "HF model folder")
+    if is_hf_folder(folder) and (folder / "modeling_fenlei.py").is_file():
+        raise ExportError(f"--hf_model {folder}: a fenlei --format hf folder with custom model code; export the run "
+                          f"it came from with --ckpt_path (see its {HF_MARKER_FILE})")
     if not (folder / "config.json").is_file():
         raise ExportError(f"--hf_model {folder}: no config.json (an HF model folder is expected)")
     model = AutoModelForSequenceClassification.from_pretrained(folder)

@@ -29,34 +29,48 @@ from fenlei.io import SET_ASIDE_FOLDER
 from fenlei.serving.bundle_check import FORMAT, is_temporary_folder
 
 LOCK_FILE = ".fenlei-export.lock"
+# ``--format hf`` folders (fenlei.deploy.hf_export) carry this file with this format marker.
+HF_MARKER_FILE = "fenlei_export.json"
+HF_FORMAT = "fenlei-hf"
 # Folders of exports from before the lock existed: removed only when clearly an export's (its labels.json or raw
 # graph) and untouched for this long (no export of that age can still be writing).
 UNLOCKED_STALE_SECONDS = 6 * 3600
 EXPORT_FILES = ("labels.json", ".model_raw.onnx")
 
 
-def is_bundle(folder: Path) -> bool:
-    """A folder fenlei wrote as a bundle: its ``metadata.json`` (a regular file inside it) carries the format marker."""
-    meta = folder / "metadata.json"
+def _marked(folder: Path, name: str, marker: str) -> bool:
+    meta = folder / name
     if meta.is_symlink() or not meta.is_file():
         return False
     try:
         content = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return isinstance(content, dict) and content.get("format") == FORMAT
+    return isinstance(content, dict) and content.get("format") == marker
+
+
+def is_bundle(folder: Path) -> bool:
+    """A folder fenlei wrote as a bundle: its ``metadata.json`` (a regular file inside it) carries the format marker."""
+    return _marked(folder, "metadata.json", FORMAT)
+
+
+def is_hf_folder(folder: Path) -> bool:
+    """A folder ``fenlei export --format hf`` wrote: its ``fenlei_export.json`` carries :data:`HF_FORMAT`."""
+    return _marked(folder, HF_MARKER_FILE, HF_FORMAT)
 
 
 def replaceable(out: Path) -> None:
-    """``--overwrite`` replaces a bundle (or an empty folder) and nothing else: a folder of the user's files given
-    as ``--out`` by mistake is left untouched. Called before the export and again just before the rename."""
+    """``--overwrite`` replaces what an export wrote (a bundle or a ``--format hf`` folder) or an empty folder, and
+    nothing else: a folder of the user's files given as ``--out`` by mistake is left untouched. Called before the
+    export and again just before the rename."""
     if not out.exists():
         return
     if out.is_symlink() or not out.is_dir():
         raise ExportError(f"--out {out}: exists and is not a folder")
-    if not is_bundle(out) and any(out.iterdir()):
-        raise ExportError(f"--out {out}: exists and is not a fenlei bundle (no metadata.json with format {FORMAT!r}); "
-                          "--overwrite replaces only a bundle, so nothing was deleted: choose another --out")
+    if not is_bundle(out) and not is_hf_folder(out) and any(out.iterdir()):
+        raise ExportError(f"--out {out}: exists and is not a fenlei bundle (no metadata.json with format {FORMAT!r}) "
+                          f"or --format hf folder (no {HF_MARKER_FILE}); --overwrite replaces only those, so nothing "
+                          "was deleted: choose another --out")
 
 
 def check_out(out: Path, overwrite: bool) -> None:

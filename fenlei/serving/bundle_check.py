@@ -29,7 +29,12 @@ from fenlei.io import file_sha256
 FORMAT = "fenlei-bundle"
 FORMAT_VERSIONS = (1,)
 UNFINISHED_FORMAT = "fenlei-bundle-unfinished"  # the export's stub metadata.json, before the parity gate has run
-BUNDLE_FILES = ("model_fp32.onnx", "model_int8.onnx", "tokenizer.json", "labels.json", "calibration.json", "metadata.json")
+BUNDLE_FILES = ("model_fp32.onnx", "model_int8.onnx", "tokenizer.json", "labels.json", "calibration.json", "config.json",
+                "metadata.json")
+# Hugging Face-style label metadata (id2label, label2id, num_labels, the backbone's model_type) for tools that read a
+# model folder's config.json. Not a model file (no sha256; the logits do not depend on it); bundles exported before
+# it existed have none and still load; one that is there must agree with labels.json.
+LABEL_CONFIG = "config.json"
 PRECISIONS = ("int8", "fp32")
 UNCERTAIN = "uncertain"
 # The files whose bytes decide the logits; their sha256 are in metadata.json["sha256"].
@@ -172,6 +177,38 @@ def check_labels(folder: Path, metadata: dict[str, Any]) -> list[str]:
     return labels
 
 
+def label_config(labels: list[str], model_type: Any) -> dict[str, Any]:
+    """``config.json`` of a bundle: the labels as Hugging Face configs spell them (JSON object keys are strings)."""
+    return {"model_type": model_type, "num_labels": len(labels),
+            "id2label": {str(i): name for i, name in enumerate(labels)},
+            "label2id": {name: i for i, name in enumerate(labels)}}
+
+
+def check_label_config(folder: Path, labels: list[str]) -> None:
+    """``config.json``, when the bundle has one, says what ``labels.json`` says (same names, same order)."""
+    path = folder / LABEL_CONFIG
+    if not path.exists() and not path.is_symlink():
+        return  # exported before bundles carried it
+    config = _json_object(folder, LABEL_CONFIG)
+    expected = label_config(labels, None)
+    for key in ("id2label", "label2id"):
+        value = config.get(key)
+        if value != expected[key]:
+            raise BundleError(f"{path}: {key}: does not match labels.json ({len(labels)} labels in class-id order), "
+                              f"got {_short(value)}")
+    count = config.get("num_labels", len(labels))
+    if not _is_int(count) or count != len(labels):
+        raise BundleError(f"{path}: num_labels: {count!r}, but labels.json has {len(labels)} labels")
+    model_type = config.get("model_type")
+    if model_type is not None and (not isinstance(model_type, str) or not model_type):
+        raise BundleError(f"{path}: model_type: must be a non-empty string or null, got {model_type!r}")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_threshold(spec: Any, n: int, where: str) -> np.ndarray:
     """Per-class threshold array (a global threshold is broadcast; mode ``none`` accepts everything)."""
     if spec is None:
@@ -282,6 +319,7 @@ def load_bundle(folder: str | Path, precision: str = "int8", *, building: bool =
     unfinished = check_format(metadata, where, building)
     notes = [] if unfinished else check_parity(metadata, where)
     labels = check_labels(folder, metadata)
+    check_label_config(folder, labels)
     uncertain, temperature, thresholds = check_calibration(folder, precision, labels)
     max_length, pad = check_lengths(metadata, where)
     optimizers = disabled_optimizers(metadata, str(where))

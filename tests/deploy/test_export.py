@@ -76,6 +76,10 @@ def test_round_trip_logits_match_torch(bundle: Path, run_dir: Path, tiny_model: 
     head = [n for n in onnx.load(str(bundle / "model_int8.onnx")).graph.node if n.name.startswith("/inner/head/head.1/Gemm")]
     assert head and {n.op_type for n in head} <= {"Gemm", "MatMul", "Add"}  # not MatMulInteger: really left in fp32
     assert json.loads((bundle / "labels.json").read_text()) == ["billing", "bug", "login", "shipping"]
+    assert json.loads((bundle / "config.json").read_text()) == {  # the labels as Hugging Face tools read them
+        "model_type": "bert", "num_labels": 4, "id2label": {"0": "billing", "1": "bug", "2": "login", "3": "shipping"},
+        "label2id": {"billing": 0, "bug": 1, "login": 2, "shipping": 3}}
+    assert "config.json" in meta["sizes_bytes"] and "config.json" not in meta["sha256"]  # metadata, not a model file
 
     texts, labels = _texts(tiny_data, "test")
     reference = _torch_logits(run_dir, tiny_model, texts)

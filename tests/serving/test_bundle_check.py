@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fenlei.serving.bundle_check import BundleError, file_hashes, load_bundle
+from fenlei.serving.bundle_check import BundleError, file_hashes, label_config, load_bundle
 from fenlei.serving.predictor import BundlePredictor
 from tests.conftest import REPO_ROOT, fenlei_user_error, write_jsonl
 
@@ -151,6 +151,55 @@ def test_unparsable_files_are_one_bundle_error(bundle: Path) -> None:
     with pytest.raises(BundleError, match=r"labels\.json:1: malformed JSON"):
         BundlePredictor(bundle)
 
+
+LABELS = ["billing", "bug", "login", "shipping"]  # the fixture bundle's labels.json
+
+
+def _config(**fields: Any) -> Callable[[dict], None]:
+    return lambda c: c.update(fields)
+
+
+CONFIG_CASES = [
+    (lambda c: New([c]), r"config\.json: must be a JSON object, got list"),
+    (_config(id2label={"0": "bug", "1": "billing", "2": "login", "3": "shipping"}),
+     r"config\.json: id2label: does not match labels\.json \(4 labels in class-id order\)"),
+    (lambda c: c.pop("id2label"), r"config\.json: id2label: does not match labels\.json .* got null"),
+    (_config(label2id={"billing": 0, "bug": 1, "login": 2}), r"config\.json: label2id: does not match labels\.json"),
+    (_config(num_labels=5), r"config\.json: num_labels: 5, but labels\.json has 4 labels"),
+    (_config(num_labels="4"), r"config\.json: num_labels: '4', but labels\.json has 4 labels"),
+    (_config(model_type=7), r"config\.json: model_type: must be a non-empty string or null, got 7"),
+]
+
+
+def test_label_config_is_metadata_that_agrees_with_the_labels(bundle: Path) -> None:
+    """config.json (Hugging Face label maps) is optional (the fixture, an old bundle, has none), not hashed, and,
+    when there, must say what labels.json says."""
+    assert not (OLD_BUNDLE / "config.json").exists() and BundlePredictor(bundle).predict(TEXTS)
+    (bundle / "config.json").write_text(json.dumps(label_config(LABELS, "bert")))
+    assert BundlePredictor(bundle).info()["warnings"] == []  # no sha256 entry needed: it decides no logits
+    config = json.loads((bundle / "config.json").read_text())
+    assert config == {"model_type": "bert", "num_labels": 4, "id2label": {"0": "billing", "1": "bug", "2": "login",
+                      "3": "shipping"}, "label2id": {"billing": 0, "bug": 1, "login": 2, "shipping": 3}}
+    from transformers import AutoConfig
+
+    hf = AutoConfig.from_pretrained(bundle)  # what Hugging Face tools read: the backbone's type and the labels
+    assert hf.model_type == "bert" and hf.id2label == dict(enumerate(LABELS))
+    assert hf.label2id == {n: i for i, n in enumerate(LABELS)}
+    _edit_json(bundle / "config.json", _config(model_type=None))
+    assert BundlePredictor(bundle).predict(TEXTS)  # an export source without a model_type
+
+
+@pytest.mark.parametrize(("change", "message"), CONFIG_CASES, ids=[c[1][:40] for c in CONFIG_CASES])
+def test_label_config_that_disagrees_is_one_bundle_error(bundle: Path, change: Callable[[Any], Any],
+                                                         message: str) -> None:
+    (bundle / "config.json").write_text(json.dumps(label_config(LABELS, "bert")))
+    _edit_json(bundle / "config.json", change)
+    with pytest.raises(BundleError, match=message) as raised:
+        BundlePredictor(bundle, "int8")
+    assert "\n" not in str(raised.value)
+    (bundle / "config.json").write_text("{")
+    with pytest.raises(BundleError, match=r"config\.json:1: malformed JSON"):
+        BundlePredictor(bundle)
 
 def test_forced_parity_loads_with_a_warning(bundle: Path) -> None:
     _edit_json(bundle / "metadata.json", _parity(passed=False, forced=True, failures=["ort_int8: agreement 0.97 < 0.99"]))

@@ -337,10 +337,9 @@ class PromptClassificationDataModule(pl.LightningDataModule):
     def split_texts(self) -> dict[str, Any]:
         """The prompt texts of every split (fields joined), for the leakage warning at the start of ``fit``
         (``fenlei.data.leakage.warn_split_leakage``)."""
-        from fenlei.data.leakage import SplitTexts
-
-        return {name: SplitTexts([r.text for r in records], self._split_path(name),
-                                 from_train=name == "validation" and self.val_path is None)
+        # Plain dicts (the fields of fenlei.data.leakage.SplitTexts): datamodules stand below fenlei.data.
+        return {name: {"texts": [r.text for r in records], "path": self._split_path(name),
+                       "from_train": name == "validation" and self.val_path is None}
                 for name, records in self._splits.items()}
 
     @cached_property

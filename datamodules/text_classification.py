@@ -293,10 +293,9 @@ class TextClassificationDataModule(pl.LightningDataModule):
     def split_texts(self) -> dict[str, Any]:
         """The texts of every split as the model sees them before tokenizing (fields joined, long texts cut), for
         the leakage warning at the start of ``fit`` (``fenlei.data.leakage.warn_split_leakage``)."""
-        from fenlei.data.leakage import SplitTexts
-
-        return {name: SplitTexts([r.text for r in records], self._split_path(name),
-                                 from_train=name == "validation" and self.val_path is None)
+        # Plain dicts (the fields of fenlei.data.leakage.SplitTexts): datamodules stand below fenlei.data.
+        return {name: {"texts": [r.text for r in records], "path": self._split_path(name),
+                       "from_train": name == "validation" and self.val_path is None}
                 for name, records in self._splits.items()}
 
     def run_files(self) -> dict[str, str]:

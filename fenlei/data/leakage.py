@@ -227,10 +227,12 @@ def share(count: int, total: int) -> str:
     return "<0.1%" if fraction < 0.001 else f"{fraction:.1%}"
 
 
-def split_leak_warnings(splits: Mapping[str, SplitTexts], text_fields: Sequence[str] = ("text",)) -> list[str]:
+def split_leak_warnings(splits: Mapping[str, SplitTexts | Mapping[str, Any]],
+                        text_fields: Sequence[str] = ("text",)) -> list[str]:
     """One warning line per split (other than train) with rows that also occur in train, exactly or after
     normalisation. Exact and normalised matches only (two hash sets): near-duplicates need the MinHash search of
-    ``fenlei data leakage``, which the line names."""
+    ``fenlei data leakage``, which the line names. DataModules give each split as a dict of SplitTexts' fields."""
+    splits = {name: split if isinstance(split, SplitTexts) else SplitTexts(**split) for name, split in splits.items()}
     train = splits.get("train")
     if train is None:
         return []

@@ -203,3 +203,19 @@ def test_fit_warns_through_the_datamodule(tmp_path: Path, capsys: pytest.Capture
                    "leakage.jsonl lists them, near-duplicates too"]
     FenleiCLI.before_fit(SimpleNamespace(datamodule=object()))  # a DataModule without split_texts: no warning
     assert capsys.readouterr().err == ""
+
+
+def test_prompt_datamodule_offers_split_texts(tmp_path: Path) -> None:
+    """The generative classifiers' DataModule gives the same texts; a validation split drawn from train is named so."""
+    from datamodules import PromptClassificationDataModule
+    from fenlei.data.leakage import warn_split_leakage
+
+    rows = [{"text": f"row number {i % 10}", "label": "ab"[i % 2]} for i in range(40)]  # every text four times
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "Row number 1.", "label": "b"}])
+    dm = PromptClassificationDataModule(tokenizer="unused", data_dir=str(tmp_path))
+    texts = dm.split_texts()
+    assert set(texts) == {"train", "validation", "test"} and texts["validation"].from_train
+    assert texts["test"].texts == ["Row number 1."] and texts["test"].path == tmp_path / "test.jsonl"
+    lines = warn_split_leakage(dm)
+    assert len(lines) == 2 and "validation split is drawn from" in lines[0] and "1 of 1 test rows" in lines[1]

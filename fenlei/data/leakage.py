@@ -11,7 +11,8 @@ Three kinds of match, each test row counted once, under the strongest kind it ha
   above it (its recall was measured against brute force, docs/data_tools.md).
 
 ``fenlei data leakage`` (:func:`fenlei.data.tools.leakage`) lists them all; ``fit`` warns of the first two at start
-(:func:`split_leak_warnings`: hash sets only, no MinHash, so it costs well under a second on 60k rows).
+(:func:`split_leak_warnings`: hash sets only, no MinHash: 0.1 s for banking77's 13k rows, 1.1 s for
+online_shopping_10_cats' 63k longer ones, 3.6M characters, on a 2-core EPYC).
 Torch-free; ``datasketch`` is imported only when near-duplicates are searched.
 """
 
@@ -246,8 +247,9 @@ def split_leak_warnings(splits: Mapping[str, SplitTexts | Mapping[str, Any]],
         n_exact, n_normal = _overlap(keys, split.texts)
         if not n_normal:
             continue
+        exactly = f"{n_exact:,} of them exactly" if n_exact else "none exactly"
         head = (f"fenlei: {n_normal:,} of {len(split.texts):,} {name} rows ({share(n_normal, len(split.texts))}) "
-                f"also occur in train after normalisation ({n_exact:,} exactly)")
+                f"also occur in train after normalisation ({exactly})")
         if split.from_train:
             hint = (f"the {name} split is drawn from {train.path}, which holds these duplicates; fenlei data dedup "
                     f"--input {train.path} --output DEDUPED --normalize removes them")

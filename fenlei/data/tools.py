@@ -574,7 +574,8 @@ def leakage_summary(report: dict[str, Any], test: str, output: Optional[str]) ->
     if report["threshold"] is not None:
         grams = (f"{report['ngram']}-grams" if report["ngram"] else
                  f"{CJK_NGRAM}-grams for CJK texts, {OTHER_NGRAM}-grams for others")
-        parts.append(f"{report['near']:,} more near-duplicates ({share(report['near'], n)}; Jaccard >= "
+        plural = "" if report["near"] == 1 else "s"
+        parts.append(f"{report['near']:,} more near-duplicate{plural} ({share(report['near'], n)}; Jaccard >= "
                      f"{report['threshold']:g} on character {grams})")
     else:
         parts.append("near-duplicates not searched (--no-near)")

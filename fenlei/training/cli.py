@@ -111,7 +111,7 @@ class FenleiCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Warn, one line per split, of validation and test rows that also occur in train (exact or normalised
-        matches only: two hash sets, well under a second on 60k rows; ``fenlei data leakage`` adds the
+        matches only: two hash sets, 0.1 s for 13k rows, about 1 s for 63k long ones; ``fenlei data leakage`` adds the
         near-duplicates). Every fenlei classification DataModule offers ``split_texts()`` for it."""
         if is_launching_process():
             warn_split_leakage(self.datamodule)

@@ -57,7 +57,7 @@ def test_exact_normalised_near_pairs(files: tuple[Path, Path], tmp_path: Path, c
     summary = capsys.readouterr().out.strip()
     assert "\n" not in summary  # one paragraph
     assert f"of 7 rows in {test}, 5 (71.4%) also occur in train (6 rows)" in summary
-    assert "2 exact (28.6%), 2 more after normalisation (28.6%), 1 more near-duplicates (14.3%" in summary
+    assert "2 exact (28.6%), 2 more after normalisation (28.6%), 1 more near-duplicate (14.3%" in summary
     assert "differs from the train row's in 1 of 5" in summary and str(out) in summary
     pairs = {p["test_line"]: p for p in read_jsonl(out)}
     assert {line: p["kind"] for line, p in pairs.items()} == {1: "exact", 2: "normalised", 3: "normalised",
@@ -171,13 +171,16 @@ def test_split_leak_warnings_one_line_per_split(tmp_path: Path) -> None:
         "validation": SplitTexts(["something new"], val),
         "test": SplitTexts(["Hello, world!", "ABC!", "new 1", "new 2"], test),
     }
+    only_normalised = split_leak_warnings({**splits, "test": SplitTexts(["hello world"], test)})
+    assert "1 of 1 test rows (100.0%) also occur in train after normalisation (none exactly)" in only_normalised[0]
     lines = split_leak_warnings(splits)
     assert lines == [
-        f"fenlei: 2 of 4 test rows (50.0%) also occur in train after normalisation (1 exactly); fenlei data leakage "
+        f"fenlei: 2 of 4 test rows (50.0%) also occur in train after normalisation (1 of them exactly); fenlei data leakage "
         f"--train {train} --test {test} --output leakage.jsonl lists them, near-duplicates too"
     ]
     lines = split_leak_warnings({**splits, "validation": SplitTexts(["def"], train, from_train=True)}, ["title"])
-    assert lines[0].startswith("fenlei: 1 of 1 validation rows (100.0%) also occur in train after normalisation")
+    assert lines[0].startswith("fenlei: 1 of 1 validation rows (100.0%) also occur in train after normalisation "
+                               "(1 of them exactly); the validation split is drawn from")
     assert f"drawn from {train}" in lines[0] and "fenlei data dedup" in lines[0]
     assert "--text_field title" in lines[1]
 
@@ -195,8 +198,24 @@ def test_fit_warns_through_the_datamodule(tmp_path: Path, capsys: pytest.Capture
     dm = TextClassificationDataModule(tokenizer="/nonexistent/tokenizer", data_dir=str(tmp_path))  # never loaded
     FenleiCLI.before_fit(SimpleNamespace(datamodule=dm))
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"fenlei: 2 of 3 test rows (66.7%) also occur in train after normalisation (1 exactly); fenlei "
+    assert err == [f"fenlei: 2 of 3 test rows (66.7%) also occur in train after normalisation (1 of them exactly); fenlei "
                    f"data leakage --train {tmp_path / 'train.jsonl'} --test {tmp_path / 'test.jsonl'} --output "
                    "leakage.jsonl lists them, near-duplicates too"]
     FenleiCLI.before_fit(SimpleNamespace(datamodule=object()))  # a DataModule without split_texts: no warning
     assert capsys.readouterr().err == ""
+
+
+def test_prompt_datamodule_offers_split_texts(tmp_path: Path) -> None:
+    """The generative classifiers' DataModule gives the same texts; a validation split drawn from train is named so."""
+    from datamodules import PromptClassificationDataModule
+    from fenlei.data.leakage import warn_split_leakage
+
+    rows = [{"text": f"row number {i % 10}", "label": "ab"[i % 2]} for i in range(40)]  # every text four times
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "Row number 1.", "label": "b"}])
+    dm = PromptClassificationDataModule(tokenizer="unused", data_dir=str(tmp_path))
+    texts = dm.split_texts()
+    assert set(texts) == {"train", "validation", "test"} and texts["validation"].from_train
+    assert texts["test"].texts == ["Row number 1."] and texts["test"].path == tmp_path / "test.jsonl"
+    lines = warn_split_leakage(dm)
+    assert len(lines) == 2 and "validation split is drawn from" in lines[0] and "1 of 1 test rows" in lines[1]

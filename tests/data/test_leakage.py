@@ -215,7 +215,7 @@ def test_prompt_datamodule_offers_split_texts(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "test.jsonl", [{"text": "Row number 1.", "label": "b"}])
     dm = PromptClassificationDataModule(tokenizer="unused", data_dir=str(tmp_path))
     texts = dm.split_texts()
-    assert set(texts) == {"train", "validation", "test"} and texts["validation"].from_train
-    assert texts["test"].texts == ["Row number 1."] and texts["test"].path == tmp_path / "test.jsonl"
+    assert set(texts) == {"train", "validation", "test"} and texts["validation"]["from_train"]
+    assert texts["test"]["texts"] == ["Row number 1."] and texts["test"]["path"] == tmp_path / "test.jsonl"
     lines = warn_split_leakage(dm)
     assert len(lines) == 2 and "validation split is drawn from" in lines[0] and "1 of 1 test rows" in lines[1]

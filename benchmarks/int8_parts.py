@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,23 +35,24 @@ from fenlei.deploy.quantization import QuantizationOptions, prepare_dynamic  # n
 
 
 def main() -> None:
+    import argparse
+
     import onnx
     import onnxruntime as ort
-    from tokenizers import Tokenizer
 
-    bundle, heldout, variants = Path(sys.argv[1]), sys.argv[2], set(sys.argv[3:])
-    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
-    tok.enable_truncation(64)
-    texts = [json.loads(line)["text"] for line in Path(heldout).read_text(encoding="utf-8").splitlines() if line.strip()]
-    encs = [tok.encode(t) for t in texts]
+    from fenlei.serving.predictor import BundlePredictor
 
-    def batches(size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for i in range(0, len(encs), size):
-            chunk = encs[i:i + size]
-            width = max(len(e.ids) for e in chunk)
-            ids = np.array([e.ids + [1] * (width - len(e.ids)) for e in chunk], dtype=np.int64)
-            mask = np.array([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in chunk], dtype=np.int64)
-            yield ids, mask
+    p = argparse.ArgumentParser(description="INT8 variants of a bundle's fp32 graph against it (see the module docs)")
+    p.add_argument("bundle", type=Path, help="a bundle folder written by fenlei export")
+    p.add_argument("heldout", type=Path, help="held-out JSONL with a text field")
+    p.add_argument("variants", nargs="+", choices=("A", "B", "C", "D0", "D4"))
+    args = p.parse_args()
+    bundle, variants = args.bundle, set(args.variants)
+    texts = [json.loads(line)["text"] for line in args.heldout.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # The bundle's own tokenization (its max_length, pad id and cut), as serving feeds the graph.
+    encode = BundlePredictor(bundle, "fp32", 2).encode
+    feeds32 = onnx_tools.batched_feeds(encode, texts, 32)
+    feeds1 = onnx_tools.batched_feeds(encode, texts, 1)
 
     def session(path: str) -> ort.InferenceSession:
         options = ort.SessionOptions()
@@ -60,14 +60,13 @@ def main() -> None:
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def logits(s: ort.InferenceSession, size: int = 32) -> np.ndarray:
-        return np.concatenate([s.run(None, {"input_ids": i, "attention_mask": m})[0] for i, m in batches(size)])
+        return np.concatenate([s.run(None, feed)[0] for feed in (feeds32 if size == 32 else feeds1)])
 
     def p50(s: ort.InferenceSession, n: int = 150) -> float:
         times = []
-        for e in encs[:n]:
-            ids = np.array([e.ids], dtype=np.int64)
+        for feed in feeds1[:n]:
             start = time.perf_counter()
-            s.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+            s.run(None, feed)
             times.append(1000 * (time.perf_counter() - start))
         return statistics.median(times[5:])
 

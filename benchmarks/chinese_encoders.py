@@ -340,11 +340,6 @@ def main() -> None:
 
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"cells": {}}
     results.setdefault("cells", {})
-    # Cells from before each cell recorded its CPU ran on the machine the file named then.
-    for cells in results["cells"].values():
-        for c in cells.values():
-            if "cpu" not in c and results.get("machine", {}).get("cpu"):
-                c["cpu"] = results["machine"]["cpu"]
     results["published_tnews_f1_macro"] = TNEWS_PUBLISHED
     results["benchmark"] = "chinese_encoders"
     command = "python benchmarks/chinese_encoders.py " + " ".join(sys.argv[1:])

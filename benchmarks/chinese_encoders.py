@@ -10,7 +10,7 @@ on DataCLUE TNEWS and on online_shopping_10_cats, one table.
 Cells, each run once and kept (a killed run resumes where it stopped; a finished cell is never rerun):
 
 - ``e5/<recipe>/seed<N>``: ``fenlei fit`` then ``fenlei test --ckpt_path best`` with ``configs/zh/e5_<recipe>.yaml``
-  (ce, focal_ls, invlog_weights, staged_unfreezing, logit_adjusted: 4 epochs, max_length 64, batch 32), only the data folder and
+  (ce, focal_ls, invlog_weights, staged_unfreezing, logit_adjusted, logit_adjusted_ls: 4 epochs, max_length 64, batch 32), only the data folder and
   the seed overridden. A fit that was killed resumes from its ``last.ckpt``.
 - ``gemma/probe``: ``fenlei probe`` on packaged gemma-3-270m (layer 0.5, mean pooling, logistic regression,
   balanced class weights: the documented Chinese route before this issue), the same train and test texts.
@@ -48,7 +48,7 @@ from benchmarks.common import positive_int, run_logged  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "benchmarks" / "work" / "chinese_encoders"
 RESULTS = ROOT / "benchmarks" / "results" / "chinese_encoders.json"
-RECIPES = ("ce", "focal_ls", "invlog_weights", "staged_unfreezing", "logit_adjusted")
+RECIPES = ("ce", "focal_ls", "invlog_weights", "staged_unfreezing", "logit_adjusted", "logit_adjusted_ls")
 DATASETS = ("tnews", "online_shopping")
 # Published TNEWS (DataCLUE) figures the issue names, macro-F1 on the clean test.
 TNEWS_PUBLISHED = {"rbt3 (3-layer Chinese RoBERTa) baseline": 46.83, "best data-centric entry": 49.34}

@@ -382,6 +382,7 @@ ZH_DATASETS = {"tnews": "DataCLUE TNEWS (15 topics, noisy train labels, clean te
 ZH_ROUTES = {"e5/ce": "e5-small, cross-entropy", "e5/focal_ls": "e5-small, focal γ2 + label smoothing 0.1",
              "e5/invlog_weights": "e5-small, inverse-log class weights", "e5/staged_unfreezing": "e5-small, staged unfreezing",
              "e5/logit_adjusted": "e5-small, logit-adjusted CE (τ 1)",
+             "e5/logit_adjusted_ls": "e5-small, logit-adjusted CE (τ 1) + label smoothing 0.1",
              "gemma/probe": "gemma-3-270m, linear probe (layer 0.5, logreg)",
              "gemma/lora_seqcls": "gemma-3-270m, LoRA sequence classification"}
 

@@ -22,7 +22,7 @@ PRESETS = [p for p in ALL_YAML if p.parent.name in PRESET_DIRS]
 # Decoder configs need a tiny decoder: tests/training/test_decoder_configs.py runs each of them.
 CLASSIFICATION_EXPERIMENTS = [p for p in EXPERIMENTS if p.parent.name not in ("gsm8k", "decoder")]
 GPU_PRESETS = {"ddp_gpu.yaml", "fsdp.yaml"}
-ZH_RECIPES = ["ce", "focal_ls", "invlog_weights", "staged_unfreezing", "logit_adjusted"]
+ZH_RECIPES = ["ce", "focal_ls", "invlog_weights", "staged_unfreezing", "logit_adjusted", "logit_adjusted_ls"]
 ZH_HUB_MODELS = ["lert", "macbert", "roberta_wwm_ext", "rbt3", "deberta"]
 
 

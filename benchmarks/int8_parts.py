@@ -8,9 +8,12 @@ on a held-out JSONL at batch 32 and at batch 1, the largest logit difference, an
   B  Attention INT8 (QAttention), the MatMuls fp32
   C  the MatMuls INT8, Attention fp32
   D0/D4  QAttention + 8-bit weight-only MatMulNBits (blocks 32 and 128; accuracy_level 0 = fp32 compute,
-         4 = int8 compute); needs the onnx-ir package that onnxruntime's MatMulNBitsQuantizer imports
+         4 = int8 compute; block 32 at level 4 is the export's weight-only attempt); needs the onnx-ir package
+         that onnxruntime's MatMulNBitsQuantizer imports
+  E  the word embedding alone block-quantized, every other weight fp32: 4-bit in blocks of 32 with fp32 scales
+     (the export's int4 before 2026-12-02) against blocks of 16 with fp16 scales (its int4 now, the same bytes)
 
-Every variant gets the export's tanh GELU and the 4-bit block-quantized word embedding.
+Every variant but E gets the export's tanh GELU and its 4-bit block-quantized word embedding.
 
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/int8_parts.py BUNDLE_DIR HELDOUT.jsonl A B C D4 D0
 """
@@ -45,7 +48,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description="INT8 variants of a bundle's fp32 graph against it (see the module docs)")
     p.add_argument("bundle", type=Path, help="a bundle folder written by fenlei export")
     p.add_argument("heldout", type=Path, help="held-out JSONL with a text field")
-    p.add_argument("variants", nargs="+", choices=("A", "B", "C", "D0", "D4"))
+    p.add_argument("variants", nargs="+", choices=("A", "B", "C", "D0", "D4", "E"))
     args = p.parse_args()
     bundle, variants = args.bundle, set(args.variants)
     texts = [json.loads(line)["text"] for line in args.heldout.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -98,6 +101,13 @@ def main() -> None:
               f"batch 1 {(batch1.argmax(1) == ref.argmax(1)).mean():.4f}, max |logit diff| {np.abs(batch32 - ref).max():.3f}, "
               f"batch-1 p50 {p50(s):.2f} ms", flush=True)
 
+    if "E" in variants:
+        for block, dtype in ((32, np.float32), (16, np.float16)):
+            model = onnx.load(fp32)
+            quantize_gather(model, "int4", block, dtype)
+            onnx.save(model, str(work / f"e{block}.onnx"))
+            evaluate(f"E word embedding alone, 4-bit, blocks of {block}, {np.dtype(dtype).name} scales",
+                     work / f"e{block}.onnx")
     if "A" in variants:
         evaluate("A all dynamic INT8", with_embedding(dynamic(work / "a_.onnx", []), work / "a.onnx"))
     if "B" in variants:

@@ -98,6 +98,7 @@ def export_options(
     reduce_range: Optional[bool] = None,
     keep_ffn_out_fp32: Optional[bool] = None,
     keep_head_fp32: Optional[bool] = None,
+    weight_only_matmuls: Optional[bool] = None,
     gelu_approximation: bool = True,
     calibration_size: int = 512,
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax",
@@ -151,12 +152,17 @@ def export_options(
             weights stay fp32). Default: dynamic tries it last, only if the all-INT8 attempts fail the gate.
         keep_head_fp32: Leave the classification head unquantized (default on for dynamic: it runs once per
             text, where INT8 only adds quantize/dequantize work; off for static).
+        weight_only_matmuls: Dynamic INT8: the MatMuls as onnxruntime's 8-bit weight-only MatMulNBits (blocks of
+            32, int8 compute with an activation scale per block instead of one per tensor; the Attention stays
+            QAttention): as small as all-INT8 and closer to fp32. Default: tried after the 7-bit attempt, before the
+            FFN outputs in fp32, only if the gate failed; --weight_only_matmuls for that attempt alone,
+            --no-weight_only_matmuls to leave it out.
         gelu_approximation: Dynamic INT8 graph only: tanh GELU (FastGelu) instead of erf, at most ~3e-4 apart,
             far under the INT8 step, and a cheaper CPU kernel (model_fp32.onnx keeps the exact GELU).
         calibration_size: Training texts for static calibration.
         calibration_method: Static calibration method.
         embedding_quantization: Dynamic INT8 graph: the word-embedding table as onnxruntime's GatherBlockQuantized
-            with 8-bit (int8, block 128) or 4-bit (int4, block 32) rows and one scale per block, or fp32 (none).
+            with 8-bit (int8, block 128) or 4-bit (int4, block 16, fp16 scales) rows and one scale per block, or fp32 (none).
             auto: int8 for tables of 100,000 rows or more (multilingual vocabularies, where the table is most of the
             model), the default dynamic quantization below that.
         vocab_scripts: Trim the word-embedding table to the pieces of these scripts (e.g. HAN LATIN; 'auto': the
@@ -193,6 +199,7 @@ def export_options(
         hub=HubOptions(repo_id=push_to_hub, private=private, dry_run=dry_run), overwrite=overwrite,
         quantization=QuantizationOptions(mode=quantization, per_channel=per_channel, reduce_range=reduce_range,
                                          keep_ffn_out_fp32=keep_ffn_out_fp32, keep_head_fp32=keep_head_fp32,
+                                         weight_only_matmuls=weight_only_matmuls,
                                          gelu_approximation=gelu_approximation, calibration_size=calibration_size,
                                          calibration_method=calibration_method, seed=seed,
                                          embedding=embedding_quantization),

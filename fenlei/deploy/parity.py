@@ -8,13 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fenlei.metrics import macro_f1
 
-Attempt = tuple[bool, bool]  # (reduce_range, keep_ffn_out_fp32) of one INT8 model
+
+
+class Attempt(NamedTuple):
+    """One INT8 model to build and gate."""
+
+    reduce_range: bool  # 7-bit weights
+    keep_ffn_out_fp32: bool
+    # The MatMuls as 8-bit weight-only MatMulNBits (int8 compute with an activation scale per block of 32 values,
+    # instead of one per tensor); the fused Attention stays QAttention.
+    weight_only: bool = False
+
+
+def describe(attempt: Attempt) -> str:
+    """The attempt in words, for progress lines and failure messages."""
+    if attempt.weight_only:
+        what = "8-bit weight-only MatMulNBits"
+    else:
+        what = f"{'7' if attempt.reduce_range else '8'}-bit weights"
+    return what + (" and the FFN output projections in fp32" if attempt.keep_ffn_out_fp32 else "")
+
+
 Log = Callable[[str], None]
 
 
@@ -94,13 +114,14 @@ def gate_attempts(attempts: Sequence[Attempt],
         raise ValueError("no quantization attempt to make")
     records: list[dict[str, Any]] = []
     for number, attempt in enumerate(attempts):
-        reduce_range, keep_ffn_out = attempt
         quantization, logits, size_mb = try_attempt(attempt)
+        attempt = Attempt(*attempt)
         parity = parity_report(labels, reference, logits, limits)
         if tokenizer_mismatches:
             parity["failures"].append(f"tokenizer.json disagrees with the training tokenizer on {tokenizer_mismatches} texts")
             parity["passed"] = False
-        records.append({"reduce_range": reduce_range, "keep_ffn_out_fp32": keep_ffn_out, "passed": parity["passed"],
+        records.append({"reduce_range": attempt.reduce_range, "keep_ffn_out_fp32": attempt.keep_ffn_out_fp32,
+                        "weight_only": attempt.weight_only, "passed": parity["passed"],
                         "failures": parity["failures"], "size_mb": size_mb})
         for name, eng in parity["engines"].items():
             extra = (f", agreement {eng['agreement_vs_torch']:.4f}, dF1 {eng['macro_f1_change_pt']:+.2f} pt"
@@ -109,10 +130,8 @@ def gate_attempts(attempts: Sequence[Attempt],
         if parity["passed"] or tokenizer_mismatches:
             break
         if number + 1 < len(attempts):
-            nxt = attempts[number + 1]
-            log(f"gate failed with reduce_range={reduce_range}, FFN outputs fp32={keep_ffn_out} "
-                f"({'; '.join(parity['failures'])}); retrying with {'7' if nxt[0] else '8'}-bit weights"
-                f"{' and the FFN output projections in fp32' if nxt[1] else ''}")
+            log(f"gate failed with {describe(attempt)} ({'; '.join(parity['failures'])}); retrying with "
+                f"{describe(Attempt(*attempts[number + 1]))}")
     quantization["attempts"] = records
     return GateOutcome(parity, quantization, logits)
 
@@ -122,5 +141,6 @@ def failure_message(n_texts: int, parity: dict[str, Any], attempts: Sequence[dic
     """Why the gate failed, what was tried, and the options that can recover accuracy (``untried``)."""
     why = "; ".join(parity["failures"])
     tried = (" (tried " + "; ".join(f"reduce_range={a['reduce_range']} keep_ffn_out_fp32={a['keep_ffn_out_fp32']}"
+                                    + (" weight_only" if a.get("weight_only") else "")
                                     for a in attempts) + ")") if len(attempts) > 1 else ""
     return f"parity gate failed on {n_texts} held-out texts: {why}{tried} (try {', '.join([*untried, '--force to ship anyway'])})"

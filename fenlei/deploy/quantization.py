@@ -30,6 +30,7 @@ class QuantizationOptions:
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     seed: int = 0
     embedding: EmbeddingQuantization = "auto"
+    weight_only_matmuls: Optional[bool] = None
 
     @property
     def head_fp32(self) -> bool:
@@ -39,21 +40,29 @@ class QuantizationOptions:
 
 
 def quantization_attempts(options: QuantizationOptions) -> list[Attempt]:
-    """The (reduce_range, keep_ffn_out_fp32) settings to try in order until one passes the parity gate.
+    """The INT8 models to try in order until one passes the parity gate.
 
-    Given flags make one attempt (``--reduce_range``/``--no-reduce_range``, with ``--keep_ffn_out_fp32`` or not).
-    Dynamic INT8 by default: 8-bit weights; then 7-bit (the remedy for u8s8 saturation on CPUs without VNNI); then
-    7-bit with the FFN output projections in fp32 (a larger bundle, so only when the all-INT8 model is not accurate
-    enough: Banking77 MPNet on an AVX2 CPU, docs/deployment.md). Static: the full range, one attempt.
+    Given flags make one attempt (``--reduce_range``/``--no-reduce_range``, with ``--keep_ffn_out_fp32`` or not;
+    ``--weight_only_matmuls``). Dynamic INT8 by default: 8-bit weights; then 7-bit (the remedy for u8s8 saturation
+    on CPUs without VNNI); then the MatMuls as 8-bit weight-only MatMulNBits (as small, with an activation scale per
+    block of 32 values instead of one per tensor: multilingual-e5-small on online_shopping, docs/deployment.md);
+    then 7-bit with the FFN output projections in fp32 (a larger bundle, so only when the smaller models are not
+    accurate enough: Banking77 MPNet on an AVX2 CPU). ``--no-weight_only_matmuls`` leaves out the third. Static:
+    the full range, one attempt.
     """
-    keep_ffn = options.keep_ffn_out_fp32
-    if options.reduce_range is not None:
-        return [(options.reduce_range, bool(keep_ffn))]
+    keep_ffn, weight_only = options.keep_ffn_out_fp32, options.weight_only_matmuls
     if options.mode == "static":
-        return [(False, bool(keep_ffn))]
+        if weight_only:
+            raise ExportError("--weight_only_matmuls: only with --quantization dynamic")
+        return [Attempt(bool(options.reduce_range), bool(keep_ffn))]
+    if weight_only:
+        return [Attempt(False, bool(keep_ffn), True)]
+    if options.reduce_range is not None:
+        return [Attempt(options.reduce_range, bool(keep_ffn))]
+    nbits = [] if weight_only is False else [Attempt(False, bool(keep_ffn), True)]
     if keep_ffn is None:
-        return [(False, False), (True, False), (True, True)]
-    return [(False, keep_ffn), (True, keep_ffn)]
+        return [Attempt(False, False), Attempt(True, False), *nbits, Attempt(True, True)]
+    return [Attempt(False, keep_ffn), Attempt(True, keep_ffn), *nbits]
 
 
 class DynamicSource(NamedTuple):
@@ -112,18 +121,26 @@ def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Pat
              log: Log) -> dict[str, Any]:
     """Write ``int8`` for one attempt (dynamic from ``dynamic``'s graph, or static QDQ from the raw one, calibrated
     on ``train_texts``); return its description for metadata.json."""
-    reduce_range, keep_ffn_out = attempt
+    reduce_range, keep_ffn_out, weight_only = Attempt(*attempt)
     quant: dict[str, Any] = {"mode": options.mode, "per_channel": options.per_channel, "reduce_range": reduce_range,
                              "weight_type": "QInt8", "keep_head_fp32": options.head_fp32,
-                             "keep_ffn_out_fp32": keep_ffn_out}
+                             "keep_ffn_out_fp32": keep_ffn_out, "weight_only": weight_only}
     if dynamic is not None:
         # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
         excluded = dynamic.excluded + (dynamic.ffn_out if keep_ffn_out else [])
         quant.update(dynamic.changes)
         log(f"quantizing: dynamic INT8 (per_channel={options.per_channel}, reduce_range={reduce_range}, "
             f"head fp32={options.head_fp32}, FFN outputs fp32={keep_ffn_out}, tanh GELU={options.gelu_approximation})")
-        onnx_tools.quantize_dynamic_int8(dynamic.graph, int8, options.per_channel, reduce_range,
-                                         excluded + list(dynamic.embedding_nodes))
+        if weight_only:
+            log(f"  the MatMuls as MatMulNBits ({WEIGHT_ONLY['bits']}-bit weights, blocks of "
+                f"{WEIGHT_ONLY['block_size']}, int8 compute); Attention as QAttention")
+            matmuls = [n.name for n in onnx_tools.graph_nodes(dynamic.graph) if n.op_type == "MatMul"]
+            onnx_tools.quantize_dynamic_int8(dynamic.graph, int8, options.per_channel, reduce_range,
+                                             excluded + matmuls + list(dynamic.embedding_nodes))
+            quant["matmul_nbits"] = weight_only_matmuls(int8, excluded)
+        else:
+            onnx_tools.quantize_dynamic_int8(dynamic.graph, int8, options.per_channel, reduce_range,
+                                             excluded + list(dynamic.embedding_nodes))
         quant["embedding"] = embedding_step(int8, dynamic.embedding, options.embedding, log)
     else:
         from fenlei.serving.predictor import BundlePredictor
@@ -151,6 +168,32 @@ def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Pat
     return quant
 
 
+# MatMulNBits settings of the weight-only attempt: symmetric 8-bit weights in blocks of 32 along the input
+# dimension, accuracy level 4 (int8 compute: the activations are quantized per block of 32 on the fly).
+WEIGHT_ONLY = {"bits": 8, "block_size": 32, "accuracy_level": 4, "is_symmetric": True}
+
+
+def weight_only_matmuls(int8: Path, excluded: list[str]) -> dict[str, Any]:
+    """In place: every MatMul of ``int8`` with a constant weight (not in ``excluded``) becomes a com.microsoft
+    MatMulNBits (onnxruntime's MatMulNBitsQuantizer, which needs the onnx-ir package of the deploy extra)."""
+    import logging
+
+    import onnx
+
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    except ImportError as err:
+        raise ExportError(f"--weight_only_matmuls needs {err.name or 'onnx-ir'}: pip install 'fenlei[deploy]'") from None
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # one INFO line per node otherwise
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(int8)), algo_config=DefaultWeightOnlyQuantConfig(**WEIGHT_ONLY),
+                                     nodes_to_exclude=excluded)
+    quantizer.process()
+    model = quantizer.model.model
+    onnx.save(model, str(int8))
+    return {**WEIGHT_ONLY, "op": "MatMulNBits",
+            "nodes": sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")}
+
+
 def embedding_step(int8: Path, scheme: Optional[str], asked: str, log: Log) -> dict[str, Any]:
     """Block-quantize the INT8 graph's word-embedding Gather in place; the metadata entry says what happened."""
     import onnx
@@ -174,4 +217,6 @@ def untried_remedies(options: QuantizationOptions, attempts: list[dict[str, Any]
                                        ("--keep_head_fp32", not options.head_fp32 and static),
                                        ("--reduce_range", not any(a["reduce_range"] for a in attempts)),
                                        ("--keep_ffn_out_fp32", not any(a["keep_ffn_out_fp32"] for a in attempts)),
+                                       ("--weight_only_matmuls", not static
+                                        and not any(a.get("weight_only") for a in attempts)),
                                        ("--quantization dynamic", static)) if missing]

@@ -164,7 +164,8 @@ def test_all_int8_failing_falls_back_to_fp32_ffn_outputs(run_dir: Path, tmp_path
 
     monkeypatch.setattr(onnx_tools, "quantize_dynamic_int8", broken_unless_ffn_kept)
     out = tmp_path / "b"
-    meta = export(export_args("--ckpt_path", str(run_dir), "--out", str(out)))
+    # Without the weight-only attempt (its own test below), which would pass here: it quantizes no MatMul dynamically.
+    meta = export(export_args("--ckpt_path", str(run_dir), "--out", str(out), "--no-weight_only_matmuls"))
     assert calls == [(False, False), (True, False), (True, True)]
     quant = meta["quantization"]
     assert [(a["reduce_range"], a["keep_ffn_out_fp32"], a["passed"]) for a in quant["attempts"]] == [
@@ -180,16 +181,53 @@ def test_all_int8_failing_falls_back_to_fp32_ffn_outputs(run_dir: Path, tmp_path
     # --no-keep_ffn_out_fp32: two attempts only, and the export fails naming the flag to try.
     calls.clear()
     with pytest.raises(ExportError, match="--keep_ffn_out_fp32"):
-        export(export_args("--ckpt_path", str(run_dir), "--out", str(tmp_path / "c"), "--no-keep_ffn_out_fp32"))
+        export(export_args("--ckpt_path", str(run_dir), "--out", str(tmp_path / "c"), "--no-keep_ffn_out_fp32",
+                           "--no-weight_only_matmuls"))
     assert calls == [(False, False), (True, False)]
 
 
+def test_weight_only_attempt_ships_matmulnbits_when_the_int8_matmuls_fail(run_dir: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dynamic INT8 MatMuls fail the gate (broken here): the third attempt writes every MatMul as an 8-bit
+    weight-only MatMulNBits, passes, is recorded, and the bundle serves the fp32 graph's answers."""
+    real = onnx_tools.quantize_dynamic_int8
+    calls: list[tuple[bool, bool]] = []
+
+    def broken_unless_matmuls_kept(src: Path, dst: Path, per_channel: bool, reduce_range: bool, exclude: list[str],
+                                   *rest: object) -> None:
+        matmuls = {n.name for n in onnx_tools.graph_nodes(src) if n.op_type == "MatMul"}
+        keeps_all = matmuls <= set(exclude)
+        calls.append((reduce_range, keeps_all))
+        (real if keeps_all else _break_head)(src, dst, per_channel, reduce_range, exclude, *rest)
+
+    monkeypatch.setattr(onnx_tools, "quantize_dynamic_int8", broken_unless_matmuls_kept)
+    out = tmp_path / "b"
+    meta = export(export_args("--ckpt_path", str(run_dir), "--out", str(out)))
+    assert calls == [(False, False), (True, False), (False, True)]
+    quant = meta["quantization"]
+    assert [(a["weight_only"], a["passed"]) for a in quant["attempts"]] == [(False, False), (False, False),
+                                                                            (True, True)]
+    assert quant["weight_only"] and meta["parity"]["passed"]
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node]
+    assert "MatMul" not in ops and ops.count("MatMulNBits") == quant["matmul_nbits"]["nodes"] > 0
+    assert quant["matmul_nbits"]["bits"] == 8 and quant["matmul_nbits"]["block_size"] == 32
+    from fenlei.serving.predictor import BundlePredictor
+
+    texts = ["the first text", "a second, longer text than the first one", "x"]
+    fp32 = BundlePredictor(out, "fp32", 1).predict_logits(texts, 2)
+    int8 = BundlePredictor(out, "int8", 1).predict_logits(texts, 2)
+    np.testing.assert_array_equal(int8.argmax(1), fp32.argmax(1))
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
-    ([], [(False, False), (True, False), (True, True)]),
-    (["--keep_ffn_out_fp32"], [(False, True), (True, True)]),
-    (["--reduce_range"], [(True, False)]),
-    (["--no-reduce_range", "--keep_ffn_out_fp32"], [(False, True)]),
-    (["--quantization", "static"], [(False, False)]),
+    ([], [(False, False, False), (True, False, False), (False, False, True), (True, True, False)]),
+    (["--keep_ffn_out_fp32"], [(False, True, False), (True, True, False), (False, True, True)]),
+    (["--reduce_range"], [(True, False, False)]),
+    (["--no-reduce_range", "--keep_ffn_out_fp32"], [(False, True, False)]),
+    (["--weight_only_matmuls"], [(False, False, True)]),
+    (["--quantization", "static"], [(False, False, False)]),
 ])
 def test_quantization_attempts(argv: list[str], expected: list[tuple[bool, bool]]) -> None:
     from fenlei.deploy.export import quantization_attempts

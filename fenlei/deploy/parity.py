@@ -15,7 +15,6 @@ import numpy as np
 from fenlei.metrics import macro_f1
 
 
-
 class Attempt(NamedTuple):
     """One INT8 model to build and gate."""
 

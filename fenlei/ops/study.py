@@ -202,12 +202,6 @@ def run_one(spec: SweepSpec, study: Any, lock: StudyLock, trial: Any, params: di
         with lock:
             study.tell(trial, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
         return "finished" if value is not None else "failed"
-    wait_for_run_dir(run_dir, poll_seconds)
-    if run.last_checkpoint.is_file():
-        args = [*args, f"--ckpt_path={run.last_checkpoint}"]  # an interrupted attempt of this trial: resume it
-    else:
-        start_clean(run_dir)
-    atomic_write_json(record_path, {**record, "status": "running", "command": args})
     pruning = spec.early_terminate is not None
 
     def on_value(step: int, value: float) -> bool:
@@ -216,6 +210,12 @@ def run_one(spec: SweepSpec, study: Any, lock: StudyLock, trial: Any, params: di
             return pruning and trial.should_prune()
 
     try:
+        wait_for_run_dir(run_dir, poll_seconds)
+        if run.last_checkpoint.is_file():
+            args = [*args, f"--ckpt_path={run.last_checkpoint}"]  # an interrupted attempt of this trial: resume it
+        else:
+            start_clean(run_dir)
+        atomic_write_json(record_path, {**record, "status": "running", "command": args})
         watched = run_watched(args, run_dir, spec.metric, on_value, poll_seconds=poll_seconds)
     except KeyboardInterrupt:
         with lock:
@@ -298,11 +298,15 @@ def run_study(spec: SweepSpec, count: Optional[int], root: Path, seed: int, args
     try:
         study, storage = open_study(spec, root, lock, heartbeat, grace)
         waiting_said = False
-        while True:
-            from optuna.storages import fail_stale_trials
-            from optuna.trial import TrialState
+        import warnings
 
-            with lock:
+        from optuna.exceptions import ExperimentalWarning
+        from optuna.storages import fail_stale_trials
+        from optuna.trial import TrialState
+
+        while True:
+            with lock, warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
                 fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
                 if counted(trials) >= cap:

@@ -342,3 +342,15 @@ def test_two_runners_share_one_study_without_racing(tmp_path: Path, fake_fit: Pa
     assert len(set(dirs)) == 8 and len({t.params["model.init_args.lr"] for t in trials}) == 8
     for run_dir in map(Path, dirs):  # each trial ran once, by one runner
         assert len((run_dir / "calls.jsonl").read_text().splitlines()) == 1 and not (run_dir / "previous").exists()
+
+
+def test_dry_run_of_a_search_prints_the_command_every_trial_extends(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from fenlei.ops import sweep as sweep_mod
+
+    path = write_sweep(tmp_path / "s.yaml", name="dry")
+    assert sweep_mod.main([str(path), "--count", "3", "--dry_run", "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 1 and "trial-NNN-HASH" in captured.out
+    assert "picks each trial's parameters from the results so far" in captured.err
+    assert "--model.init_args.lr=..." in captured.err and not (tmp_path / "o").exists()

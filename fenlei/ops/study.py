@@ -150,7 +150,8 @@ def open_study(spec: SweepSpec, root: Path, lock: StudyLock, heartbeat: int, gra
     def retry_stale(study: Any, trial: Any) -> None:
         queue_retry(study, trial)
 
-    with warnings.catch_warnings():
+    # Under the lock: a new storage creates the tables, and two runners starting together would both try.
+    with lock, warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
         # timeout: a busy SQLite file waits instead of failing (the lock serialises fenlei's writers already).
         storage = optuna.storages.RDBStorage(
@@ -307,6 +308,8 @@ def run_study(spec: SweepSpec, count: Optional[int], root: Path, seed: int, args
         while True:
             with lock, warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
+                # The heartbeat is recorded by this module's own thread, which Optuna's ask() does not know.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
                 fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
                 if counted(trials) >= cap:

@@ -331,3 +331,36 @@ def test_each_wandb_agent_trial_gets_its_own_run_directory(tiny_model: Path, tin
     assert dirs == ["runs/sweeps/sw1/r1", "runs/sweeps/sw1/r2"]
     given = run_lightning_cli(args=[*base, f"--trainer.default_root_dir={tmp_path / 'given'}"], run=False)
     assert given.trainer.default_root_dir == str(tmp_path / "given" / "r2")
+
+
+def test_a_search_runs_real_fits_as_watched_child_processes(tiny_model: Path, tiny_data: Path,
+                                                            tmp_path: Path) -> None:
+    """bayes + hyperband through `fenlei sweep` with real tiny fits: the values the study got per epoch are the
+    ones the fit wrote to metrics.csv, and a finished trial's value is its own best validation F1."""
+    import optuna
+
+    from fenlei.ops.trial_process import metric_values
+
+    path = write_sweep(tmp_path / "bayes.yaml", name="tiny_bayes", method="bayes",
+                       early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2, "max_iter": 2},
+                       parameters={"model.init_args.lr": {"distribution": "log_uniform_values", "min": 1e-4,
+                                                          "max": 1e-2}})
+    extra = [a for a in trial_extra(tiny_model, tiny_data) if not a.startswith("--trainer.max_epochs")]
+    code = sweep_mod.main([str(path), "--count", "2", "--out", str(tmp_path / "out"), "--wandb_mode", "disabled",
+                           "--", *extra, "--trainer.max_epochs=2"])
+    assert code == 0
+    study = optuna.load_study(study_name="tiny_bayes", storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
+    assert len(study.trials) == 2
+    for trial in study.trials:
+        run_dir = Path(trial.user_attrs["run_dir"])
+        logged = metric_values(run_dir / "metrics.csv", "val/f1_macro_best")
+        assert [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)] == logged[:len(
+            trial.intermediate_values)] and logged
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert saved["model"]["init_args"]["lr"] == trial.user_attrs["args"]["model.init_args.lr"]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            summary = json.loads((run_dir / "run_summary.json").read_text())
+            assert math.isclose(trial.value, summary["best_score"], abs_tol=1e-6) and len(logged) == 2
+        else:
+            # Stopped after its first value (the fit may have logged one more before SIGTERM reached it).
+            assert trial.state == optuna.trial.TrialState.PRUNED and len(trial.intermediate_values) == 1

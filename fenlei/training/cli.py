@@ -36,6 +36,7 @@ from fenlei.training.run_dir import (
     archive_previous_run,
     best_checkpoint,
     default_run_dir,
+    sweep_agent_run_dir,
 )
 from fenlei.training.run_lock import RunLock
 
@@ -101,6 +102,12 @@ class FenleiCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         fill_tokenizer_from_model(config)
         run_dir = Path(config.trainer.default_root_dir or default_run_dir(config.get("config")))
+        if self.subcommand in (None, "fit"):
+            agent_dir = sweep_agent_run_dir(config.trainer.default_root_dir, os.environ)
+            if agent_dir is not None and is_launching_process():
+                print(f"fenlei: W&B sweep agent run {os.environ['WANDB_RUN_ID']}: run directory {agent_dir}",
+                      file=sys.stderr)
+            run_dir = agent_dir or run_dir
         config.trainer.default_root_dir = str(run_dir)
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(RunDir(run_dir).checkpoints)

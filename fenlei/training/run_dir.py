@@ -247,6 +247,20 @@ def default_run_dir(config_paths: Optional[Sequence[Any]]) -> Path:
     return Path(DEFAULT_RUNS_ROOT) / "default"
 
 
+def sweep_agent_run_dir(run_dir: Optional[str | Path], environ: Mapping[str, str]) -> Optional[Path]:
+    """Under ``wandb agent`` (which sets ``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID`` for every trial), each trial's own
+    run directory: ``runs/sweeps/<sweep id>/<run id>`` instead of the config's default, or ``<given dir>/<run id>``
+    for a ``trainer.default_root_dir`` the config or command line sets. Without it the trials of one agent would
+    share a directory and each fit would move the previous trial's files to ``previous/``, and two agents on one
+    host would archive each other's live files. None outside an agent."""
+    sweep_id, run_id = environ.get("WANDB_SWEEP_ID"), environ.get("WANDB_RUN_ID")
+    if not sweep_id or not run_id:
+        return None
+    if run_dir:
+        return Path(run_dir) / run_id
+    return Path(DEFAULT_RUNS_ROOT) / "sweeps" / sweep_id / run_id
+
+
 def archive_previous_run(run_dir: Path) -> Optional[Path]:
     return RunDir(run_dir).archive_previous()
 

@@ -14,7 +14,7 @@ import yaml
 
 from fenlei.ops import sweep as sweep_mod
 from fenlei.ops.runs import OpsError, sort_by_metric
-from fenlei.ops.sweep_config import SweepBayesWarning, load_sweep, plan_trials, random_trials
+from fenlei.ops.sweep_config import load_sweep, plan_trials, random_trials
 from tests.conftest import REPO_ROOT, fenlei_user_error, tiny_overrides
 
 QUICKSTART = str(REPO_ROOT / "configs" / "quickstart.yaml")
@@ -171,11 +171,11 @@ def test_random_sampling_is_seeded_reproducible_and_in_range() -> None:
     assert {t["pool"] for t in first} == {"cls", "mean"} and {t["epochs"] for t in first} == {2, 3, 4, 5}
 
 
-def test_bayes_falls_back_to_random_with_a_warning(tmp_path: Path) -> None:
+def test_a_search_has_no_plan(tmp_path: Path) -> None:
+    """bayes (and random with early_terminate) choose trials as they go: tests/ops/test_sweep_search.py."""
     spec = load_sweep(write_sweep(tmp_path / "b.yaml", method="bayes", parameters=RANDOM_PARAMS))
-    with pytest.warns(SweepBayesWarning, match="bayes needs a W&B server"):
-        trials = plan_trials(spec, 3, seed=1)
-    assert trials == random_trials(RANDOM_PARAMS, 3, seed=1)
+    with pytest.raises(OpsError, match="method bayes chooses its trials as it goes"):
+        plan_trials(spec, 3, seed=1)
 
 
 @pytest.mark.parametrize(
@@ -240,7 +240,7 @@ def test_shipped_sweeps_parse_and_their_args_reach_the_config(path: Path, monkey
     monkeypatch.chdir(REPO_ROOT)  # sweep commands name configs relative to the repository root, as `wandb agent` does
     spec = load_sweep(path)
     assert spec.metric == "val/f1_macro_best" and spec.goal == "maximize" and spec.base_args[0] == "fit"
-    params = plan_trials(spec, 1, seed=5)[0]
+    params = random_trials(spec.parameters, 1, seed=5)[0] if spec.searches else plan_trials(spec, 1, seed=5)[0]
     args = sweep_mod.trial_args(spec, params, Path("runs/x"), [], "offline")
     assert all(a.startswith("--") and "=" in a for a in args[-len(params) - 1:])
     with pytest.raises(SystemExit) as info:
@@ -289,3 +289,78 @@ def test_wandb_agent_argument_format_is_parsed(monkeypatch: pytest.MonkeyPatch,
     assert model["lr"] == 5e-05 and model["freeze_embeddings"] is True and model["pooling"] == "cls"
     assert printed["trainer"]["max_epochs"] == 3
     assert model["loss"]["class_path"] == "losses.FocalLoss" and model["loss"]["init_args"]["gamma"] == 2.0
+
+
+# --------------------------------------------------------------------------------------------------- names, agent
+
+
+def test_misspelt_parameter_stops_before_the_first_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    path = write_sweep(tmp_path / "typo.yaml", parameters={"model.init_args.lrr": {"values": [1e-3]},
+                                                            "trainer.max_epochs": {"values": [1]}})
+    err = fenlei_user_error(["sweep", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert err == (f"fenlei: error: {path}: parameters.model.init_args.lrr: no such argument of fit with this "
+                   "command's configs; did you mean model.init_args.lr?")
+    assert not (tmp_path / "out").exists()
+    nested = write_sweep(tmp_path / "nested.yaml", method="bayes", parameters={
+        "model.init_args.loss.init_args.label_smothing": {"min": 0.0, "max": 0.2}})
+    err = fenlei_user_error(["sweep", str(nested), "--count", "2", "--out", str(tmp_path / "out")], capsys)
+    assert "parameters.model.init_args.loss.init_args.label_smothing" in err and "label_smoothing?" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_wandb_agent_trial_gets_its_own_run_directory(tiny_model: Path, tiny_data: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from fenlei.training.cli import run_lightning_cli
+    from fenlei.training.run_dir import sweep_agent_run_dir
+
+    assert sweep_agent_run_dir(None, {}) is None and sweep_agent_run_dir("runs/x", {"WANDB_RUN_ID": "r1"}) is None
+    agent = {"WANDB_SWEEP_ID": "sw1", "WANDB_RUN_ID": "r1"}
+    assert sweep_agent_run_dir(None, agent) == Path("runs/sweeps/sw1/r1")
+    assert sweep_agent_run_dir("runs/x", agent) == Path("runs/x/r1")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sw1")
+    base = ["--config", QUICKSTART, *[a for a in tiny_overrides(tiny_model, tiny_data, tmp_path / "given")
+                                      if not a.startswith("--trainer.default_root_dir")]]
+    dirs = []
+    for run_id in ("r1", "r2"):
+        monkeypatch.setenv("WANDB_RUN_ID", run_id)
+        dirs.append(run_lightning_cli(args=base, run=False).trainer.default_root_dir)
+    assert dirs == ["runs/sweeps/sw1/r1", "runs/sweeps/sw1/r2"]
+    given = run_lightning_cli(args=[*base, f"--trainer.default_root_dir={tmp_path / 'given'}"], run=False)
+    assert given.trainer.default_root_dir == str(tmp_path / "given" / "r2")
+
+
+def test_a_search_runs_real_fits_as_watched_child_processes(tiny_model: Path, tiny_data: Path,
+                                                            tmp_path: Path) -> None:
+    """bayes + hyperband through `fenlei sweep` with real tiny fits: the values the study got per epoch are the
+    ones the fit wrote to metrics.csv, and a finished trial's value is its own best validation F1."""
+    import optuna
+
+    from fenlei.ops.trial_process import metric_values
+
+    path = write_sweep(tmp_path / "bayes.yaml", name="tiny_bayes", method="bayes",
+                       early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2, "max_iter": 2},
+                       parameters={"model.init_args.lr": {"distribution": "log_uniform_values", "min": 1e-4,
+                                                          "max": 1e-2}})
+    extra = [a for a in trial_extra(tiny_model, tiny_data) if not a.startswith("--trainer.max_epochs")]
+    code = sweep_mod.main([str(path), "--count", "2", "--out", str(tmp_path / "out"), "--wandb_mode", "disabled",
+                           "--", *extra, "--trainer.max_epochs=2"])
+    assert code == 0
+    study = optuna.load_study(study_name="tiny_bayes", storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")
+    assert len(study.trials) == 2
+    for trial in study.trials:
+        run_dir = Path(trial.user_attrs["run_dir"])
+        logged = metric_values(run_dir / "metrics.csv", "val/f1_macro_best")
+        assert [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)] == logged[:len(
+            trial.intermediate_values)] and logged
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert saved["model"]["init_args"]["lr"] == trial.user_attrs["args"]["model.init_args.lr"]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            summary = json.loads((run_dir / "run_summary.json").read_text())
+            assert math.isclose(trial.value, summary["best_score"], abs_tol=1e-6) and len(logged) == 2
+        else:
+            # Stopped after its first value (the fit may have logged one more before SIGTERM reached it).
+            assert trial.state == optuna.trial.TrialState.PRUNED and len(trial.intermediate_values) == 1

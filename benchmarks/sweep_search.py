@@ -1,0 +1,173 @@
+"""Bayesian search with hyperband pruning against random search, same trial count and seed, on the quickstart.
+
+    flock /tmp/fenlei_cpu.lock python benchmarks/sweep_search.py --count 8 --seed 0
+
+Two sweeps of ``--count`` trials each through ``fenlei sweep``, both with every trial a child process and W&B off:
+
+- ``bayes+hyperband``: ``configs/sweeps/quickstart_bayes.yaml`` as shipped (Optuna's TPE; hyperband with
+  min_iter 2, eta 3, max_iter 6 as Optuna's HyperbandPruner, fed the validation macro-F1 after every epoch);
+- ``random``: the same file with ``method: random`` and no ``early_terminate`` (fenlei's planned random search,
+  ``--subprocess``): every trial runs the quickstart's 6 epochs.
+
+Recorded: the best ``val/f1_macro_best`` of each sweep, each sweep's wall time, the epochs each trial ran, and what
+pruning saved: the epochs not run, and those epochs times the mean epoch time measured in the random sweep's
+finished fits (``fit_seconds / epochs`` of their run_summary.json, start-up excluded). Writes
+``benchmarks/results/sweep_search.json`` and ``.md`` (``--smoke``: ``sweep_search_quick.*``, with the debug
+preset that cuts every epoch to a few batches). Not resumable by design: each run starts both sweeps afresh in
+``benchmarks/work/sweep_search*/`` so the wall times are whole sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import positive_int, run_logged  # noqa: E402
+from fenlei.cpu import cpu_record  # noqa: E402
+from fenlei.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+SWEEP = REPO / "configs" / "sweeps" / "quickstart_bayes.yaml"
+METRIC = "val/f1_macro_best"
+
+
+def random_twin(sweep: Path, out: Path) -> Path:
+    """The same search space as plain random search: method random, no early termination."""
+    raw = yaml.safe_load(sweep.read_text())
+    raw.pop("early_terminate", None)
+    raw["method"], raw["name"] = "random", f"{raw['name']}_random"
+    path = out / "random_sweep.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def run_arm(name: str, sweep: Path, out: Path, args: argparse.Namespace, subprocess_flag: bool) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "fenlei", "sweep", str(sweep), "--count", str(args.count), "--seed", str(args.seed),
+           "--out", str(out / name), "--wandb_mode", "disabled", *(["--subprocess"] if subprocess_flag else [])]
+    if args.smoke:
+        cmd += ["--", "--config", "configs/debug/limit_batches.yaml"]
+    wall = run_logged(cmd, out / f"{name}.log")
+    rows = list(csv.DictReader((out / name / "results.csv").open()))
+    trials = []
+    for row in rows:
+        run_dir = Path(row["run_dir"])
+        record = json.loads((run_dir / "trial.json").read_text())
+        summary_path = run_dir / "run_summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        epochs = record.get("epochs")
+        if epochs is None and summary is not None:
+            epochs = summary["epochs"]
+        trials.append({
+            "trial": row["trial"], "status": row["status"],
+            "value": float(row[METRIC]) if row.get(METRIC) else None,
+            "value_at_stop": (record.get("values") or [None])[-1] if row["status"] == "pruned" else None,
+            "epochs": int(epochs) if epochs is not None else None,
+            "params": record["params"], "trial_seconds": record.get("seconds"),
+            "fit_seconds": summary.get("fit_seconds") if summary else None,
+        })
+    values = [t["value"] for t in trials if t["value"] is not None]
+    return {"sweep": str(sweep.relative_to(REPO)) if sweep.is_relative_to(REPO) else str(sweep), "command": cmd,
+            "wall_seconds": round(wall, 1), "best": max(values) if values else None,
+            "statuses": {s: sum(t["status"] == s for t in trials) for s in sorted({t["status"] for t in trials})},
+            "epochs_run": sum(t["epochs"] or 0 for t in trials), "trials": trials}
+
+
+def summarise(bayes: dict[str, Any], rand: dict[str, Any], max_epochs: int, count: int) -> dict[str, Any]:
+    per_epoch = [t["fit_seconds"] / t["epochs"] for t in rand["trials"] if t["fit_seconds"] and t["epochs"]]
+    epoch_seconds = statistics.mean(per_epoch) if per_epoch else None
+    not_run = count * max_epochs - bayes["epochs_run"]
+    delta = None if bayes["best"] is None or rand["best"] is None else bayes["best"] - rand["best"]
+    return {
+        "best_bayes_hyperband": bayes["best"], "best_random": rand["best"],
+        "best_delta_points": None if delta is None else round(100 * delta, 2),
+        "bayes_beats_random": None if delta is None else delta > 0,
+        "epochs_planned": count * max_epochs, "epochs_run_bayes": bayes["epochs_run"], "epochs_not_run": not_run,
+        "mean_epoch_seconds": None if epoch_seconds is None else round(epoch_seconds, 2),
+        "pruning_saved_seconds_estimate": None if epoch_seconds is None else round(not_run * epoch_seconds, 1),
+        "wall_bayes_seconds": bayes["wall_seconds"], "wall_random_seconds": rand["wall_seconds"],
+        "wall_saved_seconds": round(rand["wall_seconds"] - bayes["wall_seconds"], 1),
+        "wall_ratio_bayes_over_random": round(bayes["wall_seconds"] / rand["wall_seconds"], 3),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s, cpu = result["summary"], result["machine"]["cpu"]
+    lines = [
+        f"# sweep_search: bayes + hyperband against random search ({result['date']})", "",
+        f"CPU: {cpu['model']}; flags: {', '.join(cpu['flags']) or 'none of the tracked ones'}; {cpu['cores']} cores "
+        "(shared machine, benchmark run under the CPU lock). Command: `" + result["command"] + "`.", "",
+        f"{result['count']} trials per sweep, seed {result['seed']}, quickstart data and config ({result['max_epochs']} epochs a trial), W&B off, "
+        "every trial a child process in both sweeps.", "",
+        "| sweep | best val/f1_macro_best | trials (status) | epochs run | wall (s) |", "|---|---|---|---|---|",
+    ]
+    for name, arm in result["arms"].items():
+        statuses = ", ".join(f"{n} {k}" for k, n in arm["statuses"].items())
+        lines.append(f"| {name} | {arm['best']:.4f} | {statuses} | {arm['epochs_run']} | {arm['wall_seconds']:.0f} |")
+    lines += [
+        "", f"- Best F1 difference (bayes+hyperband minus random): {s['best_delta_points']:+.2f} points"
+        f" ({'bayes ahead' if s['bayes_beats_random'] else 'bayes not ahead'} at this count).",
+        f"- Pruning: {s['epochs_not_run']} of {s['epochs_planned']} epochs not run; at the random sweep's mean epoch "
+        f"time of {s['mean_epoch_seconds']} s that is about {s['pruning_saved_seconds_estimate']} s of training.",
+        f"- Whole sweeps: {s['wall_bayes_seconds']:.0f} s against {s['wall_random_seconds']:.0f} s "
+        f"({s['wall_saved_seconds']:+.0f} s, ratio {s['wall_ratio_bayes_over_random']}); the wall times include each "
+        "trial's start-up (imports, data, model load) and the different parameters' fits, on a shared machine.",
+        "", "Trials (best first):", "",
+        "| sweep | trial | status | val/f1_macro_best | epochs | lr | head_lr | label_smoothing |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, arm in result["arms"].items():
+        for t in arm["trials"]:
+            p = t["params"]
+            value = f"{t['value']:.4f}" if t["value"] is not None else (
+                f"({t['value_at_stop']:.4f} at stop)" if t["value_at_stop"] is not None else "")
+            lines.append(f"| {name} | {t['trial']} | {t['status']} | {value} | {t['epochs']} | "
+                         f"{p['model.init_args.lr']:.3g} | {p['model.init_args.head_lr']:.3g} | "
+                         f"{p['model.init_args.loss.init_args.label_smoothing']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=positive_int, default=8, help="trials per sweep (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of both sweeps (default 0)")
+    parser.add_argument("--sweep", type=Path, default=SWEEP, help="the bayes sweep file (default: the quickstart's)")
+    parser.add_argument("--smoke", action="store_true", help="a few batches per epoch; results *_quick.*")
+    args = parser.parse_args()
+    name = "sweep_search_quick" if args.smoke else "sweep_search"
+    out = REPO / "benchmarks" / "work" / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    started = time.time()
+    arms = {"bayes+hyperband": run_arm("bayes", args.sweep, out, args, subprocess_flag=False),
+            "random": run_arm("random", random_twin(args.sweep, out), out, args, subprocess_flag=True)}
+    # Every random trial runs to the end: its epoch count is the planned length of a trial.
+    max_epochs = max(t["epochs"] or 0 for t in arms["random"]["trials"])
+    result = {
+        "benchmark": name, "date": dt.date.today().isoformat(),
+        "command": " ".join(["python", "benchmarks/sweep_search.py", *sys.argv[1:]]),
+        "machine": {"platform": platform.platform(), "cpu": cpu_record()},
+        "count": args.count, "seed": args.seed, "max_epochs": max_epochs,
+        "total_seconds": round(time.time() - started, 1), "arms": arms,
+        "summary": summarise(arms["bayes+hyperband"], arms["random"], max_epochs, args.count),
+    }
+    results = REPO / "benchmarks" / "results"
+    atomic_write_json(results / f"{name}.json", result)
+    atomic_write_text(results / f"{name}.md", markdown(result))
+    print(json.dumps(result["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser_support import dump_dom_with_image_probe, require_browser, screenshot
+from tests.browser_support import NO_BROWSER, dump_dom_with_image_probe, find_browser, require_browser, screenshot
 from tests.ops.conftest import copy_run, main_status
 
-pytestmark = pytest.mark.browser
+# Skipped at collection where no browser is found, before the tiny run is fitted for nothing.
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(find_browser() is None, reason=NO_BROWSER)]
 
 
 def test_report_renders_and_its_images_load_in_a_browser(tested_run: Path, tmp_path: Path) -> None:

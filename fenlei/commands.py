@@ -33,6 +33,7 @@ COMMANDS: dict[str, Command] = {
     "sweep": Command("fenlei.ops.sweep", "run a W&B-format sweep file locally, one run directory per trial"),
     "ablate": Command("fenlei.ops.ablate", "run an ablation spec (variants x seeds) into a table and a chart"),
     "compare": Command("fenlei.ops.compare", "compare runs and bundles on one data file: F1, top-k, latency, size"),
+    "report": Command("fenlei.ops.report", "static HTML report of runs: curves, reliability, confusions, errors"),
     "al": Command("fenlei.ops.active_learning", "active learning: select uncertain pool rows, merge labels back"),
     "export": Command("fenlei.deploy.export", "export a run to an ONNX fp32 + INT8 bundle behind a parity gate"),
     "infer": Command("fenlei.serving.infer", "batch inference with a bundle over JSONL/CSV files (no torch)"),

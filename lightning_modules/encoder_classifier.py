@@ -35,7 +35,11 @@ class ClassificationModule(pl.LightningModule):
         self.val_metrics = classification_metrics(num_classes, prefix="val/")
         self.test_metrics = classification_metrics(num_classes, prefix="test/")
         self.val_f1_best = MaxMetric()
-        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # Per-row (logits, labels, row index) of the test loop and of a ``validate`` command's loop: the rows of
+        # ``test/predictions.jsonl`` and ``validate/predictions.jsonl``. The validation loops inside ``fit`` keep none.
+        self._row_outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]] = {
+            "val": [], "test": []}
+        self.validation_rows: Any = None
 
     # ---- steps ----
 
@@ -63,10 +67,47 @@ class ClassificationModule(pl.LightningModule):
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(logits), sync_dist=True)
         return logits
 
+    def _keep_rows(self, stage: str, batch: dict[str, torch.Tensor], logits: torch.Tensor) -> None:
+        index = batch.get("index")
+        self._row_outputs[stage].append((logits.detach().float().cpu(), batch["labels"].cpu(),
+                                         index.cpu() if index is not None else None))
+
+    def _validate_command(self) -> bool:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        return self._trainer is not None and self.trainer.state.fn == TrainerFn.VALIDATING
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        logits = self._eval_step(batch, "val")
+        if self._validate_command():
+            self._keep_rows("val", batch, logits)
+
+    def on_validation_epoch_start(self) -> None:
+        self._row_outputs["val"].clear()
+        self.validation_rows = None
+
+    def _split_rows(self, stage: str) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(logits, targets, SplitRows or None) of the kept rows of ``stage``, gathered from every process."""
+        from lightning_modules.test_report import SplitRows
+
+        outputs = self._row_outputs[stage]
+        logits = torch.cat([z for z, _, _ in outputs])
+        targets = torch.cat([t for _, t, _ in outputs])
+        rows = torch.cat([i for _, _, i in outputs]) if all(i is not None for _, _, i in outputs) else None
+        outputs.clear()
+        if self.trainer.world_size > 1:
+            logits = self.all_gather(logits).reshape(-1, logits.shape[-1])
+            targets = self.all_gather(targets).reshape(-1)
+            rows = self.all_gather(rows).reshape(-1) if rows is not None else None
+        names = self.hparams.label_names or [str(i) for i in range(self.hparams.num_classes)]
+        split_rows = (SplitRows(rows.numpy(), targets.numpy(), logits.numpy(), names) if rows is not None
+                      else None)
+        return logits, targets, split_rows
 
     def on_validation_epoch_end(self) -> None:
+        if self._validate_command() and self._row_outputs["val"]:
+            # Written into the run's validate/ by fenlei.training.callbacks.ValidationRowsWriter.
+            self.validation_rows = self._split_rows("val")[2]
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         f1_macro = values.pop("val/f1_macro")
@@ -78,26 +119,22 @@ class ClassificationModule(pl.LightningModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self._eval_step(batch, "test")
-        self._test_outputs.append((logits.detach().float().argmax(-1).cpu(), batch["labels"].cpu()))
+        self._keep_rows("test", batch, logits)
 
     def on_test_epoch_start(self) -> None:
-        self._test_outputs.clear()
+        self._row_outputs["test"].clear()
 
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
         self.test_metrics.reset()
         self.log_dict(values)
-        preds = torch.cat([p for p, _ in self._test_outputs])
-        targets = torch.cat([t for _, t in self._test_outputs])
-        self._test_outputs.clear()
-        if self.trainer.world_size > 1:
-            preds = self.all_gather(preds).reshape(-1)
-            targets = self.all_gather(targets).reshape(-1)
+        logits, targets, split_rows = self._split_rows("test")
         from lightning_modules.test_report import TestReport
 
         # Written into the run's test/ by fenlei.training.callbacks.TestReportWriter.
         names = self.hparams.label_names or [str(i) for i in range(self.hparams.num_classes)]
-        self.test_report = TestReport({k: float(v) for k, v in values.items()}, targets.numpy(), preds.numpy(), names)
+        self.test_report = TestReport({k: float(v) for k, v in values.items()}, targets.numpy(),
+                                      logits.argmax(-1).numpy(), names, split_rows=split_rows)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"]).float()

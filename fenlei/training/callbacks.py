@@ -201,4 +201,35 @@ class TestReportWriter(pl.Callback):
             return
         from fenlei.training.reporting import write_test_report
 
-        write_test_report(RunDir(Path(trainer.default_root_dir)).test, report, loggers=trainer.loggers)
+        write_test_report(RunDir(Path(trainer.default_root_dir)).test, report, loggers=trainer.loggers,
+                          records=split_records(trainer, "test"))
+
+
+class ValidationRowsWriter(pl.Callback):
+    """Write ``validate/predictions.jsonl`` (one line per validation row, with its logits) after a ``validate``
+    command, from the ``validation_rows`` its LightningModule sets; ``fenlei report`` fits the run's temperature on
+    it. A module without them gets no file."""
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.validation_rows = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        rows = getattr(pl_module, "validation_rows", None)
+        if rows is None or trainer.sanity_checking or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        from fenlei.training.reporting import write_split_predictions
+
+        write_split_predictions(RunDir(Path(trainer.default_root_dir)).validate, rows,
+                                split_records(trainer, "validation"))
+
+
+def split_records(trainer: pl.Trainer, split: str) -> Optional[list[Any]]:
+    """The records (text, line) of a split of the trainer's DataModule, or None where it cannot list them."""
+    datamodule = trainer.datamodule
+    lister = getattr(datamodule, "split_records", None)
+    if lister is None:
+        return None
+    try:
+        return list(lister(split))
+    except ValueError:  # DataError: no such split; the predictions are written without texts
+        return None

@@ -26,6 +26,7 @@ from fenlei.training.callbacks import (
     RngStateCallback,
     RunFilesCallback,
     TestReportWriter,
+    ValidationRowsWriter,
 )
 from fenlei.training.checkpoints import WEIGHTS_ONLY
 from fenlei.training.metrics_csv import MetricsRowsCallback, RunCSVLogger
@@ -166,6 +167,8 @@ class FenleiCLI(LightningCLI):
             trainer.callbacks.append(PredictionWriter())
         if self.subcommand == "test":
             trainer.callbacks.append(TestReportWriter())
+        if self.subcommand == "validate":
+            trainer.callbacks.append(ValidationRowsWriter())
         if self.subcommand == "fit" and not config.trainer.get("fast_dev_run"):
             # ModelCheckpoint(save_last=True) only refreshes last.ckpt when a top-k checkpoint is saved (Lightning
             # 2.6), so after an epoch without improvement it is stale. A second, unmonitored checkpoint callback

@@ -1,4 +1,5 @@
-"""Test-time report: per-class precision/recall/F1 (CSV and markdown), a confusion-matrix PNG, metrics JSON.
+"""Test-time report: per-class precision/recall/F1 (CSV and markdown), a confusion-matrix PNG, metrics JSON, and
+the per-row predictions (``predictions.jsonl``, also written by ``validate``) that ``fenlei report`` reads.
 
 A LightningModule describes its test epoch in a :class:`TestReport` (its ``test_report`` attribute, set in
 ``on_test_epoch_end``); ``fenlei.training.callbacks.TestReportWriter`` writes it into ``<run dir>/test/`` and,
@@ -12,21 +13,23 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from fenlei.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fenlei.numerics import softmax
 from fenlei.training.run_dir import (
     CONFUSION_MATRIX_PNG,
     DECODING_METRICS_FILE,
+    EVAL_PREDICTIONS_FILE,
     PER_CLASS_CSV,
     PER_CLASS_MD,
     TEST_METRICS_FILE,
 )
 
 if TYPE_CHECKING:  # the report writer is also used by torch-free ops commands (figures): no lightning_modules import
-    from lightning_modules.test_report import TestReport
+    from lightning_modules.test_report import SplitRows, TestReport
 
 PER_CLASS_COLUMNS = ["label", "precision", "recall", "f1", "support", "predicted"]
 
@@ -108,10 +111,45 @@ def figure_png(fig: Any, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_test_report(out_dir: Path, report: TestReport, loggers: Sequence[Any] = ()) -> dict[str, Path]:
-    """Write the report's files into ``out_dir``: ``decoding_metrics.json`` when given, and with targets
-    ``per_class.csv``, ``per_class.md``, ``confusion_matrix.png`` and ``metrics.json``."""
+def split_prediction_lines(split_rows: SplitRows, records: Optional[Sequence[Any]] = None) -> str:
+    """``predictions.jsonl`` of an evaluated split: one JSON line per row, in the split's order::
+
+        {"row": 3, "line": 5, "text": "...", "gold": "billing", "predicted_label": "login", "confidence": 0.61,
+         "logits": [1.2, 2.01, -0.3, 0.1]}
+
+    ``row`` indexes the split's records, ``line`` is the row's line in its data file; both and ``text`` are left out
+    without ``records`` (a DataModule that cannot list them). ``logits`` are the class scores in class-id order
+    (``labels.json``), kept so that a reader can apply any temperature; ``confidence`` is ``softmax(logits)``'s
+    maximum."""
+    names = list(split_rows.label_names)
+    order = np.argsort(split_rows.rows, kind="stable")
+    logits = np.asarray(split_rows.logits, dtype=np.float64)[order]
+    probs = softmax(logits)
+    lines = []
+    for k, i in enumerate(order):
+        row = int(split_rows.rows[i])
+        record: dict[str, Any] = {"row": row}
+        if records is not None:
+            record.update(line=int(records[row].line), text=records[row].text)
+        pred = int(probs[k].argmax())
+        record.update(gold=names[int(split_rows.targets[i])], predicted_label=names[pred],
+                      confidence=round(float(probs[k, pred]), 6), logits=[round(float(z), 4) for z in logits[k]])
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def write_split_predictions(out_dir: Path, split_rows: SplitRows, records: Optional[Sequence[Any]] = None) -> Path:
+    return atomic_write_text(out_dir / EVAL_PREDICTIONS_FILE, split_prediction_lines(split_rows, records))
+
+
+def write_test_report(out_dir: Path, report: TestReport, loggers: Sequence[Any] = (),
+                      records: Optional[Sequence[Any]] = None) -> dict[str, Path]:
+    """Write the report's files into ``out_dir``: ``decoding_metrics.json`` when given, with targets
+    ``per_class.csv``, ``per_class.md``, ``confusion_matrix.png`` and ``metrics.json``, and with per-row scores
+    ``predictions.jsonl`` (``records``: the test split's, for each row's text and line)."""
     paths: dict[str, Path] = {}
+    if report.split_rows is not None:
+        paths["predictions"] = write_split_predictions(out_dir, report.split_rows, records)
     if report.decoding_metrics is not None:
         paths["decoding_metrics"] = atomic_write_text(
             out_dir / DECODING_METRICS_FILE, json.dumps(report.decoding_metrics, indent=1, ensure_ascii=False) + "\n")

@@ -24,10 +24,14 @@ A run directory is ``trainer.default_root_dir`` (default ``runs/<stem of the fir
                                The file stays after the command; without a live holder it blocks nothing
 ``test/``                      after ``test``: ``per_class.csv``, ``per_class.md``, ``confusion_matrix.png``,
                                ``metrics.json`` (+ ``decoding_metrics.json`` for generative classifiers;
-                               ``metrics.csv``, ``config.yaml``, ``hparams.yaml`` of the test command)
-``validate/``                  after ``validate``: that command's ``metrics.csv``
+                               ``metrics.csv``, ``config.yaml``, ``hparams.yaml`` of the test command), and for
+                               classifiers ``predictions.jsonl``: one line per test row (row, line, text, gold,
+                               predicted label, confidence, logits), what ``fenlei report`` reads
+``validate/``                  after ``validate``: that command's ``metrics.csv``, and for classifiers
+                               ``predictions.jsonl`` of the validation rows (the report's temperature is fitted on it)
 ``predict/predictions.jsonl``  after ``predict``: one row per input row, the record of ``fenlei.predictions``
 ``adapter/``                   generative classifiers: the best checkpoint's adapter (``save_pretrained``)
+``report.html``                after ``fenlei report``: the run's static HTML report
 ``previous/<time>/``           an earlier fit's files, moved aside by the next fit (nothing is overwritten)
 =============================  ===========================================================================
 
@@ -80,12 +84,16 @@ PER_CLASS_MD = "per_class.md"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 TEST_METRICS_FILE = "metrics.json"
 DECODING_METRICS_FILE = "decoding_metrics.json"
+# Inside test/ and validate/: one line per evaluated row (fenlei.training.reporting.split_prediction_lines).
+EVAL_PREDICTIONS_FILE = "predictions.jsonl"
+# Written by `fenlei report` (fenlei/ops/report.py) beside the run's files.
+REPORT_FILE = "report.html"
 
 # What a new fit moves to previous/<time>/: everything that describes one fit. config.yaml is rewritten by every
 # command, wandb/ keeps every run itself, binning.json and adapter/ are rewritten by the next fit, run.lock is held
 # by the fit that archives. The W&B run id goes with its fit: the next fit starts a W&B run of its own.
 FIT_OUTPUTS = (CHECKPOINTS_DIR, METRICS_FILE, HPARAMS_FILE, SUMMARY_FILE, LABELS_FILE, TEST_DIR, VALIDATE_DIR,
-               PREDICT_DIR, WANDB_RUN_ID_FILE)
+               PREDICT_DIR, WANDB_RUN_ID_FILE, REPORT_FILE)
 
 
 class RunError(FenleiError, RuntimeError):
@@ -144,6 +152,22 @@ class RunDir:
     @property
     def test_metrics(self) -> Path:
         return self.test / TEST_METRICS_FILE
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.test / EVAL_PREDICTIONS_FILE
+
+    @property
+    def validate(self) -> Path:
+        return self.path / VALIDATE_DIR
+
+    @property
+    def validate_predictions(self) -> Path:
+        return self.validate / EVAL_PREDICTIONS_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT_FILE
 
     @property
     def predictions(self) -> Path:

@@ -21,6 +21,10 @@ from fenlei.errors import exit_status_of
 class Command(NamedTuple):
     module: str  # module with ``main(argv) -> int``; "" for the LightningCLI subcommands
     help: str
+    # (option, module): a command line naming the option is run by that module instead. A saved probe given to
+    # predict or infer (``--probe DIR``) needs torch and the probe's own loader; the bundle route of ``infer`` stays
+    # torch-free and LightningCLI never sees an option it does not know.
+    routes: tuple[tuple[str, str], ...] = ()
 
 
 LIGHTNING = ""
@@ -28,7 +32,8 @@ COMMANDS: dict[str, Command] = {
     "fit": Command(LIGHTNING, "train a model from a config (LightningCLI); --ckpt_path last resumes a killed run"),
     "validate": Command(LIGHTNING, "run the validation loop of a config on a checkpoint"),
     "test": Command(LIGHTNING, "test a checkpoint (--ckpt_path best) and write the run's test/ report"),
-    "predict": Command(LIGHTNING, "predict a file with a checkpoint into the run's predict/predictions.jsonl"),
+    "predict": Command(LIGHTNING, "predict a file with a checkpoint into the run's predict/predictions.jsonl "
+                                  "(--probe DIR: with a saved probe)", routes=(("--probe", "fenlei.probe.predict"),)),
     "data": Command("fenlei.data.tools", "data tools: dedup, mask, split, stats, oversample, augment, leakage (no torch)"),
     "sweep": Command("fenlei.ops.sweep", "run a W&B-format sweep file locally, one run directory per trial"),
     "ablate": Command("fenlei.ops.ablate", "run an ablation spec (variants x seeds) into a table and a chart"),
@@ -36,9 +41,10 @@ COMMANDS: dict[str, Command] = {
     "report": Command("fenlei.ops.report", "static HTML report of runs: curves, reliability, confusions, errors"),
     "al": Command("fenlei.ops.active_learning", "active learning: select uncertain pool rows, merge labels back"),
     "export": Command("fenlei.deploy.export", "export a run to an ONNX fp32 + INT8 bundle behind a parity gate"),
-    "infer": Command("fenlei.serving.infer", "batch inference with a bundle over JSONL/CSV files (no torch)"),
+    "infer": Command("fenlei.serving.infer", "batch inference with a bundle over JSONL/CSV files (no torch; --probe "
+                                             "DIR: a saved probe, with torch)", routes=(("--probe", "fenlei.probe.infer"),)),
     "serve": Command("fenlei.serving.serve", "serve a bundle over HTTP with FastAPI (no torch)"),
-    "probe": Command("fenlei.probe.run", "linear probe on frozen language-model features"),
+    "probe": Command("fenlei.probe.run", "linear probe on frozen language-model features, swept over layers and saved"),
     "merge": Command("fenlei.deploy.merge", "merge a LoRA generative classifier into an HF model"),
 }
 
@@ -68,9 +74,18 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(exit_status_of(lambda: run_command(command, args, lightning_argv=None if argv is None else args)))
 
 
+def routed_module(command: Command, argv: list[str]) -> str:
+    """The module that runs ``argv``: the command's own, or a route's whose option ``argv`` names."""
+    for option, module in command.routes:
+        if any(word == option or word.startswith(option + "=") for word in argv):
+            return module
+    return command.module
+
+
 def run_command(command: Command, args: list[str], lightning_argv: list[str] | None) -> int | None:
-    if command.module:
-        return importlib.import_module(command.module).main(args[1:])
+    module = routed_module(command, args[1:])
+    if module:
+        return importlib.import_module(module).main(args[1:])
     from fenlei.training.cli import run_lightning_cli
 
     # None lets LightningCLI read sys.argv itself (it warns when given both an args list and a command line).

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Protocol
 
 from fenlei.errors import FenleiError, OptionError, exit_status_of
 from fenlei.io import current_umask
@@ -37,6 +37,16 @@ from fenlei.serving.predictor import BundlePredictor
 from fenlei.text_limits import cut_text, text_problem
 
 Row = tuple[int, Optional[dict[str, Any]], Optional[str]]  # (line, mapping or None, error or None)
+
+
+class TextPredictor(Protocol):
+    """What the writer needs of a predictor: :class:`BundlePredictor`, or a saved probe's (``fenlei infer --probe``,
+    ``fenlei.probe.predictor``, outside this torch-free package)."""
+
+    metadata: dict[str, Any]
+    max_chars: int
+
+    def predict(self, texts: list[str], top_k: int = 5, batch_size: int = 32) -> list[dict[str, Any]]: ...
 
 
 class InputError(FenleiError, ValueError):
@@ -146,7 +156,7 @@ def write_record(out: io.TextIOBase, record: dict[str, Any]) -> None:
         out.write(json.dumps(record) + "\n")
 
 
-def run_infer(predictor: BundlePredictor, input_path: Path, out: io.TextIOBase, fields: list[str], separator: str,
+def run_infer(predictor: TextPredictor, input_path: Path, out: io.TextIOBase, fields: list[str], separator: str,
               batch_size: int, top_k: int, keep_fields: list[str], progress: Any, errors: list[str],
               max_chars: Optional[int] = None, cut_lines: Optional[list[int]] = None) -> int:
     """Predict every row of ``input_path`` into ``out``; malformed rows are appended to ``errors``, the lines of
@@ -199,7 +209,7 @@ def check_files(input_path: Path, output_path: Path) -> None:
         raise InputError(f"{output_path}: output is the input file; refusing to overwrite it")
 
 
-def write_predictions(predictor: BundlePredictor, input_path: Path, output_path: Path, fields: list[str],
+def write_predictions(predictor: TextPredictor, input_path: Path, output_path: Path, fields: list[str],
                       batch_size: int, top_k: int, keep_fields: list[str], progress_bar: bool,
                       errors: list[str], max_chars: Optional[int] = None,
                       cut_lines: Optional[list[int]] = None) -> int:
@@ -248,7 +258,8 @@ def infer(*, bundle: str, input: str, output: str, text_field: Optional[list[str
     """Batch inference with a bundle; returns 0, or 1 when some rows were malformed (the output is still complete).
 
     Args:
-        bundle: bundle folder written by `fenlei export`
+        bundle: bundle folder written by `fenlei export` (a probe saved by `fenlei probe --run_dir`: --probe DIR
+            instead of --bundle; that route loads its model with torch, see `fenlei infer --probe DIR --help`)
         input: JSONL or CSV/TSV file
         output: JSONL file to write (one line per input row)
         text_field: field(s) holding the text, joined with a space (default: the bundle's training fields)

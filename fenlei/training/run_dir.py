@@ -243,10 +243,11 @@ class RunDir:
             raise RunError(f"--ckpt_path best: no finished fit with a best checkpoint in {self.path}")
         return candidates[-1]
 
-    def archive_previous(self) -> Optional[Path]:
-        """Move an earlier fit's files to ``previous/<time>/`` (a new fit starts clean, nothing of the old one is
-        lost). Returns the archive folder, or None when there was nothing to move."""
-        present = [self.path / name for name in FIT_OUTPUTS if (self.path / name).exists()]
+    def archive_previous(self, outputs: Sequence[str] = FIT_OUTPUTS) -> Optional[Path]:
+        """Move an earlier fit's files (``outputs``: a probe directory names its own) to ``previous/<time>/`` (a
+        new fit starts clean, nothing of the old one is lost). Returns the archive folder, or None when there was
+        nothing to move."""
+        present = [self.path / name for name in outputs if (self.path / name).exists()]
         if not present:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -833,6 +833,45 @@ def rows_kernel_costs(runs: list[Res], ctx: Res) -> list[Row]:
     return [Row(f"per-op cost, {fused} -> {rewrite}", "none set (diagnostic)", measured, [], res["date"], cpu_of(res))]
 
 
+def render_serve_load(runs: list[Res], ctx: Res) -> str:
+    """benchmarks/serve_load.py: the service under load per server setting and concurrency, then the faults."""
+    out = []
+    for r in runs:
+        out += [f"Bundle `{r['bundle']}`, texts `{r['texts']}`; {r['requests_per_level']} single-text requests per "
+                f"level after {r['warmup']} unmeasured ones, over keep-alive connections from a client in its own "
+                f"process on the same machine. CPU: {cpu_of(r)}; {r['date']}; `{r['command']}`.", "",
+                "| setting | concurrency | requests/s | p50 ms | p95 ms | p99 ms | failed | texts per ORT call "
+                "| labels as unbatched c1 |", "|---|---|---|---|---|---|---|---|---|"]
+        for st in r["settings"]:
+            for lv in st["levels"]:
+                out.append(f"| {st['setting']} | {lv['concurrency']} | {num(lv['requests_per_s'])} | {num(lv['p50_ms'], 2)} "
+                           f"| {num(lv['p95_ms'], 2)} | {num(lv['p99_ms'], 2)} | {lv['failed']} "
+                           f"| {num(lv.get('texts_per_call'), 2)} | {pct(lv.get('label_agreement_vs_unbatched_c1'))} |")
+        top = max(r["levels"])
+        out += ["", "Server commands: " + "; ".join(f"{st['setting']}: `{st['command']}`" for st in r["settings"]) + ".",
+                "", f"requests/s at concurrency {top} over concurrency 1, same setting: "
+                + ", ".join(f"{st['setting']} {ratio(st['ratio_top_over_c1'])}" for st in r["settings"])
+                + f" (target ≥ 3x for a batched setting; best: {r['best_setting']}).", ""]
+        if r.get("faults"):
+            out += ["| fault | expected | observed | ok |", "|---|---|---|---|"]
+            out += [f"| {f['case']} | {f['expected']} | {f['observed']} | {yes_no(f['ok'])} |" for f in r["faults"]]
+            out.append("")
+    return "\n".join(out)
+
+
+def rows_serve_load(runs: list[Res], ctx: Res) -> list[Row]:
+    rows = []
+    for r in runs:
+        top = max(r["levels"])
+        key = next(k for k in r["targets"] if k.startswith(f"c{top}_over_c1"))
+        rows.append(Row(f"`{r['bundle']}` service: requests/s at concurrency {top} over 1 ({r['best_setting']})",
+                        "≥ 3x", ratio(r["target_values"][key]), [bool(r["targets"][key])], r["date"], cpu_of(r), key))
+        rows.append(Row(f"`{r['bundle']}` service: failed requests under load, all settings", "0",
+                        str(sum(st["failed"] for st in r["settings"])), [bool(r["targets"]["zero_failures"])],
+                        r["date"], cpu_of(r), "zero_failures"))
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------- layout
 
 
@@ -884,6 +923,12 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
                 render_int8_options, rows_int8_options),
         Section("kernel_costs", "The small kernels the CPU rewrites swap", ("kernel_costs",), render_kernel_costs,
                 rows_kernel_costs),
+        Section("serve_load_minilm", "HTTP service under load and faults: dynamic batching, MiniLM bundle",
+                ("serve_load_minilm",), render_serve_load, rows_serve_load),
+        Section("serve_load_e5_shopping", "HTTP service under load and faults: dynamic batching, e5-small bundle",
+                ("serve_load_e5_shopping",), render_serve_load, rows_serve_load),
+        Section("serve_load", "HTTP service under load and faults: dynamic batching, the tiny fixture bundle",
+                ("serve_load",), render_serve_load, rows_serve_load),
     )),
 )
 
@@ -891,7 +936,8 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
 def fallback(name: str) -> Section | None:
     """A section for a results file no group names, by the kind its name suggests (None: not rendered)."""
     kinds = (("banking77", render_banking77, rows_banking77), ("deploy_latency", render_deploy_latency, rows_deploy_latency),
-             ("int8_options", render_int8_options, rows_int8_options), ("int8_levers", render_latency_only, rows_latency_only))
+             ("int8_options", render_int8_options, rows_int8_options), ("int8_levers", render_latency_only, rows_latency_only),
+             ("serve_load", render_serve_load, rows_serve_load))
     if name.endswith("_quick"):
         return None
     for prefix, render, rows in kinds:

@@ -215,3 +215,16 @@ def run_typed(component: Component, argv: Sequence[str], prog: str, description:
     kwargs: dict[str, Any] = {"description": description} if description else {}
     result = CLI(component, args=args, prog=prog, as_positional=positional, parser_class=_parser_class(), **kwargs)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def parse_typed(component: Callable[..., Any], argv: Sequence[str], prog: str) -> dict[str, Any]:
+    """The keyword arguments ``argv`` gives ``component`` (a function), parsed and checked as :func:`run_typed`
+    would, without calling it: for a caller that builds something else from the same options (the service's
+    app factory reads ``fenlei serve``'s options from an environment variable)."""
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = _parser_class()(prog=prog)
+    parser.add_function_arguments(component, as_group=False)
+    cfg = parser.parse_args(normalize_argv(component, argv))
+    return {k: v for k, v in cfg.as_dict().items() if k != "config" and not k.startswith("__")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -27,7 +28,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-ARRIVAL_KEY = "fenlei.arrival"  # event-loop time at which the request head was complete
+ARRIVAL_KEY = "fenlei.arrival"  # time.monotonic() at which the request head was complete (the batcher's clock)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class ServiceLimits:
         body_timeout: seconds a client has to send the whole body once the head is in (408 after)
         keep_alive_timeout: seconds an idle keep-alive connection stays open
         request_timeout: seconds from arrival within which a request must start and finish computing (503 after)
-        max_queue: requests that may wait for a compute slot (503 with Retry-After beyond)
-        max_concurrent: requests computed at once (each onnxruntime call already uses every intra-op thread)
+        max_queue: requests that may wait for a batch (503 with Retry-After beyond)
+        max_concurrent: batches computed at once, each on an onnxruntime session of its own
         max_connections: open connections and in-flight requests (uvicorn answers 503 beyond)
     """
 
@@ -97,7 +98,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
-        scope[ARRIVAL_KEY] = loop.time()
+        scope[ARRIVAL_KEY] = time.monotonic()
         declared = declared_length(scope)
         if declared == -1:
             await send_error(send, 400, "Content-Length is not a non-negative integer", close=True)

@@ -22,6 +22,7 @@ precision; the threshold (global or per predicted class) comes from the same ``c
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -134,8 +135,9 @@ class BundlePredictor:
 
         model_path = bundle.model_file
         self.model_path = model_path
+        self.disabled_optimizers = tuple(bundle.disabled_optimizers)
         try:
-            self.session = ort_session(model_path, intra_op_threads, bundle.disabled_optimizers)
+            self.session = ort_session(model_path, intra_op_threads, self.disabled_optimizers)
         except Exception as err:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) share no base
             raise BundleError(f"{model_path}: onnxruntime cannot load it ({' '.join(str(err).split())[:300]})") from None
         self.warnings: list[str] = list(bundle.warnings)
@@ -151,6 +153,13 @@ class BundlePredictor:
         n_out = self.session.get_outputs()[0].shape[-1]
         if isinstance(n_out, int) and n_out != len(self.label_names):
             raise BundleError(f"{model_path}: {n_out} outputs but labels.json has {len(self.label_names)} labels")
+
+    def with_new_session(self, intra_op_threads: int | None = None) -> BundlePredictor:
+        """A predictor sharing this one's checked bundle and tokenizer, with an onnxruntime session of its own: the
+        service's pool runs one batch per session at a time (the bundle is not read or checked again)."""
+        twin = copy.copy(self)
+        twin.session = ort_session(self.model_path, intra_op_threads, self.disabled_optimizers)
+        return twin
 
     def _checked_logits(self, logits: Any) -> np.ndarray:
         """A graph whose class axis is dynamic is checked on what it returns: never a silent broadcast or crash."""

@@ -70,9 +70,11 @@ def uvicorn_config(app: Any, host: str, port: int, limits: ServiceLimits, log_le
     """The ``uvicorn.Config`` of ``fenlei serve`` (tests start the same server in a thread)."""
     import uvicorn
 
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1,
+    # access_log off: fenlei.serving.telemetry writes the access lines, with the request id.
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1, access_log=False,
                           http=timed_h11_protocol(limits.header_timeout),
                           timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  (float is fine)
                           limit_concurrency=limits.max_connections,
-                          # SIGTERM: running requests may finish within their own deadline, then the server stops.
+                          # SIGTERM: no new connections; the requests in flight (queued or in a batch) may finish
+                          # within their own deadline, then the app's shutdown stops the batcher's workers.
                           timeout_graceful_shutdown=int(limits.request_timeout) + 1)

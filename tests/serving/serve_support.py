@@ -74,3 +74,34 @@ def status_of(reply: bytes) -> int | None:
 def head(method: str, path: str, headers: dict[str, str]) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class FakePredictor:
+    """Stands in for ``BundlePredictor`` behind a :class:`~fenlei.serving.batcher.Batcher`: row i of a text's
+    probabilities encodes the text (its length), every batch is recorded, and ``gate`` (set by default) holds a
+    batch until the test opens it."""
+
+    max_length = 8
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.computing = threading.Event()  # set while a batch waits at the gate
+
+    def predict_logits(self, texts: list[str], batch_size: int = 32) -> Any:
+        import numpy as np
+
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> Any:
+        import numpy as np
+
+        self.batches.append(list(texts))
+        self.computing.set()
+        self.gate.wait(20)
+        self.computing.clear()
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float64)
+
+    def with_new_session(self, threads: int | None = None) -> FakePredictor:
+        return self

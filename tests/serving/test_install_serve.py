@@ -115,7 +115,7 @@ def test_serve_install_is_torch_free(serve_venv: Path, tmp_path: Path) -> None:
     out = json.loads(_run([str(python), "-c", code], cwd=tmp_path, timeout=60).stdout)
     assert out["found"] == [], f"the serve install brought in {out['found']}"
     assert Path(out["file"]).is_relative_to(serve_venv), f"fenlei imported from {out['file']}, not the venv"
-    for module in ("onnxruntime", "tokenizers", "numpy", "fastapi", "uvicorn", "jsonargparse"):
+    for module in ("onnxruntime", "tokenizers", "numpy", "fastapi", "uvicorn", "jsonargparse", "prometheus_client"):
         _run([str(python), "-c", f"import {module}"], cwd=tmp_path, timeout=60)
     version = _run([str(serve_venv / "bin" / "fenlei"), "--version"], cwd=tmp_path, timeout=60).stdout
     assert version.startswith("fenlei ")

@@ -22,14 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fenlei.errors import OptionError
-from fenlei.serving.admission import Admission, ClientGone, Overloaded
+from fenlei.serving.admission import ClientGone, Overloaded
 from fenlei.serving.auth import check_exposure, is_loopback
+from fenlei.serving.batcher import Batcher
 from fenlei.serving.limits import ServiceLimits
 from fenlei.serving.serve import create_app
 from tests.conftest import fenlei_user_error
 from tests.serving.serve_support import (
     FIXTURE_BUNDLE,
     KEY,
+    FakePredictor,
     connect,
     head,
     read_reply,
@@ -199,86 +201,82 @@ def test_exposure_needs_a_key_or_an_explicit_opt_out(capsys: pytest.CaptureFixtu
         assert error.startswith(f"fenlei: error: {option} must be"), error
 
 
-# ---- admission: queue bound, deadline, disconnects (no server needed) ----
+# ---- admission: queue bound, deadline, disconnects (the batcher with a stand-in model, no server) ----
+
+async def _here() -> bool:
+    return False
+
+
+async def _gone() -> bool:
+    return True
+
 
 def test_admission_bounds_the_queue_and_keeps_fifo_order() -> None:
-    async def scenario() -> list[str]:
-        admission = Admission(max_concurrent=1, max_queue=2)
-        loop = asyncio.get_running_loop()
-        order: list[str] = []
-        release = asyncio.Event()
+    fake = FakePredictor()
+    batcher = Batcher(fake, max_batch_texts=1, batch_wait_ms=0, max_queue=2, request_timeout=5)
 
-        async def still_here() -> bool:
-            return False
+    async def scenario() -> None:
+        fake.gate.clear()
 
-        async def job(name: str, hold: bool = False) -> str:
+        async def job(text: str) -> str:
             try:
-                async with admission.slot(loop.time() + 5, still_here, 5):
-                    order.append(name)
-                    if hold:
-                        await release.wait()
-                return "ok"
+                rows = await batcher.predict_proba([text], time.monotonic() + 5, _here)
+                return f"ok {int(rows[0, 0])}"
             except Overloaded as err:
                 return f"503 retry {err.retry_after}"
 
-        first = asyncio.create_task(job("a", hold=True))
+        first = asyncio.create_task(job("a"))
+        while not fake.computing.is_set():  # "a" is in the model, held at the gate
+            await asyncio.sleep(0.005)
+        queued = [asyncio.create_task(job(t)) for t in ("bb", "ccc")]
         await asyncio.sleep(0.01)
-        queued = [asyncio.create_task(job(n)) for n in ("b", "c")]
-        await asyncio.sleep(0.01)
-        refused = await job("d")  # queue full: refused at once
-        release.set()
+        refused = await job("dddd")  # two wait already: refused at once
+        fake.gate.set()
         results = await asyncio.gather(first, *queued)
-        assert results == ["ok", "ok", "ok"] and refused.startswith("503 retry ")
-        assert admission.stats["queue_full"] == 1 and admission.running == 0 and admission.waiting == 0
-        return order
+        assert results == ["ok 1", "ok 2", "ok 3"] and refused.startswith("503 retry ")
 
-    assert asyncio.run(scenario()) == ["a", "b", "c"]
+    asyncio.run(scenario())
+    assert fake.batches == [["a"], ["bb"], ["ccc"]]  # first come, first served; "dddd" never computed
+    assert batcher.stats["queue_full"] == 1 and batcher.queue.waiting() == 0 and batcher.queue.arriving == 0
+    batcher.close()
 
 
 def test_admission_deadline_and_client_gone() -> None:
+    fake = FakePredictor()
+    batcher = Batcher(fake, batch_wait_ms=0, max_queue=4, request_timeout=0.3)
+
     async def scenario() -> None:
-        admission = Admission(max_concurrent=1, max_queue=4)
-        loop = asyncio.get_running_loop()
-        hold = asyncio.Event()
-
-        async def here() -> bool:
-            return False
-
-        async def gone() -> bool:
-            return True
-
-        async def holder() -> None:
-            async with admission.slot(loop.time() + 10, here, 10):
-                await hold.wait()
-
-        task = asyncio.create_task(holder())
-        await asyncio.sleep(0.01)
+        fake.gate.clear()
+        holder = asyncio.create_task(batcher.predict_proba(["held"], time.monotonic() + 10, _here))
+        while not fake.computing.is_set():
+            await asyncio.sleep(0.005)
         with pytest.raises(Overloaded, match="deadline of 0.3 s") as info:
-            async with admission.slot(loop.time() + 0.3, here, 0.3):
-                pytest.fail("computed past its deadline")
+            await batcher.predict_proba(["late"], time.monotonic() + 0.3, _here)
         assert info.value.retry_after >= 1
         with pytest.raises(ClientGone):
-            async with admission.slot(loop.time() + 10, gone, 10):
-                pytest.fail("computed for a client that left")
-        hold.set()
-        await task
-        assert admission.running == 0 and admission.stats["deadline"] == 1 and admission.stats["client_gone"] == 1
-        async with admission.slot(loop.time() + 1, here, 1):  # the slot is free again
-            pass
+            await batcher.predict_proba(["left"], time.monotonic() + 10, _gone)
+        fake.gate.set()
+        await holder
+        rows = await batcher.predict_proba(["again"], time.monotonic() + 1, _here)  # the model is free again
+        assert int(rows[0, 0]) == 5
 
     asyncio.run(scenario())
+    assert fake.batches == [["held"], ["again"]]  # neither the late nor the departed request was computed
+    assert batcher.stats["deadline"] == 1 and batcher.stats["client_gone"] == 1
+    batcher.close()
 
 
 # ---- a real server: timeouts, queueing and disconnects over sockets ----
 
 class SlowPredict:
-    """Stands in for ``BundlePredictor.predict``: each call takes ``seconds`` and is counted."""
+    """Stands in for ``BundlePredictor.predict_proba`` (one call per batch): each call takes ``seconds`` and is
+    counted."""
 
     def __init__(self, predictor: Any, seconds: float) -> None:
-        self.inner, self.seconds, self.calls = predictor.predict, seconds, 0
+        self.inner, self.seconds, self.calls = predictor.predict_proba, seconds, 0
         self.started = threading.Event()  # set by the first call: a test can wait for the model to be busy
 
-    def __call__(self, texts: list[str], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def __call__(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
         self.started.set()
         time.sleep(self.seconds)
@@ -339,33 +337,38 @@ def test_oversized_bodies_over_a_socket(served: Any) -> None:
 
 def test_a_full_queue_is_503_with_retry_after_and_health_stays_fast(served: Any) -> None:
     app, port = served
-    slow = SlowPredict(app.state.predictor, 0.8)  # long enough for all 8 to arrive while the first computes
-    app.state.predictor.predict = slow
+    slow = SlowPredict(app.state.predictor, 0.8)  # long enough for all 7 to arrive while the first computes
+    app.state.predictor.predict_proba = slow
     url = f"http://127.0.0.1:{port}"
     results: list[httpx.Response] = []
 
     def call() -> None:
         results.append(httpx.post(f"{url}/predict", json={"text": "refund my card"}, timeout=10))
 
-    threads = [threading.Thread(target=call) for _ in range(8)]
+    first = threading.Thread(target=call)
+    first.start()
+    assert slow.started.wait(10)  # the first computes alone; the next ones queue behind it
+    threads = [threading.Thread(target=call) for _ in range(7)]
     for t in threads:
         t.start()
     time.sleep(0.1)
     started = time.monotonic()
     assert httpx.get(f"{url}/health", timeout=5).status_code == 200
-    assert time.monotonic() - started < 0.5  # not behind the 3 x 0.8 s of queued work
-    for t in threads:
+    assert time.monotonic() - started < 0.5  # not behind the queued work
+    for t in [first, *threads]:
         t.join(timeout=15)
     statuses = sorted(r.status_code for r in results)
     assert len(statuses) == 8 and set(statuses) == {200, 503}, statuses
-    assert statuses.count(200) == 3 == slow.calls  # one computing, two queued (max_queue 2)
+    assert statuses.count(200) == 3  # one computing, two queued (max_queue 2) ...
+    assert slow.calls == 2  # ... and the two queued ones shared one batch
     assert all(int(r.headers["retry-after"]) >= 1 for r in results if r.status_code == 503)
+    assert app.state.batcher.stats["queue_full"] == 5
 
 
 def test_requests_of_departed_clients_are_not_computed(served: Any) -> None:
     app, port = served
     slow = SlowPredict(app.state.predictor, 0.6)
-    app.state.predictor.predict = slow
+    app.state.predictor.predict_proba = slow
     url = f"http://127.0.0.1:{port}"
     first = threading.Thread(target=lambda: httpx.post(f"{url}/predict", json={"text": "a b"}, timeout=10))
     first.start()
@@ -381,13 +384,13 @@ def test_requests_of_departed_clients_are_not_computed(served: Any) -> None:
     leaver.close()
     first.join(timeout=10)
     time.sleep(0.5)
-    assert slow.calls == 1 and app.state.admission.stats["client_gone"] == 1
+    assert slow.calls == 1 and app.state.batcher.stats["client_gone"] == 1
 
 
 def test_the_deadline_turns_a_long_wait_into_503() -> None:
     limits = ServiceLimits(request_timeout=0.4, max_queue=4)
     app = create_app(FIXTURE_BUNDLE, limits=limits)
-    app.state.predictor.predict = SlowPredict(app.state.predictor, 1.0)
+    app.state.predictor.predict_proba = SlowPredict(app.state.predictor, 1.0)
     results: list[httpx.Response] = []
     with running_server(app, limits) as port:
         url = f"http://127.0.0.1:{port}"

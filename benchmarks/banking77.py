@@ -12,6 +12,11 @@ Writes ``benchmarks/results/<name>.json`` with keys ``fenlei``, ``hf_trainer``, 
 BENCHMARKS.md. Example (about 45 minutes on the 2-core CPU here)::
 
     python benchmarks/banking77.py --config configs/bench/banking77_minilm.yaml --name banking77_minilm
+    python benchmarks/banking77.py --config configs/bench/banking77_minilm.yaml --name banking77_minilm --smoke
+
+``--smoke`` (a plumbing check of a minute or two): the tiny random BERT of the tests for every system, 4 training
+and 1 test text per intent, one epoch, 5 throughput steps once; results in ``benchmarks/results/smoke/`` and the
+work folder under ``benchmarks/work/smoke/``, BENCHMARKS.md left alone.
 """
 
 from __future__ import annotations
@@ -19,8 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import run_logged  # noqa: E402
+from benchmarks.common import SMOKE_WORK, machine, results_dir, run_logged, smoke_data, smoke_encoder  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 from fenlei.training.run_dir import RunDir  # noqa: E402
 
@@ -54,14 +57,6 @@ def hf_run(model: str, data_dir: str, mode: str, args: argparse.Namespace, out: 
     return json.loads(out.read_text())
 
 
-def cpu_model() -> str:
-    """The CPU's model name and its bf16/VNNI flags (what decides CPU training speed here)."""
-    from fenlei.cpu import read_cpu
-
-    cpu = read_cpu()
-    return " ".join([cpu.model, *(f for f in ("avx512_vnni", "avx512_bf16", "amx_bf16") if f in cpu.flags)])
-
-
 def read_config(config: str) -> dict[str, Any]:
     import yaml
 
@@ -76,6 +71,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip_hf", action="store_true", help="fenlei only (e.g. MPNet, where HF runs would take hours)")
     parser.add_argument("--skip_throughput", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="plumbing check: tiny model, 4 texts per intent, 1 epoch "
+                        "(results in benchmarks/results/smoke/)")
     args = parser.parse_args()
 
     cfg = read_config(args.config)
@@ -87,14 +84,26 @@ def main() -> None:
     args.seed = cfg["seed_everything"]
     from fenlei.pretrained import resolve_pretrained
 
-    model_path = resolve_pretrained(cfg["model"]["init_args"]["pretrained"])
+    # The smoke run never resolves the config's packaged model (it may not be installed).
+    model_path = "" if args.smoke else resolve_pretrained(cfg["model"]["init_args"]["pretrained"])
     data_dir = data_args["data_dir"]
     work = WORK / args.name
+    overrides: list[str] = []  # for every fenlei fit and test: the smoke run's model, data and budget
+    if args.smoke:
+        model_path = str(smoke_encoder())
+        data_dir = str(smoke_data("banking77"))
+        args.epochs, args.max_length, args.repeats = 1, 32, 1
+        args.throughput_steps = min(args.throughput_steps, 5)
+        work = SMOKE_WORK / args.name
+        overrides = [f"--model.init_args.pretrained={model_path}", f"--data.init_args.tokenizer={model_path}",
+                     f"--data.init_args.data_dir={data_dir}", "--trainer.max_epochs=1", "--data.init_args.max_length=32"]
+    out_path = results_dir(args.smoke) / f"{args.name}.json"
     results: dict[str, Any] = {
         "benchmark": args.name,
         "command": "python " + " ".join([Path(sys.argv[0]).relative_to(REPO).as_posix() if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
         "date": dt.date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count()},
+        "machine": machine(),
+        "smoke": args.smoke,
         "config": args.config,
         "budget": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed},
     }
@@ -108,7 +117,7 @@ def main() -> None:
                     summary = fenlei_fit(args.config, work / f"throughput_fenlei_{repeat}",
                                          [f"--trainer.max_steps={args.throughput_steps}", "--trainer.limit_val_batches=0",
                                           "--trainer.num_sanity_val_steps=0",
-                                          "--checkpoint.save_top_k=0"], log)
+                                          "--checkpoint.save_top_k=0", *overrides], log)
                     value = summary["train_samples_per_s"]
                 else:
                     mode = "plain" if system == "hf_trainer" else "tuned"
@@ -121,9 +130,9 @@ def main() -> None:
         log = work / f"full_{system}.log"
         if system == "fenlei":
             run_dir = work / "full_fenlei"
-            summary = fenlei_fit(args.config, run_dir, [], log)
+            summary = fenlei_fit(args.config, run_dir, overrides, log)
             run_logged([PYTHON, "cli.py", "test", "--config", args.config, f"--trainer.default_root_dir={run_dir}",
-                 "--ckpt_path=best", "--wandb.mode=disabled"], work / "full_fenlei_test.log")
+                 "--ckpt_path=best", "--wandb.mode=disabled", *overrides], work / "full_fenlei_test.log")
             test = json.loads(RunDir(run_dir).test_metrics.read_text())
             entry = {"test_accuracy": test["test/acc"], "test_macro_f1": test["test/f1_macro"],
                      "test_weighted_f1": test["test/f1_weighted"], "test_top5": test.get("test/top5"), "test_ece": test["test/ece"],
@@ -143,7 +152,7 @@ def main() -> None:
             entry["train_samples_per_s"] = entry["full_run_samples_per_s"]
         results[system] = entry
         print(f"[full] {system}: {json.dumps(entry)}", flush=True)
-        atomic_write_json(REPO / "benchmarks" / "results" / f"{args.name}.json", results)  # partial results survive
+        atomic_write_json(out_path, results)  # partial results survive
 
     if not args.skip_hf:
         fl, hf, tuned = results["fenlei"], results["hf_trainer"], results["hf_trainer_tuned"]
@@ -158,8 +167,9 @@ def main() -> None:
             "throughput_ge_2x_hf_trainer": results["ratios"]["throughput_vs_hf_trainer"] >= 2.0,
             "throughput_ge_1.1x_hf_trainer_tuned": results["ratios"]["throughput_vs_hf_trainer_tuned"] >= 1.1,
         }
-    atomic_write_json(REPO / "benchmarks" / "results" / f"{args.name}.json", results)
-    subprocess.run([PYTHON, "benchmarks/render.py"], cwd=REPO, check=False)
+    atomic_write_json(out_path, results)
+    if not args.smoke:
+        subprocess.run([PYTHON, "benchmarks/render.py"], cwd=REPO, check=False)
     print(json.dumps(results, indent=2))
 
 

@@ -5,7 +5,7 @@ on DataCLUE TNEWS and on online_shopping_10_cats, one table.
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/chinese_encoders.py                  # everything (hours)
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/chinese_encoders.py --datasets tnews --recipes ce focal_ls
     .venv/bin/python benchmarks/chinese_encoders.py --report_only                               # table from what ran
-    .venv/bin/python benchmarks/chinese_encoders.py --smoke --model /tmp/tiny --gemma_model /tmp/tinydec  # plumbing
+    .venv/bin/python benchmarks/chinese_encoders.py --smoke --recipes ce --seeds 1            # plumbing check
 
 Cells, each run once and kept (a killed run resumes where it stopped; a finished cell is never rerun):
 
@@ -28,6 +28,10 @@ fit's train-loop seconds; the probe: training texts over feature extraction + he
 and inference ms per text (median over ``--latency_texts`` test texts, one at a time, tokenisation included, torch
 fp32 on ``--threads`` threads). Encoder recipes: mean and spread (min-max) over seeds. Writes
 ``benchmarks/results/chinese_encoders.json`` atomically after every cell.
+
+``--smoke``: the tiny random BERT and decoder of the tests (unless ``--model`` / ``--gemma_model``), 4 train, 2
+validation and 2 test texts per class of each dataset, one epoch, max_length 32, latency over 5 texts; cells under
+``benchmarks/work/smoke/chinese_encoders``, results in ``benchmarks/results/smoke/chinese_encoders.json``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import positive_int, run_logged  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SMOKE_WORK,
+    machine,
+    positive_int,
+    results_dir,
+    run_logged,
+    smoke_data,
+    smoke_decoder,
+    smoke_encoder,
+)
 
 SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "benchmarks" / "work" / "chinese_encoders"
@@ -60,6 +73,8 @@ def python() -> str:
 
 def data_dir(dataset: str, args: argparse.Namespace) -> Path:
     if dataset == "tnews":
+        if args.smoke:
+            return smoke_data("tnews")
         return SHARED / "tnews_dataclue"
     out = WORK / "online_shopping" / "data"
     if not (out / "test.jsonl").is_file():
@@ -327,13 +342,20 @@ def main() -> None:
     p.add_argument("--latency_texts", type=positive_int, default=200)
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--report_only", action="store_true", help="rebuild the summary from the finished cells")
-    p.add_argument("--smoke", action="store_true", help="results under benchmarks/work/chinese_encoders_smoke only")
+    p.add_argument("--smoke", action="store_true", help="plumbing check with the tiny test models (see above)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="passed to every fit/test (after --)")
     args = p.parse_args()
     global WORK, RESULTS
     if args.smoke:
-        WORK = WORK.with_name("chinese_encoders_smoke")
-        RESULTS = WORK / "chinese_encoders.json"
+        WORK = SMOKE_WORK / "chinese_encoders"
+        RESULTS = results_dir(True) / "chinese_encoders.json"
+        args.model = args.model or str(smoke_encoder())
+        if args.gemma_model == p.get_default("gemma_model"):
+            args.gemma_model = str(smoke_decoder())
+        args.shopping_train, args.shopping_val, args.shopping_test = 40, 20, 20
+        args.latency_texts = min(args.latency_texts, 5)
+        # Before --extra, so that an explicit --extra still wins (later overrides win).
+        args.extra = ["--trainer.max_epochs=1", "--data.init_args.max_length=32", *args.extra]
 
     from fenlei.cpu import cpu_record
     from fenlei.io import atomic_write_json
@@ -348,13 +370,16 @@ def main() -> None:
 
     def save() -> None:
         results["summary"] = summarise(results)
-        results["machine"] = {"cpu": cpu_record()}
+        results["machine"] = machine()
+        results["smoke"] = args.smoke
         results["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         results["date"] = time.strftime("%Y-%m-%d")
         results["budget"] = {"online_shopping": {"train": args.shopping_train, "validation": args.shopping_val,
                                                  "test": args.shopping_test, "of": {"train": 50280, "test": 12493}},
-                             "tnews": {"train": 10000, "validation": 2000, "test": 2000},
-                             "gemma_lora_seqcls_epochs": args.gemma_epochs, "encoder_epochs": 4}
+                             "tnews": ({"train": 60, "validation": 30, "test": 30} if args.smoke
+                                       else {"train": 10000, "validation": 2000, "test": 2000}),
+                             "gemma_lora_seqcls_epochs": 1 if args.smoke else args.gemma_epochs,
+                             "encoder_epochs": 1 if args.smoke else 4}
         atomic_write_json(RESULTS, results)
 
     if not args.report_only:

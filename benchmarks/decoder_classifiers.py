@@ -4,9 +4,11 @@ urgency and impact as three fields) or on online_shopping_10_cats (Chinese revie
 
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py                    # Endava tickets
     flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py --dataset online_shopping
-    .venv/bin/python -c "from pathlib import Path; from tests.decoder_support import write_tiny_decoder as w; \
-        w(Path('/tmp/tinydec'))" && .venv/bin/python benchmarks/decoder_classifiers.py --model /tmp/tinydec --smoke \
-        --train_size 40 --test_size 16 --max_length 16 --parts generative                   # plumbing check only
+    .venv/bin/python benchmarks/decoder_classifiers.py --smoke                          # plumbing check only
+
+``--smoke``: the tiny random decoder of the tests (unless ``--model``), at most 40 train and 16 test texts cut to 16
+tokens; results in ``benchmarks/results/smoke/<benchmark>.json`` (unless ``--out``), work under
+``benchmarks/work/smoke/``.
 
 Subset (this 2-core CPU cannot fine-tune a 270M decoder on all 4327 tickets in a session): a stratified sample
 of ``--train_size`` train and ``--test_size`` test tickets (per category, seeded; ``datamodules.splits``), text cut
@@ -24,7 +26,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import positive_int  # noqa: E402
+from benchmarks.common import SMOKE_WORK, machine, positive_int, results_dir, smoke_decoder  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 WORK = ROOT / "benchmarks" / "work"
@@ -198,7 +199,7 @@ def summarise(gen: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=sorted(DATASETS), default="endava")
-    p.add_argument("--model", default="packaged:gemma3-270m")
+    p.add_argument("--model", default=None, help="default packaged:gemma3-270m (--smoke: the tiny test decoder)")
     p.add_argument("--train_size", type=int, default=600)
     p.add_argument("--test_size", type=int, default=300)
     p.add_argument("--max_length", type=int, default=64, help="text tokens kept per ticket")
@@ -214,29 +215,34 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=None, help="results file (default benchmarks/results/<benchmark>.json)")
     p.add_argument("--reuse_adapter", action="store_true", help="evaluate the adapter saved by an earlier run")
-    p.add_argument("--smoke", action="store_true", help="tiny run, results not written to benchmarks/results")
+    p.add_argument("--smoke", action="store_true", help="plumbing check: tiny decoder, tiny subset, results in "
+                   "benchmarks/results/smoke/")
     args = p.parse_args()
     preset = DATASETS[args.dataset]
-    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"{preset['benchmark']}.json")
+    if args.smoke:
+        args.model = args.model or str(smoke_decoder())
+        args.train_size, args.test_size, args.max_length = min(args.train_size, 40), min(args.test_size, 16), min(args.max_length, 16)
+    args.model = args.model or "packaged:gemma3-270m"
+    args.out = args.out or str(results_dir(args.smoke) / f"{preset['benchmark']}.json")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import lightning.pytorch as pl
     import torch
 
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed)
-    work = preset["work"].with_name(preset["work"].name + "_smoke") if args.smoke else preset["work"]
+    work = SMOKE_WORK / preset["work"].name if args.smoke else preset["work"]
     data_dir = work / "data"
     previous = json.loads(Path(args.out).read_text()) if args.reuse_adapter and Path(args.out).is_file() else {}
     result: dict[str, Any] = {**previous,
         "benchmark": preset["benchmark"], "model": args.model,
         "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}",
+        "date": time.strftime("%Y-%m-%d"), "machine": machine(), "smoke": args.smoke,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "subset": write_subset(preset["data"], data_dir, args.train_size, args.test_size, args.seed),
     }
     if previous.get("command"):  # --reuse_adapter: the probe / seq-cls figures and the adapter came from this run
         result["trained_by"] = previous.get("trained_by", previous["command"])
-    out = Path(args.out) if not args.smoke else work / f"{preset['benchmark']}.json"
+    out = Path(args.out)
 
     def save() -> None:
         from fenlei.io import atomic_write_text

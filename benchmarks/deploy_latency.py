@@ -20,7 +20,10 @@ Accuracy/agreement: the whole test set at batch 32. Then a bounded load test of 
     flock /tmp/fenlei_cpu.lock python benchmarks/deploy_latency.py --run_dir runs/banking77_mpnet \\
         --name deploy_latency_mpnet --work_dir benchmarks/work/deploy_mpnet
 
-Writes ``benchmarks/results/<name>.json`` (``--quick`` for a fast smoke run that writes ``<name>_quick.json``).
+Writes ``benchmarks/results/<name>.json`` (``--quick`` for a fast run that writes ``<name>_quick.json``).
+``--smoke`` is ``--quick`` plus ``--force_export`` as a plumbing check: the run folder defaults to the one the smoke
+run of ``benchmarks/run_all.py`` trains (``benchmarks/work/smoke/runs/banking77_minilm``), the work folder to
+``benchmarks/work/smoke/deploy``, and the results go to ``benchmarks/results/smoke/<name>.json``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -45,8 +46,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import run_logged  # noqa: E402
-from fenlei.cpu import cpu_record  # noqa: E402
+from benchmarks.common import SMOKE_WORK, machine, results_dir, run_logged  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 from fenlei.metrics import macro_f1  # noqa: E402
 from fenlei.serving.predictor import BundlePredictor, disabled_optimizers, ort_session  # noqa: E402
@@ -266,7 +266,14 @@ def main() -> None:
     p.add_argument("--max_size_mb", type=float, help="also judge model_int8.onnx against this size (MB)")
     p.add_argument("--force_export", action="store_true",
                    help="export past a failed parity gate (for smoke runs on barely trained models)")
+    p.add_argument("--smoke", action="store_true", help="plumbing check: --quick --force_export, results in "
+                   "benchmarks/results/smoke/ (see above)")
     args = p.parse_args()
+    if args.smoke:
+        args.quick = args.force_export = True
+        if args.run_dir == p.get_default("run_dir"):
+            args.run_dir = str(SMOKE_WORK / "runs" / "banking77_minilm")
+        args.work_dir = args.work_dir or str(SMOKE_WORK / "deploy")
     if args.quick:
         args.latency_n, args.throughput_n, args.rounds, args.serve_requests = 60, 128, 2, 40
     import torch
@@ -390,11 +397,10 @@ def main() -> None:
     serve = load_test(bundles["dynamic"], texts, args.threads, args.serve_levels, args.serve_requests)
 
     out = {
-        "benchmark": args.name + ("_quick" if args.quick else ""),
+        "benchmark": args.name + ("_quick" if args.quick and not args.smoke else ""),
         "command": "python benchmarks/deploy_latency.py " + " ".join(sys.argv[1:]),
         "date": dt.date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "cpu": cpu_record()},
+        "machine": machine(), "smoke": args.smoke,
         "threads": args.threads, "run_dir": str(run_dir), "work_dir": str(work), "test_file": args.test_file, "test_n": len(texts),
         "engines": results, "ratios": ratios, "targets": targets, "target_values": TARGETS,
         "predictor_end_to_end_batch1_ms": round(e2e_ms, 3),
@@ -404,7 +410,7 @@ def main() -> None:
         "bundle_vocab_trim": meta["dynamic"].get("vocab_trim"),
         "exports": export_log, "serve": serve,
     }
-    path = REPO / "benchmarks" / "results" / f"{out['benchmark']}.json"
+    path = results_dir(args.smoke) / f"{out['benchmark']}.json"
     atomic_write_json(path, out)
     print(json.dumps({"ratios": ratios, "targets": targets, "serve": serve}, indent=1))
     print(f"wrote {path}", file=sys.stderr)

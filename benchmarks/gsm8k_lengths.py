@@ -12,6 +12,11 @@ BENCHMARKS.md::
 
     python benchmarks/gsm8k_lengths.py                      # all configs, about an hour on a quiet 2-core CPU
     python benchmarks/gsm8k_lengths.py --only quantile_ce regression_mse
+    python benchmarks/gsm8k_lengths.py --smoke              # plumbing check, two configs, a few minutes
+
+``--smoke``: the tiny random BERT of the tests, ``quantile_ce`` and ``regression_mse`` only (unless ``--only``), 120
+train / 40 test / 40 transfer rows, one epoch, max_length 32; results in ``benchmarks/results/smoke/`` and the
+runs under ``benchmarks/work/smoke/gsm8k``, BENCHMARKS.md left alone.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import datetime as dt
 import fcntl
 import json
 import os
-import platform
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import run_logged  # noqa: E402
+from benchmarks.common import LOCK_HELD_ENV, SMOKE_WORK, machine, results_dir, run_logged, smoke_encoder  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 from fenlei.training.run_dir import RunDir  # noqa: E402
 
@@ -52,6 +57,9 @@ RUN_FIRST = ["quantile_ce", "regression_mse", "equal_width_ce", "kmeans_features
 
 @contextlib.contextmanager
 def cpu_lock():
+    if os.environ.get(LOCK_HELD_ENV):  # run_all.py's caller holds the lock for the whole run
+        yield
+        return
     with LOCK.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -87,6 +95,9 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
                  f"--data.init_args.max_length={args.max_length}"]
     if args.freeze_layers is not None:
         overrides.append(f"--model.init_args.freeze_layers={args.freeze_layers}")
+    if args.smoke:
+        model = smoke_encoder()
+        overrides += [f"--model.init_args.pretrained={model}", f"--data.init_args.tokenizer={model}"]
     return overrides
 
 
@@ -151,7 +162,24 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=128, help="overrides data.init_args.max_length")
     parser.add_argument("--freeze_layers", type=int, default=None,
                         help="overrides model.init_args.freeze_layers of every config (a cheaper budget on slow CPUs)")
+    parser.add_argument("--smoke", action="store_true", help="plumbing check with the tiny test model (see above)")
     args = parser.parse_args()
+    global WORK, RESULT
+    if args.smoke:
+        WORK, RESULT = SMOKE_WORK / "gsm8k", results_dir(True) / "gsm8k_lengths.json"
+        args.only = args.only or ["quantile_ce", "regression_mse"]
+        args.train_rows, args.test_rows, args.transfer_rows = args.train_rows or 120, args.test_rows or 40, args.transfer_rows or 40
+        args.epochs, args.max_length = 1, 32
+    budget = {"encoder": "tiny random BERT (smoke)" if args.smoke else "packaged:minilm", "epochs": args.epochs,
+              "batch_size": 32, "max_length": args.max_length, "seed": 42, "freeze_layers": args.freeze_layers,
+              "train_rows": args.train_rows or "all", "test_rows": args.test_rows or "all",
+              "transfer_rows": args.transfer_rows or "all"}
+    # Finished runs are reused only at the budget they were trained with (the work folder records it).
+    budget_file = WORK / "budget.json"
+    if WORK.is_dir() and (not budget_file.is_file() or json.loads(budget_file.read_text()) != budget):
+        print(f"{WORK} holds runs of another budget: removed, every config is rerun", flush=True)
+        shutil.rmtree(WORK)  # removed before the new budget is recorded, so a killed run cannot mix the two
+    atomic_write_json(budget_file, budget)
     source = REPO / "../shared/data/gsm8k_lengths"
     subset(source / "train.jsonl", WORK / "data" / "train.jsonl", args.train_rows, seed=1)
     subset(source / "test.jsonl", WORK / "data" / "test.jsonl", args.test_rows, seed=2)
@@ -160,7 +188,7 @@ def main() -> None:
     if args.only:
         configs = [c for c in configs if c.stem in set(args.only)]
     previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {"runs": []}
-    runs = {r["name"]: r for r in previous.get("runs", [])}
+    runs = {r["name"]: r for r in previous.get("runs", [])} if previous.get("budget") == budget else {}
     skipped = {}
     for config in configs:
         if "StagedUnfreezing" in config.read_text() and args.epochs < 2:
@@ -170,23 +198,17 @@ def main() -> None:
         result = {
             "benchmark": "gsm8k_lengths",
             "date": dt.date.today().isoformat(),
-            "machine": {"platform": platform.platform(), "processor": _cpu_model(), "cpus": os.cpu_count()},
+            "machine": machine(),
+            "smoke": args.smoke,
             "data": {"train_test": "../shared/data/gsm8k_lengths (label = answer words)", "transfer": ALPACA},
             "command": " ".join(["python", "benchmarks/gsm8k_lengths.py", *sys.argv[1:]]),
-            "budget": {"encoder": "packaged:minilm", "epochs": args.epochs, "batch_size": 32,
-                       "max_length": args.max_length, "seed": 42, "freeze_layers": args.freeze_layers, "train_rows": args.train_rows or "all",
-                       "test_rows": args.test_rows or "all", "transfer_rows": args.transfer_rows or "all"},
+            "budget": budget,
             "skipped": skipped,
             "runs": sorted(runs.values(), key=lambda r: r["target_mae"]),
         }
         atomic_write_json(RESULT, result)  # after every config: a killed benchmark keeps what it measured
-    subprocess.run([PYTHON, "benchmarks/render.py"], cwd=REPO, check=False)
-
-
-def _cpu_model() -> str:
-    from fenlei.cpu import read_cpu
-
-    return read_cpu().model
+    if not args.smoke:
+        subprocess.run([PYTHON, "benchmarks/render.py"], cwd=REPO, check=False)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ of 20 million texts (with ``/health`` timed meanwhile), 40 slow-header connectio
 64 concurrent maximal requests followed by small ones, ``top_k`` 1e400 and NaN, a lone surrogate, zero-width and
 NUL-only texts, and a 422 that must not echo its input. A default run takes about a minute (two 10 s timeouts and
 the burst); ``--big_mb`` and ``--texts_millions`` shrink the big bodies. Results: the table on stdout and
-``benchmarks/results/hostile_requests.json`` (written atomically; exit status 1 when a case fails).
+``benchmarks/results/hostile_requests.json`` (written atomically; exit status 1 when a case fails). ``--smoke``: a
+2 MB text, 2 million texts (both over the default body limit), 8 concurrent clients, results in ``benchmarks/results/smoke/``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import socket
 import subprocess
@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fenlei.cpu import cpu_record  # noqa: E402
+from benchmarks.common import machine, results_dir  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "tests" / "fixtures" / "layout_v0" / "bundle"
@@ -387,8 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big_mb", type=int, default=100, help="size of the big text, MB")
     parser.add_argument("--texts_millions", type=float, default=20, help="texts in the chunked body, millions")
     parser.add_argument("--concurrent", type=int, default=64, help="clients in the burst of maximal requests")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS.relative_to(REPO)})")
+    parser.add_argument("--smoke", action="store_true", help="plumbing check: small bodies and burst (see above)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.big_mb, args.texts_millions, args.concurrent = min(args.big_mb, 2), min(args.texts_millions, 2), min(args.concurrent, 8)
+    args.out = args.out or results_dir(args.smoke) / RESULTS.name
     if args.url:
         host = urlparse(args.url).hostname or ""
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -414,9 +418,10 @@ def main(argv: list[str] | None = None) -> int:
             target.proc.wait(timeout=40)
     rows.append({"case": "service still up at the end", "expected": "yes", "observed": "yes" if alive else "no",
                  "ok": alive, "seconds": 0.0})
-    result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),  # noqa: UP017 - py310 target
+    result = {"benchmark": "hostile_requests", "command": "python benchmarks/hostile_requests.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),  # noqa: UP017 - py310 target
               "target": args.url or f"fenlei serve --bundle {os.path.relpath(args.bundle, REPO)} (default limits)",
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_record()},
+              "machine": machine(), "smoke": args.smoke,
               "options": {"big_mb": args.big_mb, "texts_millions": args.texts_millions, "concurrent": args.concurrent},
               "passed": all(r["ok"] for r in rows), "rows": rows}
     atomic_write_json(args.out, result)

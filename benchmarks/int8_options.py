@@ -16,6 +16,11 @@ from quantization (the FFN output projections, the embedding block, the first an
 ``benchmarks/results/int8_options.json``::
 
     flock /tmp/fenlei_cpu.lock python benchmarks/int8_options.py --run_dir runs/banking77_minilm
+    flock /tmp/fenlei_cpu.lock python benchmarks/int8_options.py --export_args --no_cpu_rewrites true   # graph before the rewrites
+
+``--smoke`` (plumbing check): 30 latency requests in 2 blocks, the run folder defaults to the smoke run's
+``benchmarks/work/smoke/runs/banking77_minilm``, work under ``benchmarks/work/smoke/``, results in
+``benchmarks/results/smoke/<name>.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import positive_int, run_logged  # noqa: E402
+from benchmarks.common import SMOKE_WORK, machine, positive_int, results_dir, run_logged  # noqa: E402
 
 # name -> (per_channel, reduce_range, node-name groups left in fp32[, weight type])
 VARIANTS: dict[str, tuple] = {
@@ -65,8 +69,18 @@ def main() -> None:
     p.add_argument("--rounds", type=positive_int, default=5, help="latency blocks per variant")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--name", default="int8_options")
+    p.add_argument("--smoke", action="store_true", help="plumbing check (see above)")
+    p.add_argument("--export_args", nargs=argparse.REMAINDER, default=[],
+                   help="further options for the export of the fp32 graph (last on the line), e.g. --export_args "
+                        "--no_cpu_rewrites true")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = REPO / "benchmarks" / "work" / args.name
+    if args.smoke:
+        if args.run_dir == p.get_default("run_dir"):
+            args.run_dir = str(SMOKE_WORK / "runs" / "banking77_minilm")
+        args.latency_n, args.rounds = min(args.latency_n, 30), min(args.rounds, 2)
+        work = SMOKE_WORK / args.name
 
     from fenlei.deploy.onnx_tools import node_groups, quantize_dynamic_int8
     from fenlei.deploy.sources import SourceOptions, load_fenlei_source
@@ -74,12 +88,11 @@ def main() -> None:
     from fenlei.serving.bundle_check import file_hashes
     from fenlei.serving.predictor import BundlePredictor, cpu_has_vnni
 
-    work = REPO / "benchmarks" / "work" / args.name
     bundle = work / "bundle"
     if not (bundle / "model_fp32.onnx").is_file():
         # The fused fp32 model and tokenizer come from a normal export (--force: this script is about the int8 side).
         cmd = [sys.executable, "cli.py", "export", "--ckpt_path", args.run_dir, "--out", str(bundle), "--overwrite",
-               "--force", "--threads", str(args.threads)]
+               "--force", "--threads", str(args.threads), *args.export_args]
         run_logged(cmd, work / "export.log")
     source = load_fenlei_source(SourceOptions(ckpt_path=args.run_dir))
     texts, labels = source.eval_texts, np.asarray(source.eval_labels)
@@ -142,14 +155,13 @@ def main() -> None:
     result = {
         "benchmark": args.name, "date": dt.date.today().isoformat(),
         "command": "flock /tmp/fenlei_cpu.lock python benchmarks/int8_options.py " + " ".join(sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "vnni": cpu_has_vnni()},
+        "machine": {**machine(), "vnni": cpu_has_vnni()}, "smoke": args.smoke,
         "threads": args.threads, "run_dir": args.run_dir, "eval_source": source.eval_source, "eval_n": len(texts),
         "reference": "fused fp32 ONNX of the same bundle", "latency_n": len(sample), "variants": report,
     }
     from fenlei.io import atomic_write_text
 
-    out = REPO / "benchmarks" / "results" / f"{args.name}.json"
+    out = results_dir(args.smoke) / f"{args.name}.json"
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 

@@ -7,16 +7,13 @@ stays two ops.
 
     flock /tmp/fenlei_cpu.lock python benchmarks/kernel_costs.py
 
-Writes ``benchmarks/results/kernel_costs.json``.
+Writes ``benchmarks/results/kernel_costs.json`` (``--smoke``: 50 runs per chain, ``benchmarks/results/smoke/``).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import positive_int  # noqa: E402
+from benchmarks.common import machine, positive_int, results_dir  # noqa: E402
 from fenlei.deploy.cpu_rewrites import DISABLED_ORT_FUSIONS  # noqa: E402
 from fenlei.serving.predictor import ort_session  # noqa: E402
 
@@ -73,11 +70,16 @@ def main() -> None:
     p.add_argument("--tokens", type=positive_int, default=20)
     p.add_argument("--runs", type=positive_int, default=1000)
     p.add_argument("--name", default="kernel_costs")
+    p.add_argument("--smoke", action="store_true", help="plumbing check: 50 runs, results in benchmarks/results/smoke/")
     args = p.parse_args()
+    if args.smoke:
+        args.runs = min(args.runs, 50)
     import onnxruntime as ort
 
+    from fenlei.io import atomic_write_json
+
     result: dict = {"benchmark": args.name, "command": "python benchmarks/kernel_costs.py " + " ".join(sys.argv[1:]),
-                    "date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "date": dt.date.today().isoformat(), "machine": machine(), "smoke": args.smoke,
                     "onnxruntime": ort.__version__, "tokens": args.tokens, "chain": CHAIN, "runs": args.runs,
                     "us_per_op": {}}
     tmp = REPO / "benchmarks" / "work" / "kernel_costs"
@@ -99,8 +101,8 @@ def main() -> None:
             row[name] = round(1e6 * statistics.median(times) / CHAIN, 2)
             print(f"threads={threads} {name}: {row[name]} us per op", file=sys.stderr)
         result["us_per_op"][f"threads={threads}"] = row
-    out = REPO / "benchmarks" / "results" / f"{args.name}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = results_dir(args.smoke) / f"{args.name}.json"
+    atomic_write_json(out, result)
     print(f"wrote {out}", file=sys.stderr)
 
 

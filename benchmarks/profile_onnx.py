@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import positive_int  # noqa: E402
+from benchmarks.common import machine, positive_int  # noqa: E402
 from fenlei.serving.predictor import disabled_optimizers, ort_session, session_options  # noqa: E402  (torch-free: onnxruntime, tokenizers, NumPy)
 
 
@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--out", help="--latency_only: write the figures to this JSON file")
     p.add_argument("--name", help="--latency_only: a benchmark name for the JSON (rendered into BENCHMARKS.md)")
     p.add_argument("--labels", nargs="+", help="--latency_only: one short label per model, in order")
+    p.add_argument("--smoke", action="store_true", help="--latency_only: mark the JSON as a smoke run's (run_all.py)")
     args = p.parse_args()
     if args.labels and len(args.labels) != len(args.models):
         p.error(f"--labels: {len(args.labels)} labels for {len(args.models)} models")
@@ -93,13 +94,6 @@ def main() -> None:
                 print(f"   {op:32s} {ms:.3f} ms")
 
 
-def cpu_flags() -> dict[str, bool]:
-    from fenlei.cpu import read_cpu
-
-    flags = read_cpu().flags
-    return {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
-
-
 def latency_only(args: argparse.Namespace, feeds: list[dict[str, np.ndarray]]) -> None:
     import datetime as dt
     import platform
@@ -109,7 +103,8 @@ def latency_only(args: argparse.Namespace, feeds: list[dict[str, np.ndarray]]) -
     result: dict = {"benchmark": args.name, "command": "python benchmarks/profile_onnx.py " + " ".join(sys.argv[1:]),
                     "labels": dict(zip(args.models, args.labels or args.models, strict=True)),
                     "date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": os.cpu_count(),
-                    "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__, "n": len(feeds), "rounds": args.rounds,
+                    "machine": machine(), "smoke": args.smoke,
+                    "onnxruntime": ort.__version__, "n": len(feeds), "rounds": args.rounds,
                     "p50_ms": {}, "p95_ms": {}}
     for threads in args.threads:
         sessions = {m: ort_session(m, threads, skip_fusions(m)) for m in args.models}
@@ -129,7 +124,9 @@ def latency_only(args: argparse.Namespace, feeds: list[dict[str, np.ndarray]]) -
             result["p95_ms"][key] = round(float(np.percentile(t, 95)), 3)
             print(f"{key}: p50 {result['p50_ms'][key]:.3f} ms, p95 {result['p95_ms'][key]:.3f} ms")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        from fenlei.io import atomic_write_json
+
+        atomic_write_json(args.out, result)
 
 
 if __name__ == "__main__":

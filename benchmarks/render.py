@@ -1,6 +1,11 @@
 """Render BENCHMARKS.md from ``benchmarks/results/*.json`` and the notes beside them.
 
     python benchmarks/render.py
+    python benchmarks/render.py --results benchmarks/results/smoke --out benchmarks/results/smoke/BENCHMARKS.smoke.md
+
+A results file of a smoke run (``"smoke": true``, or a ``run_all`` stamp of the smoke budget) is marked as such in
+its section title and in each summary row it gives; the second form (what ``benchmarks/run_all.py --budget smoke``
+runs) renders a smoke run's folder under a header that says so.
 
 BENCHMARKS.md opens with one summary table (a row per claim: target, measured value, met or not, date, CPU), then
 has one section per benchmark in the fixed order of ``GROUPS`` (training, numeric targets, decoder LMs, calibration
@@ -135,8 +140,8 @@ def bound(key: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------- notes
 
 
-def read_note(key: str) -> str:
-    path = RESULTS / f"{key}.md"
+def read_note(key: str, folder: Path = RESULTS) -> str:
+    path = folder / f"{key}.md"
     return path.read_text().strip() if path.exists() else ""
 
 
@@ -870,6 +875,26 @@ def rows_serve_load(runs: list[Res], ctx: Res) -> list[Row]:
                         str(sum(st["failed"] for st in r["settings"])), [bool(r["targets"]["zero_failures"])],
                         r["date"], cpu_of(r), "zero_failures"))
     return rows
+def render_hostile_requests(runs: list[Res], ctx: Res) -> str:
+    """benchmarks/hostile_requests.py: abusive requests against ``fenlei serve``, expected and observed."""
+    res = runs[-1]
+    opts = res.get("options", {})
+    out = [f"Command: `{res.get('command', 'python benchmarks/hostile_requests.py (command not recorded)')}`  ",
+           f"Date: {res['date']}; CPU: {cpu_of(res)}; target: {res['target']}; big text {opts.get('big_mb')} MB, "
+           f"{opts.get('texts_millions')} million texts in the chunked body, {opts.get('concurrent')} concurrent clients.", "",
+           "| case | expected | observed | as expected | seconds |", "|---|---|---|---|---|"]
+    for r in res["rows"]:
+        cells = [str(r[k]).replace("|", "\\|").replace("\n", " ") for k in ("case", "expected", "observed")]
+        out.append(f"| {' | '.join(cells)} | {yes_no(r['ok'])} | {num(r.get('seconds'), 2)} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def rows_hostile_requests(runs: list[Res], ctx: Res) -> list[Row]:
+    res = runs[-1]
+    ok = sum(bool(r["ok"]) for r in res["rows"])
+    return [Row("hostile requests against `fenlei serve` (loopback): cases that behave as expected", "all of them",
+                f"{ok} of {len(res['rows'])}", [bool(res["passed"])], res["date"], cpu_of(res), "all_cases_as_expected")]
 
 
 # ---------------------------------------------------------------------------------------------------- layout
@@ -929,6 +954,8 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
                 ("serve_load_e5_shopping",), render_serve_load, rows_serve_load),
         Section("serve_load", "HTTP service under load and faults: dynamic batching, the tiny fixture bundle",
                 ("serve_load",), render_serve_load, rows_serve_load),
+        Section("hostile_requests", "Hostile requests against the service", ("hostile_requests",),
+                render_hostile_requests, rows_hostile_requests),
     )),
 )
 
@@ -954,10 +981,66 @@ CPU shown with it; the prose beside each section (method, budget, caveats, why a
 ratios against a baseline measured in the same run, never absolute timings. "CPU: not recorded" means the results
 file does not say which CPU ran it.
 
+Reproduce every figure with one command, `flock /tmp/fenlei_cpu.lock python benchmarks/run_all.py --budget full`:
+the steps of [the table at the end](#reproducing) in their fixed order, each writing its results file, then this
+file re-rendered. It resumes (a finished step is skipped; a killed step restarts cleanly) and `--list` prints the
+plan with each step's expected duration. `--budget smoke` is the plumbing check of the same steps in minutes
+(tiny random models, small subsets): its results go to `benchmarks/results/smoke/` and
+`benchmarks/results/smoke/BENCHMARKS.smoke.md`, every figure there marked smoke, never here.
+
 Sections come in a fixed order: training throughput and accuracy, numeric targets, decoder LMs as classifiers,
 calibration and out-of-scope rejection, deployment (end-to-end bundle benchmarks first, then the studies behind
 them). Reruns of one benchmark are folded into one section, and the summary shows min / median / max across them.
 """
+
+
+SMOKE_HEADER = """# Benchmarks: SMOKE RUN (plumbing check, not measurements)
+
+Rendered from `benchmarks/results/smoke/*.json`, written by `python benchmarks/run_all.py --budget smoke`: every
+step of the full plan through its script's `--smoke` option (the tiny random models of the tests, small data
+subsets, one epoch). The figures below say only that each command runs end to end on this machine; every section
+and summary row is marked SMOKE. The real figures are in BENCHMARKS.md.
+"""
+SMOKE = "SMOKE"
+
+
+def is_smoke(res: Res) -> bool:
+    """Written by a smoke run: the script's own flag, or the stamp run_all.py leaves."""
+    return bool(res.get("smoke")) or (res.get("run_all") or {}).get("budget") == "smoke"
+
+
+def mark_smoke(row: Row) -> Row:
+    return Row(f"[{SMOKE}] {row.claim}", row.target, row.measured, row.met, f"{row.date} ({SMOKE.lower()})", row.cpu, row.key)
+
+
+def reproducing() -> str:
+    """The run_all.py plan (steps, results files, expected full-budget duration and how it was had), for the end."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.run_all import NOT_REPRODUCED, STEPS
+
+    out = ['<a id="reproducing"></a>', "", "## Reproducing", "",
+           "`flock /tmp/fenlei_cpu.lock python benchmarks/run_all.py --budget full` runs these steps in this order "
+           "(`--only`/`--skip` step names; `--list` shows the state of each). Durations are for the full budget on "
+           "the project's 2-core CPU; \"measured\" or \"estimated\" says how each was had, and the last column is "
+           "the wall time run_all.py recorded in the results file, where a step has run under it.", "",
+           "| # | step | results file | expected | basis | last run_all wall time |", "|---|---|---|---|---|---|"]
+    for i, step in enumerate((s for s in STEPS if s.full), 1):
+        walls = [((read_json(RESULTS / r) or {}).get("run_all") or {}) for r in step.results]
+        last = ", ".join(f"{w['wall_s'] / 60:.1f} min ({w['finished'][:10]})" for w in walls
+                         if w.get("budget") == "full" and w.get("wall_s") is not None) or "–"
+        out.append(f"| {i} | `{step.name}` | {', '.join(f'`{r}`' for r in step.results) or '– (prepares a later step)'} "
+                   f"| {step.minutes:g} min | {step.basis} | {last} |")
+    total = sum(s.minutes for s in STEPS if s.full)
+    out += ["", f"All steps: about {total / 60:.0f} hours. Not reproduced by it: "
+            + "; ".join(f"`{k}` ({v})" for k, v in NOT_REPRODUCED.items()) + "."]
+    return "\n".join(out) + "\n"
+
+
+def read_json(path: Path) -> Res | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def summary_table(rows: list[tuple[Section, Row]], reasons: dict[str, dict[str, str]]) -> str:
@@ -968,11 +1051,20 @@ def summary_table(rows: list[tuple[Section, Row]], reasons: dict[str, dict[str, 
     return "\n".join(out) + "\n"
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of results files and their notes")
+    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = p.parse_args(argv)
+    folder = args.results if args.results.is_absolute() else ROOT / args.results
+    out_path = args.out if args.out.is_absolute() else ROOT / args.out
     results: dict[str, Res] = {}
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         res = json.loads(path.read_text())
         results[str(res.get("benchmark") or path.stem)] = res
+    smoke_run = bool(results) and all(is_smoke(r) for r in results.values())
     listed = {name for _g, sections in GROUPS for s in sections for name in s.files}
     groups = [(title, [s for s in sections if any(f in results for f in s.files)]) for title, sections in GROUPS]
     others = [s for name in sorted(set(results) - listed) if (s := fallback(name)) is not None]
@@ -991,12 +1083,17 @@ def main() -> None:
         body.append(f"## {title}\n")
         for s in sections:
             runs = [results[f] for f in s.files if f in results]
-            note = read_note(s.key)
+            smoke = any(is_smoke(r) for r in runs)
+            note = "" if smoke else read_note(s.key, folder)  # a note's prose describes the real figures
             reasons[s.key] = missed_reasons(note)
-            summary += [(s, row) for row in s.rows(runs, results)]
-            body.append(f'<a id="{s.key}"></a>\n\n### {s.title}\n\n' + s.render(runs, results) + (f"\n{note}\n" if note else ""))
-    text = "\n".join([HEADER, summary_table(summary, reasons), *body])
-    (ROOT / "BENCHMARKS.md").write_text(text.rstrip("\n") + "\n")
+            rows = s.rows(runs, results)
+            summary += [(s, mark_smoke(row) if smoke else row) for row in rows]
+            heading = f"{s.title} [{SMOKE}: plumbing check, not a measurement]" if smoke else s.title
+            body.append(f'<a id="{s.key}"></a>\n\n### {heading}\n\n' + s.render(runs, results) + (f"\n{note}\n" if note else ""))
+    tail = [] if smoke_run else [reproducing()]
+    text = "\n".join([SMOKE_HEADER if smoke_run else HEADER, summary_table(summary, reasons), *body, *tail])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

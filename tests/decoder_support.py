@@ -20,16 +20,18 @@ PROMPT_WORDS = [
 PUNCT = list('{}":,.-[]()<>|/\n') + ["?", "!", "'", "=", "_", "*", "#"]
 
 
-def vocab() -> list[str]:
+def vocab(extra_words: tuple[str, ...] = ()) -> list[str]:
+    """``extra_words``: more whole words (e.g. the label names of a real data set, so they tokenize apart)."""
     words = sorted((set(PROMPT_WORDS) | {w for ws in CLASS_WORDS.values() for w in ws} | set(FILLER)) - set(SPECIALS))
-    return SPECIALS + words + PUNCT
+    base = SPECIALS + words + PUNCT
+    return base + sorted(set(w.lower() for w in extra_words) - set(base))
 
 
-def make_tokenizer(chat_template: str | None = None):
+def make_tokenizer(chat_template: str | None = None, extra_words: tuple[str, ...] = ()):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    words = vocab()
+    words = vocab(extra_words)
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
@@ -65,14 +67,15 @@ def tiny_config(kind: str = "llama", vocab_size: int | None = None, sliding_wind
 
 
 def write_tiny_decoder(directory: Path, kind: str = "llama", seed: int = 0, chat_template: str | None = None,
-                       sliding_window: int = 16) -> Path:
+                       sliding_window: int = 16, extra_words: tuple[str, ...] = ()) -> Path:
     """A random causal LM (hidden 32, 2 layers) and its word-level tokenizer, saved as an HF folder
-    (``sliding_window``: Gemma 3's local-attention window)."""
+    (``sliding_window``: Gemma 3's local-attention window; ``extra_words``: see :func:`vocab`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     directory.mkdir(parents=True, exist_ok=True)
-    make_tokenizer(chat_template).save_pretrained(directory)
+    make_tokenizer(chat_template, extra_words).save_pretrained(directory)
     torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(tiny_config(kind, sliding_window=sliding_window)).save_pretrained(directory)
+    config = tiny_config(kind, vocab_size=len(vocab(extra_words)), sliding_window=sliding_window)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
     return directory

@@ -90,13 +90,14 @@ def served_scripts(names: Sequence[str], train_texts: Sequence[str]) -> list[str
     return sorted(wanted)
 
 
-def kept_ids(pieces: Sequence[str], scripts: Iterable[str], special_ids: Iterable[int], unk_id: int) -> np.ndarray:
+def kept_ids(pieces: Sequence[Optional[str]], scripts: Iterable[str], special_ids: Iterable[int], unk_id: int) -> np.ndarray:
     """Sorted ids of the pieces to keep: the special tokens, ``<unk>``, and every piece whose letters (if any) are
-    all in ``scripts``."""
+    all in ``scripts``. An id without a piece (None: a gap in the tokenizer's vocabulary, which no text tokenizes
+    to) is dropped."""
     scripts = set(scripts)
     keep = {int(i) for i in special_ids} | {int(unk_id)}
     for i, piece in enumerate(pieces):
-        if all(s in scripts for ch in piece if (s := letter_script(ch))):
+        if piece is not None and all(s in scripts for ch in piece if (s := letter_script(ch))):
             keep.add(i)
     return np.asarray(sorted(keep), dtype=np.int64)
 

@@ -78,6 +78,8 @@ def test_scripts_of_pieces() -> None:
     assert [embeddings.letter_script(c) for c in "中aＡж，1"] == ["HAN", "LATIN", "LATIN", "CYRILLIC", None, None]
     kept = embeddings.kept_ids(pieces, {"HAN"}, special_ids=[0, 1, 2], unk_id=3)
     assert [pieces[i] for i in kept] == ["<s>", "<pad>", "</s>", "<unk>", "▁你好", "，", "123", "▁", "🙂"]
+    # A gap in the vocabulary (convert_ids_to_tokens gives None there) is dropped, not an error.
+    assert embeddings.kept_ids(["<unk>", None, "你"], {"HAN"}, special_ids=[], unk_id=0).tolist() == [0, 2]
     train = ["我的订单 ok"] * 10 + ["α"]  # Greek: 1 letter in 61, over the auto share; a stray one in 1000 is not
     assert embeddings.served_scripts(["auto"], train) == ["GREEK", "HAN", "LATIN"]
     assert embeddings.served_scripts(["auto"], ["我的订单号" * 200 + "α"]) == ["HAN"]

@@ -75,6 +75,9 @@ def test_smoke_options_go_before_a_pass_through_option() -> None:
     assert run_all.step_args(step, Paths(REPO_ROOT, "smoke")) == ["s.py", "--a", "benchmarks/work/smoke/w", "--smoke",
                                                                   "--export_args", "--b"]
     assert run_all.step_args(step, Paths(REPO_ROOT, "full")) == ["s.py", "--a", "benchmarks/work/w", "--export_args", "--b"]
+    dropped = Step("x", ("s.py", "--a", "1", "--export_args", "--b", "2", "3"), 1, "estimated", smoke=(), smoke_drop=("--b",))
+    assert run_all.step_args(dropped, Paths(REPO_ROOT, "smoke")) == ["s.py", "--a", "1"]
+    assert run_all.step_args(dropped, Paths(REPO_ROOT, "full"))[-3:] == ["--b", "2", "3"]
 
 
 class Parsed(Exception):

@@ -1,4 +1,5 @@
-"""Frozen-LM sentence features for linear probes, cached on disk once per (model, layer, pooling, data, length).
+"""Frozen-LM sentence features for linear probes, cached on disk once per (model, layer, pooling, data, length);
+several layers come from one forward pass (:func:`extract_layers`, :class:`FeatureExtractor`).
 
 Why cache: extracting hidden states is the expensive part (a forward pass of the LM over every text); fitting a
 logistic regression or a small MLP on the features takes seconds. So the features of one data file are written
@@ -6,7 +7,8 @@ once to ``<cache>/<key>/features.npy`` and every later head fit (another head, a
 reads them. The key hashes everything that changes the features: the model name and, for a local folder, its
 config and weight-file sizes; the layer, pooling, max_length and text fields; and the sha256 of the data file.
 Labels are not part of the features (they are read from the data file every time), so label remapping needs no
-re-extraction.
+re-extraction. Each layer has its own entry, so a sweep's features serve every later run with any of its layers.
+Extraction shows a tqdm bar (texts/s) when stderr is a terminal (:func:`progress_bar`).
 
 Layers: ``hidden_states[0]`` is the embedding output and ``hidden_states[i]`` the output of block ``i``; an
 integer picks that index (negative counts from the end), a float in (0, 1] picks ``round(f * num_layers)``

@@ -216,6 +216,9 @@ def load_probe(folder: str | Path) -> SavedProbe:
     folder = Path(folder)
     manifest = _manifest(folder)
     labels = _labels(folder)
+    if manifest["head"].get("num_classes") != len(labels):
+        raise ProbeError(f"{folder / LABELS_FILE}: {len(labels)} labels, but the head in {MANIFEST_FILE} has "
+                         f"{manifest['head'].get('num_classes')!r} classes")
     head = _head(folder, manifest, len(labels))
     temperature, threshold, uncertain = _calibration(folder, labels)
     return SavedProbe(folder=folder, manifest=manifest, head=head, label_names=labels, temperature=temperature,

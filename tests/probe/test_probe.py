@@ -69,14 +69,14 @@ def test_probe_reuses_cached_features(tiny_llama, tiny_data, tmp_path, monkeypat
             "--out", str(tmp_path / "report.json")]
     assert main(argv) == 0
     first = json.loads((tmp_path / "report.json").read_text())
-    assert calls["load"] == 2 and calls["forward"] > 0  # train and test extracted
+    assert calls["load"] == 1 and calls["forward"] > 0  # train, validation and test extracted, one model load
     assert first["extraction"]["train"]["from_cache"] is False
     assert first["extraction"]["train"]["examples_per_s"] > 0
     forwards = calls["forward"]
     settings = {"model": str(tiny_llama), "data_dir": str(tiny_data), "layer": -1, "pooling": "mean",
                 "head": ["logreg", "mlp"], "mlp_epochs": 20, "cache_dir": str(tmp_path / "cache")}
     second = probe(**settings, class_weight="balanced")
-    assert calls["forward"] == forwards and calls["load"] == 2  # the model never ran again
+    assert calls["forward"] == forwards and calls["load"] == 1  # the model never ran again
     assert second["extraction"]["test"]["from_cache"] is True
     for head in ("logreg", "mlp"):
         assert 0.0 <= second["heads"][head]["accuracy"] <= 1.0

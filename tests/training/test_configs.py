@@ -14,8 +14,9 @@ CONFIG_DIR = REPO_ROOT / "configs"
 ALL_YAML = sorted(CONFIG_DIR.rglob("*.yaml"))
 # configs/zh/hub/ holds model presets (model.init_args.pretrained only) that stack after a configs/zh/ recipe.
 PRESET_DIRS = {"debug", "trainer", "logger", "hub"}
-# Sweep files and ablation specs are not LightningCLI configs: tests/ops/ validates them.
-OPS_DIRS = {"sweeps", "ablations"}
+# Sweep files and ablation specs are not LightningCLI configs: tests/ops/ validates them. configs/probe/ holds
+# `fenlei probe` options: tests/probe/test_probe_ship.py runs each with a tiny model.
+OPS_DIRS = {"sweeps", "ablations", "probe"}
 EXPERIMENTS = [p for p in ALL_YAML if p.parent.name not in PRESET_DIRS | OPS_DIRS]
 PRESETS = [p for p in ALL_YAML if p.parent.name in PRESET_DIRS]
 # Numeric-target configs need numeric data: tests/test_numeric_target.py runs each of them on its own tiny data.

@@ -245,6 +245,7 @@ EXCLUDED: dict[str, str] = {
     # Merged after run_all was written: not steps yet (no --smoke budget); their commands are in their results.
     "sweep_search.py": "not a step yet (no --smoke): bayes+hyperband vs random sweeps, run by hand (its .md has the command)",
     "serve_load.py": "not a step yet (no --smoke): the service load and fault test, run by hand (its results have the command)",
+    "probe_layer_sweep.py": "not a step yet (no --smoke): one forward for several probe layers against one run per layer",
 }
 # Results files rendered in BENCHMARKS.md that no step reproduces, and why.
 NOT_REPRODUCED: dict[str, str] = {

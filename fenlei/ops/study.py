@@ -8,7 +8,8 @@ poor trials early.
 - W&B's ``early_terminate: {type: hyperband, min_iter, eta, max_iter}`` becomes ``HyperbandPruner(min_resource=
   min_iter, max_resource=max_iter or "auto", reduction_factor=eta)``. Every trial is a ``fit`` child process; each
   value of the sweep metric it logs (one per validation) is reported as one step, and a trial the pruner stops gets
-  SIGTERM and is recorded as ``pruned`` (its full-state ``last.ckpt`` is deleted; its best weights stay).
+  SIGTERM and is recorded as ``pruned`` (its full-state ``last.ckpt`` is deleted; its best weights stay). As in
+  W&B, nothing is pruned at or after ``max_iter``.
 - The study lives in ``<sweep folder>/optuna.db`` (SQLite). Every access to it happens under an exclusive
   ``flock`` on ``<sweep folder>/optuna.lock``: SQLite is not made for concurrent writers (Optuna's FAQ advises
   against it for parallel optimisation), and with the lock two runners on one host share the study without
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import random
 import signal
@@ -203,12 +205,15 @@ def run_one(spec: SweepSpec, study: Any, lock: StudyLock, trial: Any, params: di
         with lock:
             study.tell(trial, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
         return "finished" if value is not None else "failed"
-    pruning = spec.early_terminate is not None
+    band = spec.early_terminate
+    # A trial that reached hyperband's max_iter has had its whole budget: Optuna's rungs go on past it, and a
+    # prune there would kill a fit that is writing its final results.
+    last_prunable = None if band is None else (band.max_iter - 1 if band.max_iter else math.inf)
 
     def on_value(step: int, value: float) -> bool:
         with lock:
             trial.report(value, step)
-            return pruning and trial.should_prune()
+            return last_prunable is not None and step <= last_prunable and trial.should_prune()
 
     try:
         wait_for_run_dir(run_dir, poll_seconds)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from fenlei.serving import predictor as predictor_mod
 from fenlei.serving.bundle_check import BundleError, file_hashes, label_config, load_bundle
 from fenlei.serving.predictor import BundlePredictor
 from tests.conftest import REPO_ROOT, fenlei_user_error, write_jsonl
@@ -42,8 +43,10 @@ def _rehash(bundle: Path) -> None:
 
 
 @pytest.fixture
-def bundle(tmp_path: Path) -> Path:
-    """A current bundle: the old fixture plus the sha256 table of its model and tokenizer files."""
+def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A current bundle: the old fixture plus the sha256 table of its model and tokenizer files, loaded as on the
+    kind of CPU it was exported on (VNNI): on one without, its 8-bit weights rightly draw the saturation warning."""
+    monkeypatch.setattr(predictor_mod, "cpu_has_vnni", lambda: True)
     out = shutil.copytree(OLD_BUNDLE, tmp_path / "bundle")
     _rehash(out)
     return out
@@ -54,6 +57,13 @@ def test_current_bundle_loads_without_warnings(bundle: Path, recwarn: pytest.War
         predictor = BundlePredictor(bundle, precision)
         assert predictor.info()["warnings"] == [] and len(predictor.predict(TEXTS)) == 2
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_8bit_bundle_from_a_vnni_cpu_warns_on_one_without(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(predictor_mod, "cpu_has_vnni", lambda: False)
+    (warning,) = BundlePredictor(bundle, "int8").info()["warnings"]
+    assert "passed its parity gate on a CPU with VNNI; this CPU has none" in warning
+    assert BundlePredictor(bundle, "fp32").info()["warnings"] == []
 
 
 def test_old_bundle_without_sha256_loads_with_a_warning(tmp_path: Path) -> None:

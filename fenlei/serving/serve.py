@@ -243,7 +243,7 @@ def create_app(bundle_dir: str | Path, precision: str = "int8", intra_op_threads
                 "limits": {"max_chars": max_chars, "max_items": max_items, "max_body_bytes": limits.max_body_bytes,
                            "request_timeout": limits.request_timeout, "max_queue": limits.max_queue,
                            "max_concurrent": limits.max_concurrent, "max_batch_texts": max_batch_texts,
-                           "batch_wait_ms": batch_wait_ms},
+                           "batch_wait_ms": batch_wait_ms, "threads": batcher.threads},
                 "export": file_names({k: meta.get(k) for k in ("created", "quantization", "parity", "calibration",
                                                                "sizes_bytes", "versions", "optimization")}),
                 "source": file_names({k: v for k, v in (meta.get("source") or {}).items() if k != "config"})}

@@ -375,40 +375,59 @@ def fault_burst(bundle: Path) -> dict[str, Any]:
 
 
 def fault_leavers(bundle: Path) -> dict[str, Any]:
-    """16 clients queue a big request behind a busy model and hang up: none of them is computed."""
+    """16 clients queue a big request behind a busy model and hang up: none of them is computed.
+
+    A queued request notices its client has gone within 0.25 s (fenlei.serving.admission.POLL_S), so the backlog
+    ahead of the leavers must outlast that: the service computes every text alone (``--max_batch_texts 1``, one
+    thread) and gets as many busy requests as make about 1.5 s of work, from the time one of them takes (a tiny
+    model needs dozens, MiniLM two; ``--max_queue`` leaves room for them). On a fast model with a fixed handful of
+    busy requests, the leavers were computed before anyone could notice they had left."""
     import httpx
 
-    service = Service(bundle, [])
+    service = Service(bundle, ["--max_batch_texts", "1", "--threads", "1", "--max_queue", "128"])
+    url = f"http://127.0.0.1:{service.port}/predict"
+    big = {"texts": ["refund my card please " * 90] * 64}
+    body = json.dumps(big).encode()
+    busy: list[socket.socket] = []
+    socks: list[socket.socket] = []
     try:
-        url = f"http://127.0.0.1:{service.port}/predict"
-        big = {"texts": ["refund my card please " * 90] * 64}
-        busy = [threading.Thread(target=lambda: httpx.post(url, json=big, timeout=60)) for _ in range(4)]
-        for t in busy:
-            t.start()
-        # Polled, not slept: on a loaded machine the busy requests can arrive after the leavers (which were then
-        # computed first), and a leaver closed before the server read it never queued at all.
+        started = time.perf_counter()
+        httpx.post(url, json=big, timeout=120)
+        n_busy = max(2, min(64, int(1.5 / (time.perf_counter() - started)) + 1))
+        before = service.metric("fenlei_predictions_total")
+        for _ in range(n_busy):  # raw sockets: sent at once, their replies read at the end
+            s = socket.create_connection(("127.0.0.1", service.port))
+            s.sendall(_request(body))
+            busy.append(s)
+        # Polled, not slept: a leaver must queue behind the busy requests, and one closed before the server read
+        # it never queued at all.
         service.wait_queue(1)
-        body = json.dumps(big).encode()
-        socks = []
         for _ in range(16):
             s = socket.create_connection(("127.0.0.1", service.port))
             s.sendall(_request(body))
             socks.append(s)
-        service.wait_queue(16)
+        service.wait_queue(17)  # every leaver queued, and at least one busy request still ahead of them
         for s in socks:
             s.close()
-        for t in busy:
-            t.join()
-        time.sleep(0.6)  # a queued request notices its client within 0.25 s
+        answered = 0
+        for s in busy:
+            s.settimeout(120)
+            reply = b""
+            while b"\r\n\r\n" not in reply and (chunk := s.recv(65536)):
+                reply += chunk
+            answered += reply.startswith(b"HTTP/1.1 200")
+        time.sleep(0.6)  # the leavers still queued notice within 0.25 s
         text = _get(service.port, "/metrics")[1]
         gone = service.metric('fenlei_rejected_total{reason="client_gone"}', text)
-        computed = service.metric("fenlei_predictions_total", text)
+        computed = service.metric("fenlei_predictions_total", text) - before
     finally:
+        for s in busy + socks:
+            s.close()
         service.stop()
-    not_computed = computed <= 4 * 64 + 64  # the busy ones, and at most one leaver caught mid-batch
+    not_computed = computed <= n_busy * 64 + 64  # the busy ones, and at most one leaver caught mid-request
     return {"case": "16 clients hang up while queued", "expected": "not computed (client_gone in /metrics)",
-            "observed": f"client_gone {gone:g} of 16; {computed:g} texts computed for the 4 that stayed "
-                        f"({4 * 64} texts)", "ok": gone >= 15 and not_computed}
+            "observed": f"client_gone {gone:g} of 16; {computed:g} texts computed for the {n_busy} busy requests "
+                        f"({answered} answered 200, {n_busy * 64} texts)", "ok": gone >= 15 and not_computed}
 
 
 def fault_sigterm(bundle: Path) -> dict[str, Any]:

@@ -297,7 +297,7 @@ def load(bundle: Path, name: str, options: list[str], args: argparse.Namespace) 
               f"{level['texts_per_call']} texts per call", file=sys.stderr)
     server = {k: service.limits.get(k) for k in ("max_batch_texts", "batch_wait_ms", "max_concurrent", "threads")}
     server["workers"] = service.workers
-    return {"setting": name, "command": shlex.join(["fenlei", *service.command[3:]]), "server": server,
+    return {"setting": name, "command": shlex.join(["fenlei", *service.command[2:]]), "server": server,
             "levels": levels}
 
 

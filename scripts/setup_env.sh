@@ -50,4 +50,19 @@ if [ "${FENLEI_NO_BROWSER:-}" != 1 ] && ! command -v chromium-headless-shell >/d
          "--no-install-recommends chromium-headless-shell, or set FENLEI_BROWSER to a Chromium executable" >&2
   fi
 fi
+# Charts with Chinese label names (TNEWS topics, ticket queues) need a CJK font, or every label is a row of boxes
+# (fenlei/plotting.py falls back to it glyph by glyph): WenQuanYi Micro Hei, about 5 MB, where apt-get runs as root.
+# matplotlib caches its font list on first use: a font installed after that is seen once the cache is dropped.
+if [ "${FENLEI_NO_FONTS:-}" != 1 ] && ! fc-list 2>/dev/null | grep -qi -e "WenQuanYi" -e "Noto Sans CJK"; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    install_font() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fonts-wqy-microhei >/dev/null; }
+    if install_font || { apt-get update -q >/dev/null && install_font; }; then
+      rm -f "${MPLCONFIGDIR:-$HOME/.cache/matplotlib}"/fontlist-*.json
+    else
+      echo "note: could not install fonts-wqy-microhei; Chinese labels in charts will draw as boxes" >&2
+    fi
+  else
+    echo "note: no CJK font (Chinese labels in charts draw as boxes): as root, apt-get install fonts-wqy-microhei" >&2
+  fi
+fi
 .venv/bin/python -c "import torch, lightning, transformers, optuna; print('fenlei env ready: torch', torch.__version__, '| lightning', lightning.__version__, '| transformers', transformers.__version__)"

@@ -259,14 +259,17 @@ def seed_stats(cells: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def cell_machine(cell: dict[str, Any]) -> str:
-    """The CPU model a cell ran on and, for fits that record it, the training precision (throughput depends on
-    both: bf16 autocast is native on some CPUs and falls back to fp32 on others)."""
-    model = (cell.get("cpu") or {}).get("model", "unknown CPU")
+    """The CPU a cell ran on and, for fits that record it, the training precision (throughput depends on both:
+    bf16 autocast is native on some CPUs and falls back to fp32 on others)."""
+    model = cpu_model(cell)
     return f"{model}, {cell['precision']}" if cell.get("precision") else model
 
 
 def cpu_model(cell: dict[str, Any]) -> str:
-    return (cell.get("cpu") or {}).get("model", "unknown CPU")
+    """The CPU model with its recorded flags: one model name ("AMD EPYC") covers CPUs with and without VNNI/bf16."""
+    cpu = cell.get("cpu") or {}
+    flags = cpu.get("flags")
+    return f"{cpu.get('model', 'unknown CPU')} ({' '.join(flags)})" if flags else cpu.get("model", "unknown CPU")
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:

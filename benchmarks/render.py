@@ -9,7 +9,8 @@ runs) renders a smoke run's folder under a header that says so.
 
 BENCHMARKS.md opens with one summary table (a row per claim: target, measured value, met or not, date, CPU), then
 has one section per benchmark in the fixed order of ``GROUPS`` (training, numeric targets, decoder LMs, calibration
-and out-of-scope rejection, deployment, data tools), not in file-name order. A section may fold several results files (the
+and out-of-scope rejection, hyperparameter search, deployment, data tools), not in file-name order. A section may fold
+several results files (the
 reruns of one benchmark) and then shows min / median / max across them.
 
 Every figure comes from a results file. The prose of a section (method, budget, caveats, why a target is missed)
@@ -838,25 +839,44 @@ def rows_kernel_costs(runs: list[Res], ctx: Res) -> list[Row]:
     return [Row(f"per-op cost, {fused} -> {rewrite}", "none set (diagnostic)", measured, [], res["date"], cpu_of(res))]
 
 
+def _server_of(st: Res) -> str:
+    """A setting's server side: workers x sessions x intra-op threads, and the batching limits (/metadata)."""
+    sv = st.get("server")
+    if not sv:
+        return "–"
+    threads = "ORT default" if sv.get("threads") is None else str(sv["threads"])
+    return (f"{sv.get('workers', 1)} x {sv.get('max_concurrent')} x {threads}; batch ≤ {sv.get('max_batch_texts')} texts, "
+            f"wait {num(sv.get('batch_wait_ms'), 1)} ms")
+
+
 def render_serve_load(runs: list[Res], ctx: Res) -> str:
     """benchmarks/serve_load.py: the service under load per server setting and concurrency, then the faults."""
     out = []
     for r in runs:
+        rounds = r.get("rounds", 1)
+        each = f", measured in {rounds} rounds in turn (requests/s of each round in brackets)" if rounds > 1 else ""
         out += [f"Bundle `{r['bundle']}`, texts `{r['texts']}`; {r['requests_per_level']} single-text requests per "
-                f"level after {r['warmup']} unmeasured ones, over keep-alive connections from a client in its own "
-                f"process on the same machine. CPU: {cpu_of(r)}; {r['date']}; `{r['command']}`.", "",
-                "| setting | concurrency | requests/s | p50 ms | p95 ms | p99 ms | failed | texts per ORT call "
-                "| labels as unbatched c1 |", "|---|---|---|---|---|---|---|---|---|"]
+                f"level and round after {r['warmup']} unmeasured ones{each}, over keep-alive connections from a client "
+                f"in its own process on the same machine ({r.get('client', 'asyncio')}). CPU: {cpu_of(r)}; "
+                f"{r['date']}; `{r['command']}`.", "",
+                "| setting | server: workers x sessions x threads; batching | concurrency | requests/s | p50 ms "
+                "| p95 ms | p99 ms | failed | texts per ORT call | labels as unbatched c1 |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for st in r["settings"]:
             for lv in st["levels"]:
-                out.append(f"| {st['setting']} | {lv['concurrency']} | {num(lv['requests_per_s'])} | {num(lv['p50_ms'], 2)} "
+                rps = num(lv["requests_per_s"])
+                if len(lv.get("requests_per_s_rounds") or []) > 1:
+                    rps += " (" + ", ".join(num(x) for x in lv["requests_per_s_rounds"]) + ")"
+                out.append(f"| {st['setting']} | {_server_of(st)} | {lv['concurrency']} | {rps} | {num(lv['p50_ms'], 2)} "
                            f"| {num(lv['p95_ms'], 2)} | {num(lv['p99_ms'], 2)} | {lv['failed']} "
                            f"| {num(lv.get('texts_per_call'), 2)} | {pct(lv.get('label_agreement_vs_unbatched_c1'))} |")
         top = max(r["levels"])
         out += ["", "Server commands: " + "; ".join(f"{st['setting']}: `{st['command']}`" for st in r["settings"]) + ".",
                 "", f"requests/s at concurrency {top} over concurrency 1, same setting: "
                 + ", ".join(f"{st['setting']} {ratio(st['ratio_top_over_c1'])}" for st in r["settings"])
-                + f" (target ≥ 3x for a batched setting; best: {r['best_setting']}).", ""]
+                + f" (target ≥ 3x for a batched setting; best: {r['best_setting']}"
+                + (f"; most requests/s at concurrency {top}: {r['fastest_setting_at_top']}" if r.get("fastest_setting_at_top") else "")
+                + ").", ""]
         if r.get("faults"):
             out += ["| fault | expected | observed | ok |", "|---|---|---|---|"]
             out += [f"| {f['case']} | {f['expected']} | {f['observed']} | {yes_no(f['ok'])} |" for f in r["faults"]]
@@ -875,6 +895,48 @@ def rows_serve_load(runs: list[Res], ctx: Res) -> list[Row]:
                         str(sum(st["failed"] for st in r["settings"])), [bool(r["targets"]["zero_failures"])],
                         r["date"], cpu_of(r), "zero_failures"))
     return rows
+
+
+def render_sweep_search(runs: list[Res], ctx: Res) -> str:
+    """benchmarks/sweep_search.py: bayes + hyperband pruning against random search, same trial count and seed."""
+    res = runs[-1]
+    s = res["summary"]
+    out = [f"Command: `{res['command']}`  ",
+           f"Date: {res['date']}; CPU: {cpu_of(res)}; {res['count']} trials per sweep, seed {res['seed']}, the "
+           f"quickstart config and data ({res['max_epochs']} epochs a trial), W&B off, every trial a child process.", "",
+           "| sweep | best val/f1_macro_best | trials (status) | epochs run | wall s |", "|---|---|---|---|---|"]
+    for name, arm in res["arms"].items():
+        statuses = ", ".join(f"{n} {k}" for k, n in arm["statuses"].items())
+        out.append(f"| {name} | {num(arm['best'], 4)} | {statuses} | {arm['epochs_run']} | {num(arm['wall_seconds'], 0)} |")
+    out += ["", f"- Best macro-F1, bayes+hyperband minus random: {s['best_delta_points']:+.2f} points "
+            f"({'bayes ahead' if s['bayes_beats_random'] else 'bayes not ahead'} at this count).",
+            f"- Pruning: {s['epochs_not_run']} of {s['epochs_planned']} epochs not run; at the random sweep's mean epoch "
+            f"time of {s['mean_epoch_seconds']} s, about {s['pruning_saved_seconds_estimate']} s of training.",
+            f"- Whole sweeps: {num(s['wall_bayes_seconds'], 0)} s against {num(s['wall_random_seconds'], 0)} s "
+            f"(ratio {s['wall_ratio_bayes_over_random']}), start-up of every trial included.", "",
+            "| sweep | trial | status | val/f1_macro_best | epochs | lr | head_lr | label_smoothing |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, arm in res["arms"].items():
+        for t in arm["trials"]:
+            p = t["params"]
+            value = num(t["value"], 4) if t["value"] is not None else (
+                f"({num(t['value_at_stop'], 4)} at stop)" if t.get("value_at_stop") is not None else "–")
+            out.append(f"| {name} | {t['trial']} | {t['status']} | {value} | {t['epochs']} | "
+                       f"{p['model.init_args.lr']:.3g} | {p['model.init_args.head_lr']:.3g} | "
+                       f"{p['model.init_args.loss.init_args.label_smoothing']:.3f} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def rows_sweep_search(runs: list[Res], ctx: Res) -> list[Row]:
+    res = runs[-1]
+    s = res["summary"]
+    return [Row(f"bayes + hyperband against random search ({res['count']} trials each): best macro-F1, epochs run",
+                "none set (comparison)", f"{s['best_delta_points']:+.2f} points; {s['epochs_run_bayes']} of "
+                f"{s['epochs_planned']} epochs; wall {s['wall_ratio_bayes_over_random']}x", [], res["date"], cpu_of(res),
+                "bayes_vs_random")]
+
+
 def render_hostile_requests(runs: list[Res], ctx: Res) -> str:
     """benchmarks/hostile_requests.py: abusive requests against ``fenlei serve``, expected and observed."""
     res = runs[-1]
@@ -992,6 +1054,10 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
     ("Calibration and out-of-scope rejection", (
         Section("clinc150_oos", "CLINC150 out-of-scope rejection", ("clinc150_oos",), render_clinc150_oos, rows_clinc150_oos),
     )),
+    ("Hyperparameter search", (
+        Section("sweep_search", "Bayesian search with hyperband pruning against random search", ("sweep_search",),
+                render_sweep_search, rows_sweep_search),
+    )),
     ("Deployment", (
         Section("deploy_latency", "Bundle latency, accuracy and size: Banking77 MiniLM",
                 ("deploy_latency", "deploy_latency_rerun", "deploy_latency_interleaved"), render_deploy_latency, rows_deploy_latency),
@@ -1055,8 +1121,9 @@ avx_vnni and avx512_bf16, no AMX): its results go to `benchmarks/results/smoke/`
 `benchmarks/results/smoke/BENCHMARKS.smoke.md`, every figure there marked smoke, never here.
 
 Sections come in a fixed order: training throughput and accuracy, numeric targets, decoder LMs as classifiers,
-calibration and out-of-scope rejection, deployment (end-to-end bundle benchmarks first, then the studies behind
-them), data tools. Reruns of one benchmark are folded into one section, and the summary shows min / median / max across them.
+calibration and out-of-scope rejection, hyperparameter search, deployment (end-to-end bundle benchmarks first, then
+the studies behind them), data tools. Reruns of one benchmark are folded into one section, and the summary shows
+min / median / max across them.
 """
 
 

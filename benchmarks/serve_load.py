@@ -1,25 +1,34 @@
 """Load and faults against `fenlei serve` over loopback, with the client in its own process: requests/s and latency
-at several concurrency levels for several server settings (dynamic batching off and on, a pool of sessions), then
-the faults (a burst past the queue, clients that leave, SIGTERM under load).
+at several concurrency levels for several server settings (dynamic batching off and on, a pool of sessions, worker
+processes), then the faults (a burst past the queue, clients that leave, SIGTERM under load).
 
     python benchmarks/serve_load.py                                   # the small committed fixture bundle
     python benchmarks/serve_load.py --bundle benchmarks/work/serve_minilm/bundle \\
         --texts data/demo_tickets/test.jsonl --name serve_load_minilm
+    python benchmarks/serve_load.py --smoke                           # plumbing check, under a minute
 
-Every setting is a fresh `fenlei serve` process (default limits, its --threads and batching options); per level
-the client process (this script with ``--client``) opens ``concurrency`` keep-alive connections and sends
-``--requests`` single-text requests (texts from ``--texts``, in file order, cycling), after ``--warmup`` unmeasured
-ones. Reported per level: requests/s, p50/p95/p99 latency, failures (any reply but 200, or a transport error), the
-mean texts per onnxruntime call (the server's /metrics), and how many answers at that level name the same label
-as the same text at concurrency 1 without batching (INT8 activation scales are per batch). Target (issue 18):
-with batching, requests/s at concurrency 16 >= 3x the concurrency-1 figure of the same setting, zero failures.
+Every setting is a fresh `fenlei serve` process (default limits, its --threads, --workers and batching options),
+measured once it is ready in every worker (``fenlei_worker_processes`` and ``fenlei_ready`` in /metrics). Per level
+the client process (this script with ``--client``) opens ``concurrency`` keep-alive connections (TCP_NODELAY set
+and read back; the server's asyncio transports set it on every accepted socket) and sends ``--requests``
+single-text requests (texts from ``--texts``, in file order, cycling: every level sends the same texts), after
+``--warmup`` unmeasured ones that fill the pipeline, so the measured window starts at full concurrency. The
+levels are measured ``--rounds`` times in turn (1, 4, 16, 1, 4, 16, ...), so each level's figure mixes the same
+moments of a shared machine's load; a level's requests/s is its requests over its wall time summed over the rounds
+(each round's figure is kept too), its p50/p95/p99 are over all its requests. Reported per level: requests/s,
+latency percentiles, failures (any reply but 200, or a transport error), the mean texts per onnxruntime call (the
+server's /metrics), and how many answers name the same label as the same text at concurrency 1 without batching
+(INT8 activation scales are per batch). Target (issue 18): with batching, requests/s at concurrency 16 >= 3x the
+concurrency-1 figure of the same setting, zero failures. The client shares the machine's cores with the server: on a
+2-core machine the client's own work at concurrency 16 is taken from the server.
 
 Faults, against the default setting: 64 clients at once with maximal requests (200 or 503 + Retry-After, never
 500 or a timeout), 16 clients that send a request and close the connection while it queues (not computed:
 ``fenlei_rejected_total{reason="client_gone"}``), and SIGTERM while 16 clients are mid-request (every request the
 server had accepted is answered 200, the process exits). Results: the tables on stdout and
 ``benchmarks/results/<name>.json`` (written atomically), with the date, CPU (model and VNNI/bf16/AMX flags) and
-every command.
+every command. ``--smoke``: levels 1 and 4, 40 requests, one round, two settings, results in
+``benchmarks/results/smoke/`` marked smoke.
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import shlex
 import signal
@@ -45,7 +53,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fenlei.cpu import cpu_record  # noqa: E402
+from benchmarks.common import machine, positive_int, results_dir  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "tests" / "fixtures" / "layout_v0" / "bundle"
@@ -55,8 +63,11 @@ RESULTS = REPO / "benchmarks" / "results"
 SETTINGS = {
     "unbatched": ["--max_batch_texts", "1"],
     "batched": [],
+    "batched, 1 thread": ["--threads", "1"],
     "batched, 2 sessions x 1 thread": ["--max_concurrent", "2", "--threads", "1"],
+    "batched, 2 workers x 1 thread": ["--workers", "2", "--threads", "1"],
 }
+SMOKE_SETTINGS = ["batched", "batched, 2 workers x 1 thread"]
 TARGET_RATIO = 3.0
 
 
@@ -88,9 +99,10 @@ async def _client(port: int, concurrency: int, bodies: list[bytes], n: int, warm
     """``n`` measured requests (after ``warmup``) over ``concurrency`` keep-alive connections."""
     counter = iter(range(-warmup, n))
     latencies: list[float] = []
-    labels: dict[int, str] = {}
+    labels: list[tuple[int, str]] = []  # (text index, predicted label) of every measured 200
     failures: dict[str, int] = {}
     started: list[float] = []
+    nodelay: list[bool] = []
 
     async def connection() -> None:
         reader = writer = None
@@ -101,6 +113,7 @@ async def _client(port: int, concurrency: int, bodies: list[bytes], n: int, warm
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    nodelay.append(_no_delay(writer))
                 writer.write(_request(bodies[i % len(bodies)]))
                 status, body, keep = await _read_reply(reader)
                 if not keep:
@@ -115,7 +128,7 @@ async def _client(port: int, concurrency: int, bodies: list[bytes], n: int, warm
                 continue
             latencies.append(time.perf_counter() - t0)
             if status == 200:
-                labels[i] = json.loads(body)["predictions"][0]["predicted_label"]
+                labels.append((i % len(bodies), json.loads(body)["predictions"][0]["predicted_label"]))
             else:
                 failures[str(status)] = failures.get(str(status), 0) + 1
         if writer is not None:
@@ -123,14 +136,37 @@ async def _client(port: int, concurrency: int, bodies: list[bytes], n: int, warm
 
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     wall = time.perf_counter() - (started[0] if started else time.perf_counter())
-    latencies.sort()
+    return {"concurrency": concurrency, "requests": len(latencies), "failures": failures, "wall_s": wall,
+            "latencies": latencies, "labels": labels, "tcp_nodelay": bool(nodelay) and all(nodelay)}
 
-    def pct(q: float) -> float:
-        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2)
 
-    return {"concurrency": concurrency, "requests": len(latencies), "failed": sum(failures.values()),
-            "failures": failures, "requests_per_s": round(len(latencies) / wall, 1), "p50_ms": pct(0.50),
-            "p95_ms": pct(0.95), "p99_ms": pct(0.99), "labels": labels}
+def _no_delay(writer: asyncio.StreamWriter) -> bool:
+    """Set TCP_NODELAY on the client's socket (asyncio does by default; set here so that no event loop swap can
+    bring Nagle's algorithm back) and read it back."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def percentile_ms(latencies: list[float], q: float) -> float:
+    ordered = sorted(latencies)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One level's figures over its rounds: requests over summed wall time, percentiles over every request."""
+    latencies = [x for r in rounds for x in r["latencies"]]
+    failures: dict[str, int] = {}
+    for r in rounds:
+        for k, v in r["failures"].items():
+            failures[k] = failures.get(k, 0) + v
+    labels = [(int(i), label) for r in rounds for i, label in r["labels"]]
+    return {"concurrency": rounds[0]["concurrency"], "requests": len(latencies), "failed": sum(failures.values()),
+            "failures": failures, "requests_per_s": round(len(latencies) / sum(r["wall_s"] for r in rounds), 1),
+            "requests_per_s_rounds": [round(r["requests"] / r["wall_s"], 1) for r in rounds],
+            "p50_ms": percentile_ms(latencies, 0.50), "p95_ms": percentile_ms(latencies, 0.95),
+            "p99_ms": percentile_ms(latencies, 0.99), "tcp_nodelay": all(r["tcp_nodelay"] for r in rounds),
+            "labels": labels}
 
 
 def client_main(args: argparse.Namespace) -> int:
@@ -172,24 +208,29 @@ def _get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
 
 
 class Service:
-    """One `fenlei serve` process on a free port."""
+    """One `fenlei serve` process (with ``--workers N``: N of them on one port) on a free port."""
 
     def __init__(self, bundle: Path, options: list[str]) -> None:
         self.port = _free_port()
+        self.workers = int(options[options.index("--workers") + 1]) if "--workers" in options else 1
         self.command = [sys.executable, "cli.py", "serve", "--bundle", str(bundle), "--port", str(self.port),
                         "--log_level", "warning", *options]
         self.proc = subprocess.Popen(self.command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
         import httpx
 
-        deadline = time.monotonic() + 120
+        # Ready means every worker: one worker's /ready answers for itself only, so /metrics must show all of them
+        # built (fenlei_worker_processes) and warm (fenlei_ready, the minimum over the workers).
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                if _get(self.port, "/ready", 1)[0] == 200:
+                text = _get(self.port, "/metrics", 2)[1]
+                if self.metric("fenlei_worker_processes", text) == self.workers and self.metric("fenlei_ready", text) == 1:
+                    self.limits = json.loads(_get(self.port, "/metadata")[1])["limits"]
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.1)
         self.stop()
         raise SystemExit(f"`{shlex.join(self.command)}` did not get ready: {self.proc.stderr.read()[-2000:]}")
 
@@ -197,6 +238,12 @@ class Service:
         text = text if text is not None else _get(self.port, "/metrics")[1]
         found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
         return float(found.group(1)) if found else 0.0
+
+    def wait_queue(self, requests: int, seconds: float = 10) -> None:
+        """Until at least ``requests`` requests wait for a batch (or ``seconds`` pass)."""
+        deadline = time.monotonic() + seconds
+        while self.metric("fenlei_queue_requests") < requests and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -210,7 +257,8 @@ class Service:
 
 
 def run_client(port: int, concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--client", "--port", str(port), "--concurrency", str(concurrency),
+    command = [sys.executable, str(Path(__file__).resolve()), "--client", "--port", str(port), "--concurrency",
+               str(concurrency),
                "--requests", str(args.requests), "--warmup", str(args.warmup), "--max_texts", str(args.max_texts)]
     if args.texts is not None:
         command += ["--texts", str(args.texts)]
@@ -219,22 +267,34 @@ def run_client(port: int, concurrency: int, args: argparse.Namespace) -> dict[st
 
 
 def load(bundle: Path, name: str, options: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Every level of one setting, ``args.rounds`` times in turn, against one fresh service."""
     service = Service(bundle, options)
+    rounds: dict[int, list[dict[str, Any]]] = {c: [] for c in args.levels}
+    calls = dict.fromkeys(args.levels, 0.0)
+    texts = dict.fromkeys(args.levels, 0.0)
     try:
-        levels = []
-        for concurrency in args.levels:
-            before = _get(service.port, "/metrics")[1]
-            level = run_client(service.port, concurrency, args)
-            after = _get(service.port, "/metrics")[1]
-            calls = service.metric("fenlei_batch_texts_count", after) - service.metric("fenlei_batch_texts_count", before)
-            texts = service.metric("fenlei_batch_texts_sum", after) - service.metric("fenlei_batch_texts_sum", before)
-            level["texts_per_call"] = round(texts / calls, 2) if calls else None
-            levels.append(level)
-            print(f"{name}: concurrency {concurrency}: {level['requests_per_s']} req/s, p95 {level['p95_ms']} ms, "
-                  f"{level['failed']} failed, {level['texts_per_call']} texts per call", file=sys.stderr)
+        for _ in range(args.rounds):
+            for concurrency in args.levels:
+                before = _get(service.port, "/metrics")[1]
+                rounds[concurrency].append(run_client(service.port, concurrency, args))
+                after = _get(service.port, "/metrics")[1]
+                for total, metric in ((calls, "fenlei_batch_texts_count"), (texts, "fenlei_batch_texts_sum")):
+                    total[concurrency] += service.metric(metric, after) - service.metric(metric, before)
     finally:
         service.stop()
-    return {"setting": name, "command": shlex.join(["fenlei", *service.command[3:]]), "levels": levels}
+    levels = []
+    for concurrency in args.levels:
+        level = pooled(rounds[concurrency])
+        # The warm-up requests are computed too: texts per call is over every request of the level.
+        level["texts_per_call"] = round(texts[concurrency] / calls[concurrency], 2) if calls[concurrency] else None
+        levels.append(level)
+        print(f"{name}: concurrency {concurrency}: {level['requests_per_s']} req/s {level['requests_per_s_rounds']}, "
+              f"p50 {level['p50_ms']} ms, p95 {level['p95_ms']} ms, {level['failed']} failed, "
+              f"{level['texts_per_call']} texts per call", file=sys.stderr)
+    server = {k: service.limits.get(k) for k in ("max_batch_texts", "batch_wait_ms", "max_concurrent", "threads")}
+    server["workers"] = service.workers
+    return {"setting": name, "command": shlex.join(["fenlei", *service.command[3:]]), "server": server,
+            "levels": levels}
 
 
 # ---------------------------------------------------------------------------------------------- faults
@@ -288,14 +348,16 @@ def fault_leavers(bundle: Path) -> dict[str, Any]:
         busy = [threading.Thread(target=lambda: httpx.post(url, json=big, timeout=60)) for _ in range(4)]
         for t in busy:
             t.start()
-        time.sleep(0.05)
+        # Polled, not slept: on a loaded machine the busy requests can arrive after the leavers (which were then
+        # computed first), and a leaver closed before the server read it never queued at all.
+        service.wait_queue(1)
         body = json.dumps(big).encode()
         socks = []
         for _ in range(16):
             s = socket.create_connection(("127.0.0.1", service.port))
             s.sendall(_request(body))
             socks.append(s)
-        time.sleep(0.05)
+        service.wait_queue(16)
         for s in socks:
             s.close()
         for t in busy:
@@ -364,62 +426,75 @@ def fault_sigterm(bundle: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- main
 
 def agreement(levels: list[dict[str, Any]], reference: dict[int, str]) -> None:
+    """Each level's share of answers naming the label of the same text in the reference (unbatched, c1)."""
     for level in levels:
-        labels = level.pop("labels")
-        same = [labels[i] == reference[i] for i in labels if i in reference]
+        same = [label == reference[i] for i, label in level.pop("labels") if i in reference]
         level["label_agreement_vs_unbatched_c1"] = round(sum(same) / len(same), 4) if same else None
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     parser.add_argument("--texts", type=Path, help="JSONL with a 'text' field (default: short built-in texts)")
-    parser.add_argument("--max_texts", type=int, default=2000, help="texts read from --texts")
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16], help="concurrency levels")
-    parser.add_argument("--requests", type=int, default=600, help="measured requests per level")
+    parser.add_argument("--max_texts", type=positive_int, default=2000, help="texts read from --texts")
+    parser.add_argument("--levels", type=positive_int, nargs="+", default=[1, 4, 16], help="concurrency levels")
+    parser.add_argument("--requests", type=positive_int, default=600, help="measured requests per level and round")
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured requests before each level")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--rounds", type=positive_int, default=2, help="times every level is measured, in turn")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None,
+                        help="server settings (default: all; --smoke: " + ", ".join(SMOKE_SETTINGS) + ")")
     parser.add_argument("--no_faults", action="store_true", help="skip the fault cases")
     parser.add_argument("--name", default="serve_load", help="results file benchmarks/results/NAME.json")
+    parser.add_argument("--out", type=Path, help="results file (default benchmarks/results[/smoke]/NAME.json)")
+    parser.add_argument("--smoke", action="store_true", help="plumbing check: levels 1 and 4, 40 requests, 1 round")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
         return client_main(args)
+    if args.smoke:
+        args.levels, args.requests, args.warmup, args.rounds = [1, 4], min(args.requests, 40), 5, 1
+    args.settings = args.settings or (SMOKE_SETTINGS if args.smoke else list(SETTINGS))
     if 1 not in args.levels:
         parser.error("--levels must include 1 (the baseline of the target)")
+    out = args.out or results_dir(args.smoke) / f"{args.name}.json"
     command = shlex.join(["python", "benchmarks/serve_load.py", *(argv if argv is not None else sys.argv[1:])])
-    settings = []
-    for name in args.settings:
-        settings.append(load(args.bundle, name, SETTINGS[name], args))
-    base = settings[0]["levels"][0]["labels"]  # the first setting at concurrency 1
+    settings = [load(args.bundle, name, SETTINGS[name], args) for name in args.settings]
+    base = dict(reversed(settings[0]["levels"][0]["labels"]))  # the first setting at concurrency 1: first answer
     for s in settings:
         agreement(s["levels"], base)
         rps = {lv["concurrency"]: lv["requests_per_s"] for lv in s["levels"]}
-        top = max(args.levels)
-        s["ratio_top_over_c1"] = round(rps[top] / rps[1], 2)
+        s["ratio_top_over_c1"] = round(rps[max(args.levels)] / rps[1], 2)
         s["failed"] = sum(lv["failed"] for lv in s["levels"])
     top = max(args.levels)
     batched = [s for s in settings if s["setting"] != "unbatched"]
     best = max(batched or settings, key=lambda s: s["ratio_top_over_c1"])
+    fastest = max(batched or settings, key=lambda s: max(lv["requests_per_s"] for lv in s["levels"]
+                                                         if lv["concurrency"] == top))
     targets = {f"c{top}_over_c1_ge_{TARGET_RATIO:g}x": best["ratio_top_over_c1"] >= TARGET_RATIO,
                "zero_failures": all(s["failed"] == 0 for s in settings)}
     faults = [] if args.no_faults else [fault_burst(args.bundle), fault_leavers(args.bundle), fault_sigterm(args.bundle)]
     for f in faults:
         print(f"{'ok  ' if f['ok'] else 'FAIL'} {f['case']}: {f['observed']}", file=sys.stderr)
-    result = {"benchmark": args.name, "command": command,
+    result = {"benchmark": args.name, "command": command, "smoke": args.smoke,
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),  # noqa: UP017 - py310 target
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_record()},
+              "machine": {**machine(), "cores_usable": cpu_cores()},
               "bundle": os.path.relpath(args.bundle, REPO), "texts": str(args.texts) if args.texts else "built-in",
-              "requests_per_level": args.requests, "warmup": args.warmup, "levels": args.levels,
-              "settings": settings, "best_setting": best["setting"], "targets": targets,
+              "requests_per_level": args.requests, "warmup": args.warmup, "rounds": args.rounds,
+              "levels": args.levels, "client": "asyncio, one process, keep-alive, TCP_NODELAY",
+              "settings": settings, "best_setting": best["setting"],
+              "fastest_setting_at_top": fastest["setting"], "targets": targets,
               "target_values": {f"c{top}_over_c1_ge_{TARGET_RATIO:g}x": best["ratio_top_over_c1"]},
               "faults": faults}
-    atomic_write_json(RESULTS / f"{args.name}.json", result)
+    atomic_write_json(out, result)
     for s in settings:
         print(f"{s['setting']}: c{top}/c1 = {s['ratio_top_over_c1']}x, failures {s['failed']}", file=sys.stderr)
-    print(f"-> {RESULTS / (args.name + '.json')}", file=sys.stderr)
+    print(f"-> {out}", file=sys.stderr)
     return 0 if all(f["ok"] for f in faults) else 1
 
 

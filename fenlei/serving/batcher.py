@@ -93,6 +93,7 @@ class Batcher:
         self.observer: Observer = observer or _Silent()
         self.max_batch_texts, self.wait_s = max_batch_texts, batch_wait_ms / 1000
         threads = threads if threads is not None else default_threads(sessions)
+        self.threads = threads  # intra-op threads per session; None: onnxruntime's default (its cores)
         # The first session is the predictor's own: tests and tools that patch app.state.predictor reach it.
         self.predictors = [predictor, *(predictor.with_new_session(threads) for _ in range(sessions - 1))]
         self.queue = JobQueue(max_queue=max_queue, max_texts=max_batch_texts, workers=sessions,

@@ -5,6 +5,10 @@ arrives slowly: 40 connections sending a header byte every few seconds stayed op
 (slowloris). :func:`timed_h11_protocol` subclasses uvicorn's h11 protocol so that a connection must deliver a
 complete request head within ``header_timeout`` seconds of opening (or of its previous response); otherwise it
 gets a 408 and is closed. The body timeout and size cap are ASGI middleware (fenlei.serving.limits).
+
+Worker processes (``fenlei serve --workers N``, fenlei.serving.workers) get uvicorn's configuration pickled, and a
+class made inside a function cannot be: they name ``fenlei.serving.protocol:HeadTimeoutH11Protocol`` instead (a
+module attribute, built on first use), whose ``header_timeout`` each worker sets from its own options.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ def timed_h11_protocol(header_timeout: float) -> type[asyncio.Protocol]:
 
     class HeadTimeoutH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
+        header_timeout: float = 0.0  # set below; read at every head, so a worker may set it after the import
 
         def _arm(self) -> None:
             self._disarm()
-            self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
 
         def _disarm(self) -> None:
             if self._head_timer is not None:
@@ -63,18 +68,36 @@ def timed_h11_protocol(header_timeout: float) -> type[asyncio.Protocol]:
             self._disarm()
             super().connection_lost(exc)
 
+    HeadTimeoutH11Protocol.header_timeout = header_timeout
     return HeadTimeoutH11Protocol
+
+
+_shared: dict[str, type[asyncio.Protocol]] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``HeadTimeoutH11Protocol``: the protocol class uvicorn's worker processes import by name (built on first use:
+    importing this module must not need uvicorn); its ``header_timeout`` starts at the service's default."""
+    if name != "HeadTimeoutH11Protocol":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _shared:
+        _shared[name] = timed_h11_protocol(ServiceLimits().header_timeout)
+    return _shared[name]
+
+
+def server_settings(limits: ServiceLimits) -> dict[str, Any]:
+    """The ``uvicorn.Config`` options of the service's limits, the same for one process and for several."""
+    # access_log off: fenlei.serving.telemetry writes the access lines, with the request id.
+    return {"access_log": False, "timeout_keep_alive": limits.keep_alive_timeout,
+            "limit_concurrency": limits.max_connections,
+            # SIGTERM: no new connections; the requests in flight (queued or in a batch) may finish within their
+            # own deadline, then the app's shutdown stops the batcher's workers.
+            "timeout_graceful_shutdown": int(limits.request_timeout) + 1}
 
 
 def uvicorn_config(app: Any, host: str, port: int, limits: ServiceLimits, log_level: str = "info") -> Any:
     """The ``uvicorn.Config`` of ``fenlei serve`` (tests start the same server in a thread)."""
     import uvicorn
 
-    # access_log off: fenlei.serving.telemetry writes the access lines, with the request id.
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1, access_log=False,
-                          http=timed_h11_protocol(limits.header_timeout),
-                          timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  (float is fine)
-                          limit_concurrency=limits.max_connections,
-                          # SIGTERM: no new connections; the requests in flight (queued or in a batch) may finish
-                          # within their own deadline, then the app's shutdown stops the batcher's workers.
-                          timeout_graceful_shutdown=int(limits.request_timeout) + 1)
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1,
+                          http=timed_h11_protocol(limits.header_timeout), **server_settings(limits))

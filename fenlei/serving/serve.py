@@ -1,6 +1,7 @@
 """HTTP service for an exported bundle (FastAPI + onnxruntime; no torch, no transformers).
 
     API_KEY=... fenlei serve --bundle bundles/NAME --host 0.0.0.0 --port 8000 --api_key_env API_KEY
+    fenlei serve --bundle bundles/NAME --workers 2        # two processes on one port (fenlei.serving.workers)
     FENLEI_SERVE_ARGS="--bundle bundles/NAME" uvicorn --factory fenlei.serving.serve:app_factory --workers 2
 
 Endpoints:
@@ -182,6 +183,7 @@ def create_app(bundle_dir: str | Path, precision: str = "int8", intra_op_threads
         finally:
             # The server has finished its requests (or given up on them past its grace period): stop the workers.
             batcher.close()
+            metrics.close()
 
     app = FastAPI(title="fenlei classifier", version=str(predictor.metadata.get("format_version", 1)),
                   description=f"Text classification with {num_labels} labels from bundle {Path(bundle_dir).name}.",
@@ -241,7 +243,7 @@ def create_app(bundle_dir: str | Path, precision: str = "int8", intra_op_threads
                 "limits": {"max_chars": max_chars, "max_items": max_items, "max_body_bytes": limits.max_body_bytes,
                            "request_timeout": limits.request_timeout, "max_queue": limits.max_queue,
                            "max_concurrent": limits.max_concurrent, "max_batch_texts": max_batch_texts,
-                           "batch_wait_ms": batch_wait_ms},
+                           "batch_wait_ms": batch_wait_ms, "threads": batcher.threads},
                 "export": file_names({k: meta.get(k) for k in ("created", "quantization", "parity", "calibration",
                                                                "sizes_bytes", "versions", "optimization")}),
                 "source": file_names({k: v for k, v in (meta.get("source") or {}).items() if k != "config"})}
@@ -262,8 +264,8 @@ def serve(*, bundle: str, host: str = "127.0.0.1", port: int = 8000, precision: 
           docs: bool = False, max_body_bytes: int = 1_000_000, header_timeout: float = 10.0,
           body_timeout: float = 10.0, keep_alive_timeout: float = 5.0, request_timeout: float = 30.0,
           max_queue: int = 32, max_concurrent: int = 1, max_batch_texts: int = 32, batch_wait_ms: float = 2.0,
-          max_connections: int = 256) -> None:
-    """Serve a bundle over HTTP (FastAPI + uvicorn, one process; several: app_factory under uvicorn --workers).
+          max_connections: int = 256, workers: int = 1) -> int:
+    """Serve a bundle over HTTP (FastAPI + uvicorn; one process, or several with --workers).
 
     Args:
         bundle: bundle folder written by `fenlei export`
@@ -288,9 +290,19 @@ def serve(*, bundle: str, host: str = "127.0.0.1", port: int = 8000, precision: 
         max_concurrent: batches computed at once, each on an onnxruntime session of its own
         max_batch_texts: most texts in one onnxruntime call, gathered from concurrent requests (1: every text alone)
         batch_wait_ms: longest wait of a batch with room for requests that are still being read (0: never wait)
-        max_connections: open connections and in-flight requests (503 beyond, from uvicorn)
+        max_connections: open connections and in-flight requests (503 beyond, from uvicorn), per worker
+        workers: server processes on the one port, each with its own model, batches and sessions (the metrics are
+            summed over them; --threads defaults to the cores shared out over workers x sessions)
     """
+    options = dict(locals())  # the options as given, before any other name exists here
     check_exposure(host, read_api_key(api_key_env), allow_unauthenticated)  # before the bundle loads: milliseconds
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise OptionError(f"--workers must be an integer >= 1, got {workers!r}")
+    if workers > 1:
+        from fenlei.serving.protocol import server_settings
+        from fenlei.serving.workers import serve_workers
+
+        return serve_workers(options, server_settings(limits_of(**options)))
     app = app_of(bundle=bundle, precision=precision, threads=threads, max_chars=max_chars, max_items=max_items,
                  top_k=top_k, log_level=log_level, api_key_env=api_key_env, docs=docs, max_body_bytes=max_body_bytes,
                  header_timeout=header_timeout, body_timeout=body_timeout, keep_alive_timeout=keep_alive_timeout,
@@ -301,6 +313,16 @@ def serve(*, bundle: str, host: str = "127.0.0.1", port: int = 8000, precision: 
     from fenlei.serving.protocol import uvicorn_config
 
     uvicorn.Server(uvicorn_config(app, host, port, app.state.limits, log_level)).run()
+    return 0
+
+
+def limits_of(*, max_body_bytes: int, header_timeout: float, body_timeout: float, keep_alive_timeout: float,
+              request_timeout: float, max_queue: int, max_concurrent: int, max_connections: int,
+              **_other: Any) -> ServiceLimits:
+    """The service limits among ``fenlei serve``'s options (checked by ServiceLimits)."""
+    return ServiceLimits(max_body_bytes=max_body_bytes, header_timeout=header_timeout, body_timeout=body_timeout,
+                         keep_alive_timeout=keep_alive_timeout, request_timeout=request_timeout, max_queue=max_queue,
+                         max_concurrent=max_concurrent, max_connections=max_connections)
 
 
 def app_of(*, bundle: str, precision: str, threads: Optional[int], max_chars: int, max_items: int, top_k: int,
@@ -308,9 +330,9 @@ def app_of(*, bundle: str, precision: str, threads: Optional[int], max_chars: in
            body_timeout: float, keep_alive_timeout: float, request_timeout: float, max_queue: int, max_concurrent: int,
            max_batch_texts: int, batch_wait_ms: float, max_connections: int, **_server: Any) -> FastAPI:
     """The app of ``fenlei serve``'s options (those of the server itself, host and port, are the server's)."""
-    limits = ServiceLimits(max_body_bytes=max_body_bytes, header_timeout=header_timeout, body_timeout=body_timeout,
-                           keep_alive_timeout=keep_alive_timeout, request_timeout=request_timeout,
-                           max_queue=max_queue, max_concurrent=max_concurrent, max_connections=max_connections)
+    limits = limits_of(max_body_bytes=max_body_bytes, header_timeout=header_timeout, body_timeout=body_timeout,
+                       keep_alive_timeout=keep_alive_timeout, request_timeout=request_timeout, max_queue=max_queue,
+                       max_concurrent=max_concurrent, max_connections=max_connections)
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise OptionError(f"--log_level must be one of critical, error, warning, info, debug, got {log_level!r}")

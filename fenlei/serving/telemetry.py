@@ -10,11 +10,14 @@
 - ``fenlei_batch_texts`` and ``fenlei_batch_requests`` (texts and requests per onnxruntime call),
   ``fenlei_batch_duration_seconds``, the queue gauges ``fenlei_queue_requests`` and ``fenlei_queue_texts``;
 - ``fenlei_predictions_total`` and ``fenlei_uncertain_predictions_total`` (the share of ``uncertain`` answers is
-  their ratio), ``fenlei_rejected_total{reason}`` (queue_full, deadline, client_gone, cancelled), ``fenlei_ready``.
+  their ratio), ``fenlei_rejected_total{reason}`` (queue_full, deadline, client_gone, cancelled), ``fenlei_ready``
+  (the minimum over the workers), ``fenlei_worker_processes`` (how many have built their app: a scrape sees whether
+  all N are up).
 
 Under several worker processes (``uvicorn --workers N``) set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before
 the start: every process then writes its values there and ``/metrics`` answers the sum over all of them
-(prometheus-client's multiprocess mode) whichever process serves the scrape.
+(prometheus-client's multiprocess mode) whichever process serves the scrape. ``fenlei serve --workers N`` makes a
+temporary folder itself where none is set (fenlei.serving.workers).
 
 :class:`Observe` (ASGI middleware, outermost) gives every request an id (the client's ``X-Request-ID`` when it is
 a plain token of at most 128 characters, else a new one), sends it back in the ``X-Request-ID`` header, counts the
@@ -85,6 +88,9 @@ class ServiceMetrics:
         self.is_ready = Gauge("fenlei_ready", "1 once the model is loaded and every session warmed up", registry=r,
                               multiprocess_mode="livemin")
         self.is_ready.set(0)
+        self.processes = Gauge("fenlei_worker_processes", "server processes that have built the app (1, or the "
+                               "live workers of --workers N)", registry=r, multiprocess_mode="livesum")
+        self.processes.set(1)
 
     # ---- the batcher's observer ----
 
@@ -115,6 +121,14 @@ class ServiceMetrics:
         if status >= 400:
             self.errors.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+
+    def close(self) -> None:
+        """At the process's end, in multiprocess mode: drop its live gauges (queue, ready) from the shared folder,
+        so a worker that a supervisor replaced does not count in them any more (its counters stay: they happened)."""
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
 
     def exposition(self) -> tuple[bytes, str]:
         """The text a scrape gets, and its content type: this process's metrics, or every process's in

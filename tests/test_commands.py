@@ -28,7 +28,8 @@ def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def sub_subcommands(text: str) -> list[str]:
     """The choices of ``fenlei data {dedup,mask,...} ...`` in a usage line (a bool's {true,false} has no ...)."""
-    found = re.search(r"\{(\w+(?:,\w+)+)\} \.\.\.", text)
+    # The usage may wrap between the choices and the "...".
+    found = re.search(r"\{(\w+(?:,\w+)+)\}\s+\.\.\.", text)
     return found.group(1).split(",") if found else []
 
 

@@ -28,7 +28,7 @@ def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def sub_subcommands(text: str) -> list[str]:
     """The choices of ``fenlei data {dedup,mask,...} ...`` in a usage line (a bool's {true,false} has no ...)."""
-    found = re.search(r"\{(\w+(?:,\w+)+)\} \.\.\.", text)
+    found = re.search(r"\{(\w+(?:,\w+)+)\}\s+\.\.\.", text)  # argparse may wrap the usage line before "..."
     return found.group(1).split(",") if found else []
 
 

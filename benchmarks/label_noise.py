@@ -18,7 +18,8 @@ Two measurements (issue 17, "Suspect labels"):
     beside links to the shared validation and test files (validation is left noisy, as in the baseline).
     As a cheap proxy, the same TF-IDF + logistic regression trained on each train set is scored on the clean test.
 
-``--retrain``: the encoder question proper, e5-small with ``configs/zh/e5_ce.yaml`` (the chinese_encoders
+``--retrain`` (with ``--skip_detection``: reuse the detection figures and derived files of an earlier run): the
+encoder question proper, e5-small with ``configs/zh/e5_ce.yaml`` (the chinese_encoders
 recipe, 4 epochs) on each derived set for each ``--seeds`` seed, through ``benchmarks/chinese_encoders.py``'s own
 fit-and-test; the noisy-as-given baseline is that benchmark's ``tnews`` ``e5/ce/seed<N>`` cells (the same config,
 seeds and clean test), read from ``benchmarks/results/chinese_encoders.json``. Cells are kept in the results file
@@ -240,6 +241,19 @@ def retrain_summary(cells: dict[str, Any], smoke: bool = False) -> dict[str, Any
             f"e5/{RECIPE}/seed<N>", "cells": cells, "table": table}
 
 
+def reusable_detection(old: dict[str, Any]) -> dict[str, Any]:
+    """The detection part of the results file, for ``--skip_detection``: only while the derived TNEWS train files
+    it names are still there, unchanged (a retrain must train on the files the figures describe)."""
+    if "tnews" not in old:
+        raise SystemExit("label_noise: --skip_detection needs a results file with the detection in it; run without it")
+    for derived in old["tnews"]["derived"].values():
+        train = REPO / derived["data_dir"] / "train.jsonl"
+        if not train.is_file() or file_sha256(train) != derived["sha256"]:
+            raise SystemExit(f"label_noise: --skip_detection: {train} is missing or changed since the detection; "
+                             "run without --skip_detection")
+    return {k: v for k, v in old.items() if k != "retrain"}
+
+
 def smoke_subset(path: Path, per_class: int = 10) -> Path:
     """The first ``per_class`` rows of each banking77 class (the shared smoke subset has 4, too few for 3 folds once
     10% of the labels are flipped)."""
@@ -260,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folds", type=positive_int, default=5)
     p.add_argument("--retrain", action="store_true", help="also fit e5 on the derived TNEWS sets (hours)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds of the retrain cells")
+    p.add_argument("--skip_detection", action="store_true",
+                   help="keep the detection figures of the results file (its derived TNEWS files must be unchanged)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="passed to every retrain fit/test")
     p.add_argument("--smoke", action="store_true", help="plumbing check on the smoke subsets (see above)")
     args = p.parse_args(argv)
@@ -270,19 +286,24 @@ def main(argv: list[str] | None = None) -> None:
     else:
         banking77, tnews_source, args.work = SHARED_DATA / "banking77" / "train.jsonl", SHARED_DATA / "tnews_dataclue", WORK
     args.out = results_dir(args.smoke) / "label_noise.json"
-    started = time.perf_counter()
-    result: dict[str, Any] = {
-        "benchmark": "label_noise", "command": "python benchmarks/label_noise.py " + " ".join(argv or sys.argv[1:]),
-        "date": dt.date.today().isoformat(), "machine": machine(), "smoke": args.smoke,
-        "detector": "fenlei data noise: TF-IDF character 1-5-grams + logistic regression, out-of-fold, then "
-                    "cleanlab.filter.find_label_issues (prune_by_noise_rate, ranked by self-confidence)",
-        "banking77": injected(banking77, args.rate, args.noise_seeds, args.folds, args.work / "banking77"),
-        "tnews": tnews(tnews_source, args.folds, args.work / "tnews"),
-    }
-    result["detection_wall_seconds"] = round(time.perf_counter() - started, 1)
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.skip_detection:
+        result = reusable_detection(old)
+    else:
+        started = time.perf_counter()
+        result = {
+            "benchmark": "label_noise", "command": " ".join(["python benchmarks/label_noise.py", *(argv or sys.argv[1:])]),
+            "date": dt.date.today().isoformat(), "machine": machine(), "smoke": args.smoke,
+            "detector": "fenlei data noise: TF-IDF character 1-5-grams + logistic regression, out-of-fold, then "
+                        "cleanlab.filter.find_label_issues (prune_by_noise_rate, ranked by self-confidence)",
+            "banking77": injected(banking77, args.rate, args.noise_seeds, args.folds, args.work / "banking77"),
+            "tnews": tnews(tnews_source, args.folds, args.work / "tnews"),
+        }
+        result["detection_wall_seconds"] = round(time.perf_counter() - started, 1)
     result["retrain"] = retrain_cells(result, old, args)
     result["retrain"] = retrain_summary(result["retrain"]["cells"], args.smoke)
+    if args.retrain:
+        result["retrain"]["last_command"] = " ".join(["python benchmarks/label_noise.py", *(argv or sys.argv[1:])])
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}", file=sys.stderr)
 

@@ -870,6 +870,14 @@ def render_serve_load(runs: list[Res], ctx: Res) -> str:
                 out.append(f"| {st['setting']} | {_server_of(st)} | {lv['concurrency']} | {rps} | {num(lv['p50_ms'], 2)} "
                            f"| {num(lv['p95_ms'], 2)} | {num(lv['p99_ms'], 2)} | {lv['failed']} "
                            f"| {num(lv.get('texts_per_call'), 2)} | {pct(lv.get('label_agreement_vs_unbatched_c1'))} |")
+        if r.get("model_alone"):
+            out += ["", "The model alone (onnxruntime in the benchmark's process, no HTTP; batches cut from the same "
+                    "texts, median of 3 passes): what sharing calls can buy is bounded by how a text's cost falls "
+                    "with the batch.", "", "| intra-op threads | texts per call | ms per call | ms per text | texts/s |",
+                    "|---|---|---|---|---|"]
+            out += [f"| {'ORT default' if m['threads'] is None else m['threads']} | {m['batch']} | "
+                    f"{num(m['ms_per_call'], 2)} | {num(m['ms_per_text'], 2)} | {num(m['texts_per_s'])} |"
+                    for m in r["model_alone"]]
         top = max(r["levels"])
         out += ["", "Server commands: " + "; ".join(f"{st['setting']}: `{st['command']}`" for st in r["settings"]) + ".",
                 "", f"requests/s at concurrency {top} over concurrency 1, same setting: "

@@ -13,7 +13,7 @@ the client process (this script with ``--client``) opens ``concurrency`` keep-al
 and read back; the server's asyncio transports set it on every accepted socket) and sends ``--requests``
 single-text requests (texts from ``--texts``, in file order, cycling: every level sends the same texts), after
 ``--warmup`` unmeasured ones that fill the pipeline, so the measured window starts at full concurrency. The
-levels are measured ``--rounds`` times in turn (1, 4, 16, 1, 4, 16, ...), so each level's figure mixes the same
+levels are measured ``--rounds`` times in turn (1, 4, 8, 16, 1, 4, 8, 16, ...), so each level's figure mixes the same
 moments of a shared machine's load; a level's requests/s is its requests over its wall time summed over the rounds
 (each round's figure is kept too), its p50/p95/p99 are over all its requests. Reported per level: requests/s,
 latency percentiles, failures (any reply but 200, or a transport error), the mean texts per onnxruntime call (the
@@ -21,6 +21,10 @@ server's /metrics), and how many answers name the same label as the same text at
 (INT8 activation scales are per batch). Target (issue 18): with batching, requests/s at concurrency 16 >= 3x the
 concurrency-1 figure of the same setting, zero failures. The client shares the machine's cores with the server: on a
 2-core machine the client's own work at concurrency 16 is taken from the server.
+
+Before the service: the model alone (``model_costs``: onnxruntime in this process, batches of 1, 4, 8, 16 texts
+cut from the same texts, at onnxruntime's default threads and at 1 thread), ms per call and per text: the bound on
+what sharing calls can buy on this CPU (``--no_model`` skips it).
 
 Faults, against the default setting: 64 clients at once with maximal requests (200 or 503 + Retry-After, never
 500 or a timeout), 16 clients that send a request and close the connection while it queues (not computed:
@@ -297,6 +301,39 @@ def load(bundle: Path, name: str, options: list[str], args: argparse.Namespace) 
             "levels": levels}
 
 
+# ---------------------------------------------------------------------------------------------- the model alone
+
+def model_costs(bundle: Path, texts: list[str], sizes: list[int], threads: list[int | None], n: int = 192,
+                repeats: int = 3) -> list[dict[str, Any]]:
+    """onnxruntime alone, in this process (no HTTP, no server): ms per call and per text at each batch size, the
+    batches cut from ``texts`` in order as the server's would be (mixed lengths, padded to the longest). What
+    batching can buy is bounded here: when a text costs as much in a batch of 8 as alone, sharing calls cannot
+    raise requests/s, whatever the HTTP side does. Median of ``repeats`` passes over ``n`` texts per size."""
+    import statistics
+
+    from fenlei.serving.predictor import BundlePredictor
+
+    out = []
+    for th in threads:
+        predictor = BundlePredictor(bundle, intra_op_threads=th)
+        predictor.predict_proba(texts[:max(sizes)], batch_size=max(sizes))  # warm-up (buffers, first-run costs)
+        for size in sizes:
+            batches = [[texts[(i + j) % len(texts)] for j in range(size)] for i in range(0, n, size)]
+            passes = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                for batch in batches:
+                    predictor.predict_proba(batch, batch_size=size)
+                passes.append(time.perf_counter() - started)
+            seconds = statistics.median(passes)
+            out.append({"threads": th, "batch": size, "ms_per_call": round(1000 * seconds / len(batches), 2),
+                        "ms_per_text": round(1000 * seconds / (len(batches) * size), 2),
+                        "texts_per_s": round(len(batches) * size / seconds, 1)})
+            print(f"model alone, threads {th or 'ORT default'}, batch {size}: {out[-1]['ms_per_call']} ms per call, "
+                  f"{out[-1]['ms_per_text']} ms per text", file=sys.stderr)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- faults
 
 def fault_burst(bundle: Path) -> dict[str, Any]:
@@ -441,13 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     parser.add_argument("--texts", type=Path, help="JSONL with a 'text' field (default: short built-in texts)")
     parser.add_argument("--max_texts", type=positive_int, default=2000, help="texts read from --texts")
-    parser.add_argument("--levels", type=positive_int, nargs="+", default=[1, 4, 16], help="concurrency levels")
+    parser.add_argument("--levels", type=positive_int, nargs="+", default=[1, 4, 8, 16], help="concurrency levels")
     parser.add_argument("--requests", type=positive_int, default=600, help="measured requests per level and round")
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured requests before each level")
     parser.add_argument("--rounds", type=positive_int, default=2, help="times every level is measured, in turn")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None,
                         help="server settings (default: all; --smoke: " + ", ".join(SMOKE_SETTINGS) + ")")
     parser.add_argument("--no_faults", action="store_true", help="skip the fault cases")
+    parser.add_argument("--no_model", action="store_true", help="skip the model-alone costs per batch size")
     parser.add_argument("--name", default="serve_load", help="results file benchmarks/results/NAME.json")
     parser.add_argument("--out", type=Path, help="results file (default benchmarks/results[/smoke]/NAME.json)")
     parser.add_argument("--smoke", action="store_true", help="plumbing check: levels 1 and 4, 40 requests, 1 round")
@@ -463,7 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     if 1 not in args.levels:
         parser.error("--levels must include 1 (the baseline of the target)")
     out = args.out or results_dir(args.smoke) / f"{args.name}.json"
+    began = time.perf_counter()
     command = shlex.join(["python", "benchmarks/serve_load.py", *(argv if argv is not None else sys.argv[1:])])
+    model = [] if args.no_model else model_costs(args.bundle, read_texts(args.texts, args.max_texts),
+                                                 [1, 4, 8, 16] if not args.smoke else [1, 4], [None, 1],
+                                                 n=192 if not args.smoke else 16, repeats=3 if not args.smoke else 1)
     settings = [load(args.bundle, name, SETTINGS[name], args) for name in args.settings]
     base = dict(reversed(settings[0]["levels"][0]["labels"]))  # the first setting at concurrency 1: first answer
     for s in settings:
@@ -487,10 +529,10 @@ def main(argv: list[str] | None = None) -> int:
               "bundle": os.path.relpath(args.bundle, REPO), "texts": str(args.texts) if args.texts else "built-in",
               "requests_per_level": args.requests, "warmup": args.warmup, "rounds": args.rounds,
               "levels": args.levels, "client": "asyncio, one process, keep-alive, TCP_NODELAY",
-              "settings": settings, "best_setting": best["setting"],
+              "model_alone": model, "settings": settings, "best_setting": best["setting"],
               "fastest_setting_at_top": fastest["setting"], "targets": targets,
               "target_values": {f"c{top}_over_c1_ge_{TARGET_RATIO:g}x": best["ratio_top_over_c1"]},
-              "faults": faults}
+              "faults": faults, "wall_s": round(time.perf_counter() - began, 1)}
     atomic_write_json(out, result)
     for s in settings:
         print(f"{s['setting']}: c{top}/c1 = {s['ratio_top_over_c1']}x, failures {s['failed']}", file=sys.stderr)

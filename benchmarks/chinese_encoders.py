@@ -99,9 +99,13 @@ def write_shopping_subset(out: Path, args: argparse.Namespace) -> None:
         return [pool[i] for i in picked], [pool[i] for i in rest]
 
     train, rest = pick(rows("train"), args.shopping_train, 0)
-    val, _ = pick(rest, args.shopping_val, 1)
+    val, unused = pick(rest, args.shopping_val, 1)
+    # Held-out rows of the training split that no fit sees: the deployment benchmark's parity set, five times the
+    # validation split, so that a class of 1% is 50 texts there and one flipped decision moves its F1 less.
+    heldout, _ = pick(unused, min(5 * args.shopping_val, len(unused)), 3)
     test, _ = pick(rows("test"), args.shopping_test, 2)
-    for name, part in (("validation", val), ("train", train), ("test", test)):  # test last: its presence = complete
+    parts = (("validation", val), ("heldout", heldout), ("train", train), ("test", test))
+    for name, part in parts:  # test last: its presence = complete
         atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part))
 
 
@@ -255,14 +259,17 @@ def seed_stats(cells: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def cell_machine(cell: dict[str, Any]) -> str:
-    """The CPU model a cell ran on and, for fits that record it, the training precision (throughput depends on
-    both: bf16 autocast is native on some CPUs and falls back to fp32 on others)."""
-    model = (cell.get("cpu") or {}).get("model", "unknown CPU")
+    """The CPU a cell ran on and, for fits that record it, the training precision (throughput depends on both:
+    bf16 autocast is native on some CPUs and falls back to fp32 on others)."""
+    model = cpu_model(cell)
     return f"{model}, {cell['precision']}" if cell.get("precision") else model
 
 
 def cpu_model(cell: dict[str, Any]) -> str:
-    return (cell.get("cpu") or {}).get("model", "unknown CPU")
+    """The CPU model with its recorded flags: one model name ("AMD EPYC") covers CPUs with and without VNNI/bf16."""
+    cpu = cell.get("cpu") or {}
+    flags = cpu.get("flags")
+    return f"{cpu.get('model', 'unknown CPU')} ({' '.join(flags)})" if flags else cpu.get("model", "unknown CPU")
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:

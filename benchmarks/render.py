@@ -9,7 +9,8 @@ runs) renders a smoke run's folder under a header that says so.
 
 BENCHMARKS.md opens with one summary table (a row per claim: target, measured value, met or not, date, CPU), then
 has one section per benchmark in the fixed order of ``GROUPS`` (training, numeric targets, decoder LMs, calibration
-and out-of-scope rejection, hyperparameter search, deployment), not in file-name order. A section may fold several results files (the
+and out-of-scope rejection, hyperparameter search, deployment, data tools), not in file-name order. A section may fold
+several results files (the
 reruns of one benchmark) and then shows min / median / max across them.
 
 Every figure comes from a results file. The prose of a section (method, budget, caveats, why a target is missed)
@@ -966,6 +967,67 @@ def rows_hostile_requests(runs: list[Res], ctx: Res) -> list[Row]:
                 f"{ok} of {len(res['rows'])}", [bool(res["passed"])], res["date"], cpu_of(res), "all_cases_as_expected")]
 
 
+# ---------------------------------------------------------------------------------------------------- data tools
+
+
+def render_label_noise(runs: list[Res], ctx: Res) -> str:
+    """benchmarks/label_noise.py: ``fenlei data noise`` against injected flips, and on DataCLUE TNEWS."""
+    res = runs[-1]
+    b, t = res["banking77"], res["tnews"]
+    out = [f"Command: `{res['command']}`  ", f"Date: {res['date']}; CPU: {cpu_of(res)}.  ",
+           f"Detector: {res['detector']}; {b['folds']} folds.", "",
+           f"**Banking77, {b['rate']:.0%} of the {b['rows']:,} train labels flipped** to another of the "
+           f"{b['classes']} classes (uniform, seeded); flagged rows against the flipped ones:", "",
+           "| noise seed | flipped | flagged | precision | recall | F1 | precision of the first N (N = flipped) | "
+           "suggested = original | out-of-fold accuracy | s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in b["runs"]:
+        out.append(f"| {r['seed']} | {r['flipped']:,} | {r['flagged']:,} | {pct(r['precision'])} | {pct(r['recall'])} | "
+                   f"{pct(r['f1'])} | {pct(r['precision_at_flipped'])} | {pct(r['suggested_is_original'])} | "
+                   f"{pct(r['oof_accuracy'])} | {num(r['seconds'], 0)} |")
+    c = b["clean"]
+    out += ["", f"On the clean file (no flips) it flags {c['flagged']:,} rows ({pct(c['flagged_share'])}; out-of-fold "
+            f"accuracy {pct(c['oof_accuracy'])}): false alarms and the source's own label errors together.", "",
+            f"**DataCLUE TNEWS train** ({t['rows']:,} titles, {t['classes']} classes, noisy labels by design): "
+            f"{t['flagged']:,} flagged ({pct(t['flagged_share'])}); out-of-fold accuracy against the given labels "
+            f"{pct(t['oof_accuracy'])}. Derived training sets: "
+            + ", ".join(f"`{d['data_dir']}` ({d['train_rows']:,} rows)" for d in t["derived"].values()) + ".", "",
+            "| train set | TF-IDF + logistic regression, clean test accuracy | macro-F1 | e5-small (CE) seeds | "
+            "e5 macro-F1 per seed | e5 mean |", "|---|---|---|---|---|---|"]
+    table = (res.get("retrain") or {}).get("table", {})
+    for variant, proxy in t["proxy_tfidf_logreg_test"].items():
+        e5 = table.get(variant)
+        seeds = ", ".join(e5["seeds"]) if e5 else "not run"
+        per_seed = ", ".join(pct(x) for x in e5["f1_macro"]) if e5 else "–"
+        out.append(f"| {variant} | {pct(proxy['accuracy'])} | {pct(proxy['f1_macro'])} | {seeds} | {per_seed} | "
+                   f"{pct(e5['f1_macro_mean']) if e5 else '–'} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def rows_label_noise(runs: list[Res], ctx: Res) -> list[Row]:
+    res = runs[-1]
+    b, t = res["banking77"], res["tnews"]
+    n = len(b["runs"])
+    rng = b.get("range", {})
+
+    def stat(key: str) -> str:
+        value = pct(b["mean"].get(key))
+        return value if n < 2 or key not in rng else f"{value} ({pct(rng[key][0])}–{pct(rng[key][1])})"
+
+    rows = [Row(f"Banking77, {b['rate']:.0%} of labels flipped: precision / recall of `data noise`'s flagged rows"
+                + (f", mean of {n} noise seeds" if n > 1 else ""), "none set", f"{stat('precision')} / {stat('recall')}",
+                [], res["date"], cpu_of(res)),
+            Row("TNEWS train: rows `data noise` flags", "none set", f"{t['flagged']:,} of {t['rows']:,} "
+                f"({pct(t['flagged_share'])})", [], res["date"], cpu_of(res))]
+    table = (res.get("retrain") or {}).get("table", {})
+    if "noisy" in table and any(v in table for v in ("dropped", "relabelled")):
+        measured = "; ".join(f"{v} {pct(table[v]['f1_macro_mean'])} ({len(table[v]['seeds'])} seeds)"
+                             for v in ("noisy", "dropped", "relabelled") if v in table)
+        rows.append(Row("TNEWS clean test macro-F1, e5-small CE: noisy train against flagged rows dropped / relabelled",
+                        "none set", measured, [], res["date"], cpu_of(res)))
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------- layout
 
 
@@ -1030,6 +1092,10 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
         Section("hostile_requests", "Hostile requests against the service", ("hostile_requests",),
                 render_hostile_requests, rows_hostile_requests),
     )),
+    ("Data tools", (
+        Section("label_noise", "Suspect labels: injected flips on Banking77, DataCLUE TNEWS", ("label_noise",),
+                render_label_noise, rows_label_noise),
+    )),
 )
 
 
@@ -1064,7 +1130,8 @@ avx_vnni and avx512_bf16, no AMX): its results go to `benchmarks/results/smoke/`
 
 Sections come in a fixed order: training throughput and accuracy, numeric targets, decoder LMs as classifiers,
 calibration and out-of-scope rejection, hyperparameter search, deployment (end-to-end bundle benchmarks first, then
-the studies behind them). Reruns of one benchmark are folded into one section, and the summary shows min / median / max across them.
+the studies behind them), data tools. Reruns of one benchmark are folded into one section, and the summary shows
+min / median / max across them.
 """
 
 

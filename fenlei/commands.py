@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "test": Command(LIGHTNING, "test a checkpoint (--ckpt_path best) and write the run's test/ report"),
     "predict": Command(LIGHTNING, "predict a file with a checkpoint into the run's predict/predictions.jsonl "
                                   "(--probe DIR: with a saved probe)", routes=(("--probe", "fenlei.probe.predict"),)),
-    "data": Command("fenlei.data.tools", "data tools: dedup, mask, split, stats, oversample, augment, leakage (no torch)"),
+    "data": Command("fenlei.data.tools", "data tools: dedup, mask, split, stats, oversample, augment, leakage, noise (no torch)"),
     "sweep": Command("fenlei.ops.sweep", "run a W&B-format sweep file locally, one run directory per trial"),
     "ablate": Command("fenlei.ops.ablate", "run an ablation spec (variants x seeds) into a table and a chart"),
     "compare": Command("fenlei.ops.compare", "compare runs and bundles on one data file: F1, top-k, latency, size"),

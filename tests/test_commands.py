@@ -28,7 +28,8 @@ def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def sub_subcommands(text: str) -> list[str]:
     """The choices of ``fenlei data {dedup,mask,...} ...`` in a usage line (a bool's {true,false} has no ...)."""
-    found = re.search(r"\{(\w+(?:,\w+)+)\} \.\.\.", text)
+    # The usage may wrap between the choices and the "...".
+    found = re.search(r"\{(\w+(?:,\w+)+)\}\s+\.\.\.", text)
     return found.group(1).split(",") if found else []
 
 
@@ -53,7 +54,7 @@ def test_help_offers_config_and_shows_defaults(name: str, capsys: pytest.Capture
 
 def test_data_and_al_list_their_operations(capsys: pytest.CaptureFixture[str]) -> None:
     assert sub_subcommands(help_text(["data"], capsys)) == ["dedup", "mask", "split", "stats", "oversample", "augment",
-                                                               "leakage"]
+                                                               "leakage", "noise"]
     assert sub_subcommands(help_text(["al"], capsys)) == ["select", "merge"]
 
 

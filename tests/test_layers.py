@@ -1,7 +1,8 @@
 """The package layering, read from the source: every import of every installed module (those inside functions and
 ``if TYPE_CHECKING:`` blocks too, and ``importlib.import_module("literal")``) is checked against these rules.
 
-    foundation      fenlei/{__init__,io,errors,cpu,numerics,metrics,predictions,typed_cli,answers,text_limits}.py,
+    foundation      fenlei/{__init__,io,errors,cpu,numerics,metrics,plotting,predictions,typed_cli,answers,
+                    text_limits}.py,
                     fenlei/pretrained/
                     imports nothing else of fenlei's packages
     middle          datamodules/, lightning_modules/, losses/, fenlei/calibration/
@@ -34,8 +35,8 @@ from tests.conftest import REPO_ROOT
 
 ROOTS = ("fenlei", "datamodules", "lightning_modules", "losses")
 ENTRY_POINTS = {"fenlei.commands", "fenlei.__main__"}
-FOUNDATION_MODULES = {f"fenlei.{name}" for name in ("io", "errors", "cpu", "numerics", "metrics", "predictions",
-                                                    "typed_cli", "answers", "text_limits")} | {"fenlei"}
+FOUNDATION_MODULES = {f"fenlei.{name}" for name in ("io", "errors", "cpu", "numerics", "metrics", "plotting",
+                                                    "predictions", "typed_cli", "answers", "text_limits")} | {"fenlei"}
 FOUNDATION_PACKAGES = {"fenlei.pretrained"}
 MIDDLE = {"datamodules", "lightning_modules", "losses", "fenlei.calibration"}
 MIDDLE_FORBIDDEN = {("lightning_modules", "datamodules"), ("datamodules", "lightning_modules"),

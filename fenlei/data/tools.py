@@ -1,7 +1,8 @@
-"""Data tools for labelled text files: ``python cli.py data {dedup,mask,split,stats,oversample,augment,leakage} ...``.
+"""Data tools for labelled text files: ``python cli.py data {dedup,mask,split,stats,oversample,augment,leakage,noise}``.
 
 Pure Python and the standard library (``transformers`` is imported only inside :class:`BackTranslationAugmenter`,
-``datasketch`` only by the near-duplicate search of ``leakage``, in :mod:`fenlei.data.leakage`):
+``datasketch`` only by the near-duplicate search of ``leakage``, in :mod:`fenlei.data.leakage`, numpy,
+scikit-learn and cleanlab only by ``noise``, in :mod:`fenlei.data.noise`):
 the commands start in well under a second and never load torch or Lightning.
 
 Every operation reads JSONL or CSV/TSV through ``datamodules.readers`` (errors name the file and line), writes
@@ -591,10 +592,115 @@ def leakage_summary(report: dict[str, Any], test: str, output: Optional[str]) ->
             f"train ({report['train_rows']:,} rows): " + ", ".join(parts) + "." + labels + where)
 
 
+# --------------------------------------------------------------------------------------------------- noise
+
+NOISE_FILES = {"review": "review.jsonl", "summary": "summary.json"}
+CLEAN_FILES = {"dropped": "train_dropped.jsonl", "relabelled": "train_relabelled.jsonl"}
+
+
+def noise(*, train: str, out: Optional[str] = None, write_clean: Optional[str] = None, text_field: str = "text",
+          label_field: str = "label", folds: int = 5, seed: int = 0, c: float = 10.0, max_iter: int = 1000,
+          top_k: int = 3) -> dict[str, Any]:
+    """Suspect labels: train rows whose label disagrees with out-of-fold predictions (confident learning).
+
+    Out-of-fold class probabilities from TF-IDF character 1-5-grams + logistic regression (stratified K folds), then
+    cleanlab.filter.find_label_issues (prune by noise rate), most suspect (lowest probability of the given label)
+    first. The review file holds each flagged row as it is in train (given label unchanged) plus an "al" field:
+    rank, score, source (file:line), given_label, suggested_label, their probabilities, top_k. Edit the labels,
+    then `fenlei al merge --train DIR/train_dropped.jsonl --labeled DIR/review.jsonl --out train_v2.jsonl` takes the
+    reviewed rows back (merge drops the "al" field).
+
+    Args:
+        train: train file (.jsonl, .json, .csv or .tsv)
+        out: folder for review.jsonl (flagged rows, most suspect first) and summary.json
+        write_clean: folder for train_dropped.jsonl (flagged rows removed) and train_relabelled.jsonl (flagged rows
+            given the suggested label; fields that follow the label, such as a label_id, follow it too)
+        text_field: field holding the text
+        label_field: field holding the given label
+        folds: stratified folds of the out-of-fold predictions (every class needs at least this many rows)
+        seed: seed of the fold assignment
+        c: inverse regularisation strength of the logistic regression
+        max_iter: iterations of the logistic regression's solver
+        top_k: labels (with probabilities) kept per review row
+    """
+    import time
+
+    from fenlei.data import noise as label_noise
+
+    if c <= 0:
+        raise DataError(f"--c must be positive, got {c}")
+    if max_iter < 1 or top_k < 1:
+        raise DataError(f"--max_iter and --top_k must be at least 1, got {max_iter} and {top_k}")
+    outputs = ([Path(out) / name for name in NOISE_FILES.values()] if out else []) + (
+        [Path(write_clean) / name for name in CLEAN_FILES.values()] if write_clean else [])
+    for output in outputs:
+        check_not_input(train, output)
+    path = Path(train)
+    rows = load(path)
+    texts = [_field_text(path, lineno, row, text_field) for lineno, row in rows]
+    labels = _labels(path, rows, label_field)
+    lines = [lineno for lineno, _ in rows]
+    label_noise.check_folds(labels, lines, folds, str(path))
+    label_noise.import_learners()  # a missing package is reported before minutes of fitting
+    label_names = sorted(set(labels), key=label_sort_key)
+    started = time.perf_counter()
+    suspects = label_noise.find_suspects(texts, labels, label_names, folds=folds, seed=seed, c=c, max_iter=max_iter)
+    seconds = time.perf_counter() - started
+    plain = [row for _, row in rows]
+    flagged = len(suspects.ranked)
+    report: dict[str, Any] = {
+        "train": str(path), "rows": len(rows), "classes": len(label_names), "folds": folds, "seed": seed,
+        "model": {"features": "TF-IDF, character 1-5-grams (sublinear tf, min_df 2)",
+                  "classifier": f"LogisticRegression(C={c:g}, max_iter={max_iter})",
+                  "flagging": "cleanlab.filter.find_label_issues(filter_by='prune_by_noise_rate', "
+                              "return_indices_ranked_by='self_confidence')"},
+        "oof_accuracy": round(suspects.accuracy(), 6),
+        "flagged": flagged, "flagged_share": round(flagged / len(rows), 6),
+        "per_class": label_noise.class_counts(labels, suspects, label_names),
+        "seconds": round(seconds, 2), "versions": _versions("sklearn", "cleanlab"), "outputs": {},
+    }
+    if write_clean:
+        dropped, relabelled, following = label_noise.derived_rows(plain, labels, suspects, label_names, label_field,
+                                                                  text_field)
+        folder = Path(write_clean)
+        write_jsonl(folder / CLEAN_FILES["dropped"], dropped)
+        write_jsonl(folder / CLEAN_FILES["relabelled"], relabelled)
+        report["fields_following_label"] = following
+        report["outputs"].update({key: str(folder / name) for key, name in CLEAN_FILES.items()})
+    if out:
+        folder = Path(out)
+        write_jsonl(folder / NOISE_FILES["review"], label_noise.review_rows(plain, lines, str(path), suspects,
+                                                                            label_names, top_k))
+        report["outputs"].update({key: str(folder / name) for key, name in NOISE_FILES.items()})
+        atomic_write_json(folder / NOISE_FILES["summary"], report)
+    print(noise_summary(report))
+    return report
+
+
+def _versions(*modules: str) -> dict[str, str]:
+    import importlib
+
+    return {name: str(getattr(importlib.import_module(name), "__version__", "?")) for name in modules}
+
+
+def noise_summary(report: dict[str, Any]) -> str:
+    """The lines ``data noise`` prints."""
+    n = report["rows"]
+    head = (f"noise: {n:,} rows, {report['classes']} classes in {report['train']}; {report['folds']}-fold out-of-fold "
+            f"TF-IDF + logistic regression agrees with the given label on {report['oof_accuracy']:.1%}; "
+            f"{report['flagged']:,} rows ({share(report['flagged'], n)}) flagged as suspect labels (confident "
+            f"learning, cleanlab) in {report['seconds']:.0f} s")
+    outputs = report["outputs"]
+    where = [f"review -> {outputs['review']}, summary -> {outputs['summary']}"] if "review" in outputs else []
+    if "dropped" in outputs:
+        where.append(f"dropped -> {outputs['dropped']}, relabelled -> {outputs['relabelled']}")
+    return head + (". " + "; ".join(where) + "." if where else ". (--out DIR writes the review file.)")
+
+
 # --------------------------------------------------------------------------------------------------- CLI
 
 OPERATIONS = {"dedup": dedup, "mask": mask, "split": split, "stats": stats, "oversample": oversample,
-              "augment": augment, "leakage": leakage}
+              "augment": augment, "leakage": leakage, "noise": noise}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

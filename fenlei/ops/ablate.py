@@ -147,10 +147,9 @@ def summarize(spec: AblationSpec, runs: list[dict[str, Any]]) -> list[dict[str, 
 def bar_chart_png(rows: list[dict[str, Any]], metric: str, title: str) -> bytes:
     """Mean per variant with a +-1 std error bar and every seed's value as a dot."""
 
-    import matplotlib
+    from fenlei.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [r["variant"] for r in rows]
     means = [r["mean"] if r["mean"] is not None else math.nan for r in rows]

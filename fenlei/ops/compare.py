@@ -101,10 +101,9 @@ def evaluate(scorer: Scorer, texts: list[str], gold: list[str], timing_texts: li
 
 def comparison_png(rows: list[dict[str, Any]], title: str) -> bytes:
     """Three panels: grouped bars of the quality metrics per model, P95/p50 latency, and parameter count."""
-    import matplotlib
+    from fenlei.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = [r["model"] for r in rows]
     quality = ["f1_weighted", "f1_macro", "top1_acc", "top5_acc"]

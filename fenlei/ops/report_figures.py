@@ -5,26 +5,19 @@ report's own (``fenlei.training.reporting.confusion_matrix_png``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
 from fenlei.ops.report_analysis import ReliabilityBins
 from fenlei.ops.report_data import Series
+from fenlei.plotting import pyplot
 from fenlei.training.reporting import figure_png
 
 # Validation figures drawn per epoch, where the run logged them (classification and numeric-target runs alike).
 EPOCH_METRICS = ("val/f1_macro", "val/acc", "val/f1_weighted", "val/top5", "val/ece", "train/acc")
 MAX_LR_LINES = 6
 
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _xy(series: Series, by_epoch: bool) -> tuple[list[float], list[float]]:
@@ -53,7 +46,7 @@ def learning_curves_png(curves: dict[str, Series], title: str) -> Optional[bytes
     panels = [p for p, present in (("loss", loss_keys), ("epoch", epoch_keys), ("lr", lrs)) if present]
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         if panel == "loss":
@@ -87,7 +80,7 @@ def learning_curves_png(curves: dict[str, Series], title: str) -> Optional[bytes
 def reliability_png(panels: Sequence[tuple[str, ReliabilityBins]]) -> bytes:
     """One column per (title, bins): accuracy against mean confidence per bin over the diagonal, the gap shaded,
     and below it how many rows each bin holds."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.6), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     for column, (title, bins) in enumerate(panels):
@@ -118,7 +111,7 @@ def comparison_curves_png(runs: Sequence[tuple[str, dict[str, Series]]]) -> Opti
     panels = [(key, by_epoch) for key, by_epoch in panels if any(key in curves for _, curves in runs)]
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, (key, by_epoch) in zip(axes[0], panels, strict=True):
         for name, curves in runs:

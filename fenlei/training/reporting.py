@@ -73,10 +73,9 @@ def rows_to_markdown(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def confusion_matrix_png(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> bytes:
     """Row-normalised confusion matrix (recall on the diagonal) as PNG bytes; scales with the class count."""
-    import matplotlib
+    from fenlei.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from sklearn.metrics import confusion_matrix
 
     n = len(label_names)

@@ -19,7 +19,6 @@ EPOCH_METRICS = ("val/f1_macro", "val/acc", "val/f1_weighted", "val/top5", "val/
 MAX_LR_LINES = 6
 
 
-
 def _xy(series: Series, by_epoch: bool) -> tuple[list[float], list[float]]:
     points = [(epoch if by_epoch and epoch is not None else step, value) for step, epoch, value in series]
     return [x for x, _ in points], [y for _, y in points]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import random
 import signal
@@ -206,14 +205,16 @@ def run_one(spec: SweepSpec, study: Any, lock: StudyLock, trial: Any, params: di
             study.tell(trial, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
         return "finished" if value is not None else "failed"
     band = spec.early_terminate
-    # A trial that reached hyperband's max_iter has had its whole budget: Optuna's rungs go on past it, and a
-    # prune there would kill a fit that is writing its final results.
-    last_prunable = None if band is None else (band.max_iter - 1 if band.max_iter else math.inf)
+
+    def prunable(step: int) -> bool:
+        # A trial that reached hyperband's max_iter has had its whole budget: Optuna's rungs go on past it, and a
+        # prune there would kill a fit that is writing its final results.
+        return band is not None and (band.max_iter is None or step < band.max_iter)
 
     def on_value(step: int, value: float) -> bool:
         with lock:
             trial.report(value, step)
-            return last_prunable is not None and step <= last_prunable and trial.should_prune()
+            return prunable(step) and trial.should_prune()
 
     try:
         wait_for_run_dir(run_dir, poll_seconds)

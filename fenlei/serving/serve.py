@@ -303,11 +303,7 @@ def serve(*, bundle: str, host: str = "127.0.0.1", port: int = 8000, precision: 
         from fenlei.serving.workers import serve_workers
 
         return serve_workers(options, server_settings(limits_of(**options)))
-    app = app_of(bundle=bundle, precision=precision, threads=threads, max_chars=max_chars, max_items=max_items,
-                 top_k=top_k, log_level=log_level, api_key_env=api_key_env, docs=docs, max_body_bytes=max_body_bytes,
-                 header_timeout=header_timeout, body_timeout=body_timeout, keep_alive_timeout=keep_alive_timeout,
-                 request_timeout=request_timeout, max_queue=max_queue, max_concurrent=max_concurrent,
-                 max_batch_texts=max_batch_texts, batch_wait_ms=batch_wait_ms, max_connections=max_connections)
+    app = app_of(**options)
     import uvicorn
 
     from fenlei.serving.protocol import uvicorn_config

@@ -897,8 +897,13 @@ def rows_serve_load(runs: list[Res], ctx: Res) -> list[Row]:
     for r in runs:
         top = max(r["levels"])
         key = next(k for k in r["targets"] if k.startswith(f"c{top}_over_c1"))
+        # The test fixture's model is tiny (a call's fixed cost dominates): its ratio checks the plumbing and does
+        # not count for the 3x target, which a real bundle's row judges.
+        fixture = "tests/fixtures/" in str(r["bundle"])
         rows.append(Row(f"`{r['bundle']}` service: requests/s at concurrency {top} over 1 ({r['best_setting']})",
-                        "≥ 3x", ratio(r["target_values"][key]), [bool(r["targets"][key])], r["date"], cpu_of(r), key))
+                        "none set (tiny fixture model; ≥ 3x is judged on a real bundle)" if fixture else "≥ 3x",
+                        ratio(r["target_values"][key]), [] if fixture else [bool(r["targets"][key])], r["date"],
+                        cpu_of(r), key))
         rows.append(Row(f"`{r['bundle']}` service: failed requests under load, all settings", "0",
                         str(sum(st["failed"] for st in r["settings"])), [bool(r["targets"]["zero_failures"])],
                         r["date"], cpu_of(r), "zero_failures"))

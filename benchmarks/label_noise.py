@@ -19,10 +19,11 @@ Two measurements (issue 17, "Suspect labels"):
     As a cheap proxy, the same TF-IDF + logistic regression trained on each train set is scored on the clean test.
 
 ``--retrain`` (with ``--skip_detection``: reuse the detection figures and derived files of an earlier run): the
-encoder question proper, e5-small with ``configs/zh/e5_ce.yaml`` (the chinese_encoders
-recipe, 4 epochs) on each derived set for each ``--seeds`` seed, through ``benchmarks/chinese_encoders.py``'s own
-fit-and-test; the noisy-as-given baseline is that benchmark's ``tnews`` ``e5/ce/seed<N>`` cells (the same config,
-seeds and clean test), read from ``benchmarks/results/chinese_encoders.json``. Cells are kept in the results file
+encoder question proper, e5-small with ``configs/zh/e5_<recipe>.yaml`` (``--recipe``, default ``ce``: a
+chinese_encoders recipe, 4 epochs) on each derived set for each ``--seeds`` seed, through
+``benchmarks/chinese_encoders.py``'s own fit-and-test; the noisy-as-given baseline is that benchmark's ``tnews``
+``e5/<recipe>/seed<N>`` cells (the same config, seeds and clean test), read from
+``benchmarks/results/chinese_encoders.json``. Each recipe has its own table. Cells are kept in the results file
 and never rerun; a detection rerun that changes a derived file drops the cells trained on the old one.
 
 Writes ``benchmarks/results/label_noise.json`` atomically (``--smoke``: the smoke subsets, 3 folds,
@@ -44,12 +45,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import chinese_encoders  # noqa: E402
 from benchmarks.common import SHARED_DATA, SMOKE_WORK, machine, positive_int, results_dir, smoke_data  # noqa: E402
 from fenlei.io import atomic_write_json, atomic_write_text, file_sha256  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work" / "label_noise"
 VARIANTS = ("dropped", "relabelled")
-RECIPE = "ce"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -195,18 +196,16 @@ def retrain_cells(result: dict[str, Any], old: dict[str, Any], args: argparse.Na
         else:
             print(f"label_noise: dropped retrain cell {key}: its train file has changed", file=sys.stderr)
     if args.retrain:
-        from benchmarks import chinese_encoders
-
         options = argparse.Namespace(extra=list(args.extra), threads=2, latency_texts=20 if args.smoke else 200)
-        configs = [f"configs/zh/e5_{RECIPE}.yaml"]
+        configs = [f"configs/zh/e5_{args.recipe}.yaml"]
         for variant in VARIANTS:
             for seed in args.seeds:
-                key = f"{variant}/e5/{RECIPE}/seed{seed}"
+                key = f"{variant}/e5/{args.recipe}/seed{seed}"
                 if key in cells:
                     continue
                 overrides = [f"--seed_everything={seed}"] + (
                     [f"--model.init_args.pretrained={chinese_encoders.smoke_encoder()}"] if args.smoke else [])
-                cell_dir = args.work / "tnews" / "retrain" / variant / f"seed{seed}"
+                cell_dir = args.work / "tnews" / "retrain" / variant / args.recipe / f"seed{seed}"
                 started = time.perf_counter()
                 cell = chinese_encoders.fit_and_test(cell_dir, REPO / derived[variant]["data_dir"], configs, overrides,
                                                      options)
@@ -217,28 +216,35 @@ def retrain_cells(result: dict[str, Any], old: dict[str, Any], args: argparse.Na
     return retrain_summary(cells, args.smoke)
 
 
-def baseline_cells(smoke: bool) -> dict[str, Any]:
-    """The noisy-as-given e5/ce cells of benchmarks/chinese_encoders.py (same config, seeds and test)."""
+def baseline_cells(smoke: bool, recipes: set[str]) -> dict[str, Any]:
+    """The noisy-as-given e5/<recipe> cells of benchmarks/chinese_encoders.py (same config, seeds and test)."""
     path = results_dir(smoke) / "chinese_encoders.json"
     try:
         cells = json.loads(path.read_text())["cells"]["tnews"]
     except (OSError, ValueError, KeyError):
         return {}
-    return {f"noisy/e5/{RECIPE}/{k.rsplit('/', 1)[-1]}": v for k, v in cells.items() if k.startswith(f"e5/{RECIPE}/")}
+    return {f"noisy/{k}": v for k, v in cells.items() if k.startswith("e5/") and k.split("/")[1] in recipes}
 
 
 def retrain_summary(cells: dict[str, Any], smoke: bool = False) -> dict[str, Any]:
-    everything = {**baseline_cells(smoke), **cells}
-    table = {}
-    for variant in ("noisy", *VARIANTS):
-        runs = {k.rsplit("/", 1)[-1]: v for k, v in everything.items() if k.startswith(f"{variant}/")}
-        if runs:
-            f1 = [v["f1_macro"] for v in runs.values()]
-            table[variant] = {"seeds": sorted(runs), "f1_macro": [round(x, 4) for x in f1],
-                              "f1_macro_mean": round(statistics.fmean(f1), 4),
-                              "accuracy_mean": round(statistics.fmean(v["accuracy"] for v in runs.values()), 4)}
-    return {"recipe": f"configs/zh/e5_{RECIPE}.yaml", "baseline": "benchmarks/results/chinese_encoders.json tnews "
-            f"e5/{RECIPE}/seed<N>", "cells": cells, "table": table}
+    """Per recipe retrained (keys ``<variant>/e5/<recipe>/seed<N>``), the macro-F1 of each train set over seeds,
+    the noisy one read from chinese_encoders.json."""
+    recipes = {key.split("/")[2] for key in cells}
+    everything = {**baseline_cells(smoke, recipes), **cells}
+    tables: dict[str, dict[str, Any]] = {}
+    for recipe in sorted(recipes):
+        table = tables.setdefault(recipe, {})
+        for variant in ("noisy", *VARIANTS):
+            runs = {k.rsplit("/", 1)[-1]: v for k, v in everything.items() if k.startswith(f"{variant}/e5/{recipe}/")}
+            if runs:
+                f1 = [runs[seed]["f1_macro"] for seed in sorted(runs)]
+                table[variant] = {"seeds": sorted(runs), "f1_macro": [round(x, 4) for x in f1],
+                                  "f1_macro_mean": round(statistics.fmean(f1), 4),
+                                  "f1_macro_range": [round(min(f1), 4), round(max(f1), 4)],
+                                  "accuracy_mean": round(statistics.fmean(v["accuracy"] for v in runs.values()), 4)}
+    return {"configs": {r: f"configs/zh/e5_{r}.yaml" for r in sorted(recipes)},
+            "baseline": "benchmarks/results/chinese_encoders.json tnews e5/<recipe>/seed<N>", "cells": cells,
+            "tables": tables}
 
 
 def reusable_detection(old: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folds", type=positive_int, default=5)
     p.add_argument("--retrain", action="store_true", help="also fit e5 on the derived TNEWS sets (hours)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds of the retrain cells")
+    p.add_argument("--recipe", default="ce", choices=chinese_encoders.RECIPES, help="configs/zh/e5_<recipe>.yaml of the retrain cells (a chinese_encoders "
+                   "recipe, whose noisy cells are the baseline)")
     p.add_argument("--skip_detection", action="store_true",
                    help="keep the detection figures of the results file (its derived TNEWS files must be unchanged)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="passed to every retrain fit/test")

@@ -45,8 +45,8 @@ def result() -> dict:
     cells = {f"{v}/e5/ce/seed{s}": {"f1_macro": 0.5 + s / 100, "accuracy": 0.55} for v in ("dropped", "relabelled")
              for s in (1, 2, 3)}
     summary = retrain_summary(cells)
-    summary["table"]["noisy"] = {"seeds": ["seed1", "seed2", "seed3"], "f1_macro": [0.5, 0.5, 0.5],
-                                 "f1_macro_mean": 0.5, "accuracy_mean": 0.55}
+    summary["tables"]["ce"]["noisy"] = {"seeds": ["seed1", "seed2", "seed3"], "f1_macro": [0.5, 0.5, 0.5],
+                                        "f1_macro_mean": 0.5, "accuracy_mean": 0.55}
     return {"benchmark": "label_noise", "command": "python benchmarks/label_noise.py", "date": "2026-12-02",
             "machine": {"cpu": {"model": "test CPU", "flags": ["avx2"], "cores": 2}}, "detector": "the detector",
             "banking77": {"rows": 10003, "classes": 77, "rate": 0.1, "folds": 5, "runs": [run, {**run, "seed": 1}],
@@ -67,15 +67,32 @@ def test_section_renders_with_and_without_retrain_cells() -> None:
     for line in text.splitlines():
         if line.startswith("| noise seed") or line.startswith("| 0 |"):
             assert line.count("|") == 11, line  # ten columns: no stray pipe in a header
-    assert "| dropped | 50.00% | 45.00% | seed1, seed2, seed3 | 51.00%, 52.00%, 53.00% | 52.00% |" in text
+    assert "| dropped | 50.00% | 45.00% | 51.00% (seed1), 52.00% (seed2), 53.00% (seed3) | 52.00% |" in text
     rows = render.rows_label_noise([res], {})
     assert [r.target for r in rows] == ["none set"] * 3
     assert rows[0].measured == "70.00% (70.00%–70.00%) / 77.00% (77.00%–77.00%)"
     assert rows[2].measured.startswith("noisy 50.00% (3 seeds); dropped 52.00% (3 seeds)")
     res["retrain"] = retrain_summary({})
-    res["retrain"]["table"].pop("noisy", None)
     assert len(render.rows_label_noise([res], {})) == 2
-    assert "| relabelled | 50.00% | 45.00% | not run | – | – |" in render.render_label_noise([res], {})
+    assert "No e5 retrain has run yet" in render.render_label_noise([res], {})
+
+
+def test_each_retrained_recipe_gets_its_own_columns_and_row() -> None:
+    res = result()
+    cells = {"dropped/e5/ce/seed1": {"f1_macro": 0.52, "accuracy": 0.6},
+             "relabelled/e5/logit_adjusted_ls/seed2": {"f1_macro": 0.58, "accuracy": 0.62},
+             "relabelled/e5/logit_adjusted_ls/seed1": {"f1_macro": 0.56, "accuracy": 0.6}}
+    res["retrain"] = retrain_summary(cells)
+    tables = res["retrain"]["tables"]
+    assert set(tables) == {"ce", "logit_adjusted_ls"}
+    assert tables["logit_adjusted_ls"]["relabelled"]["seeds"] == ["seed1", "seed2"]
+    assert tables["logit_adjusted_ls"]["relabelled"]["f1_macro"] == [0.56, 0.58]  # in seed order
+    assert tables["logit_adjusted_ls"]["relabelled"]["f1_macro_mean"] == pytest.approx(0.57)
+    assert "dropped" not in tables["logit_adjusted_ls"]
+    text = render.render_label_noise([res], {})
+    header = next(line for line in text.splitlines() if line.startswith("| train set"))
+    assert "e5 ce: mean" in header and "e5 logit_adjusted_ls: mean" in header
+    assert "| relabelled | 50.00% | 45.00% |" in text and "56.00% (seed1), 58.00% (seed2) | 57.00% |" in text
 
 
 def test_the_section_is_in_the_data_tools_group() -> None:

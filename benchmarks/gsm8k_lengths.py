@@ -6,12 +6,17 @@ applied to alpaca targets). Runs one after another (each holds ``/tmp/fenlei_cpu
 heavy jobs on the machine queue instead of sharing the two cores). Resumable: a config whose three steps are done
 is skipped; ``--force`` reruns.
 
+``--seeds`` (default: the configs' own 42) fits every config once per seed (``--seed_everything``), all configs of
+the first seed before the second, so a cut-short benchmark holds whole seeds. Each run's figures are the mean over
+its finished seeds, with ``"per_seed"`` (every seed's figures) and ``"spread"`` (max - min of each figure).
+
 Writes ``benchmarks/results/gsm8k_lengths.json`` as ``{"runs": [{"name", "accuracy", "macro_f1", "min_bin_f1",
-"mae_bins", "qwk", "target_mae", "constant_mae", "train_s", ..., "transfer_alpaca": {...}}]}`` and re-renders
-BENCHMARKS.md::
+"mae_bins", "qwk", "target_mae", "constant_mae", "train_s", ..., "transfer_alpaca": {...}, "seeds", "per_seed",
+"spread"}]}`` and re-renders BENCHMARKS.md::
 
     python benchmarks/gsm8k_lengths.py                      # all configs, about an hour on a quiet 2-core CPU
     python benchmarks/gsm8k_lengths.py --only quantile_ce regression_mse
+    python benchmarks/gsm8k_lengths.py --seeds 1 2 3        # the study with its spread, about 3x as long
     python benchmarks/gsm8k_lengths.py --smoke              # plumbing check, two configs, a few minutes
 
 ``--smoke``: the tiny random BERT of the tests, ``quantile_ce`` and ``regression_mse`` only (unless ``--only``), 120
@@ -29,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -90,9 +96,9 @@ def subset(source: Path, target: Path, rows: int | None, seed: int) -> Path:
     return target
 
 
-def budget_overrides(args: argparse.Namespace) -> list[str]:
+def budget_overrides(args: argparse.Namespace, seed: int) -> list[str]:
     overrides = [f"--data.init_args.data_dir={WORK / 'data'}", f"--trainer.max_epochs={args.epochs}",
-                 f"--data.init_args.max_length={args.max_length}"]
+                 f"--data.init_args.max_length={args.max_length}", f"--seed_everything={seed}"]
     if args.freeze_layers is not None:
         overrides.append(f"--model.init_args.freeze_layers={args.freeze_layers}")
     if args.smoke:
@@ -101,15 +107,20 @@ def budget_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def one_config(config: Path, args: argparse.Namespace) -> dict[str, Any]:
+def seed_dir(seed: int) -> Path:
+    return WORK / f"seed{seed}"
+
+
+def one_config(config: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     force = args.force
     name = config.stem
-    run_dir = WORK / name
+    run_dir = seed_dir(seed) / name
     transfer_dir = run_dir / "transfer_alpaca"
-    base = [f"--trainer.default_root_dir={run_dir}", "--wandb.mode=disabled", *budget_overrides(args)]
+    base = [f"--trainer.default_root_dir={run_dir}", "--wandb.mode=disabled", *budget_overrides(args, seed)]
     if force or not RunDir(run_dir).is_finished():
         print(f"[{name}] fit", flush=True)
         run([PYTHON, "cli.py", "fit", "--config", str(config), *base], run_dir.parent / f"{name}.fit.log")
+        atomic_write_json(run_dir.parent / f"{name}.machine.json", machine())  # seeds may be fitted on other days
     summary = json.loads(RunDir(run_dir).summary.read_text())
     if force or not RunDir(run_dir).test_metrics.is_file():
         print(f"[{name}] test", flush=True)
@@ -117,7 +128,7 @@ def one_config(config: Path, args: argparse.Namespace) -> dict[str, Any]:
     if force or not RunDir(transfer_dir).test_metrics.is_file():
         print(f"[{name}] transfer test on alpaca_eval_lengths", flush=True)
         run([PYTHON, "cli.py", "test", "--config", str(config), f"--trainer.default_root_dir={transfer_dir}",
-             "--wandb.mode=disabled", *budget_overrides(args), f"--data.init_args.test_file={WORK / 'alpaca_test.jsonl'}",
+             "--wandb.mode=disabled", *budget_overrides(args, seed), f"--data.init_args.test_file={WORK / 'alpaca_test.jsonl'}",
              f"--data.init_args.binning_file={RunDir(run_dir).binning}",
              f"--ckpt_path={summary['best_checkpoint']}"], run_dir.parent / f"{name}.transfer.log")
     binning = json.loads(RunDir(run_dir).binning.read_text())
@@ -125,8 +136,11 @@ def one_config(config: Path, args: argparse.Namespace) -> dict[str, Any]:
     metrics = test_metrics(run_dir)
     model = yaml.safe_load(config.read_text())["model"]
     resolved = yaml.safe_load(RunDir(run_dir).config.read_text())
+    machine_file = run_dir.parent / f"{name}.machine.json"
     return {
         "name": name,
+        "seed": seed,
+        "machine": json.loads(machine_file.read_text()) if machine_file.is_file() else None,
         "description": config.read_text().splitlines()[1].lstrip("# ").strip(),
         "module": model["class_path"].rsplit(".", 1)[-1],
         "scheme": report["scheme"],
@@ -151,6 +165,36 @@ def one_config(config: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# Figures averaged over seeds (and given a spread); the rest of a run (labelling, module) is the same for every seed.
+SEEDED = ("accuracy", "macro_f1", "min_bin_f1", "mae_bins", "qwk", "target_mae", "target_mae_vs_constant",
+          "target_spearman", "train_s", "best_epoch_score")
+TRANSFER_SEEDED = ("acc", "f1_macro", "target_mae", "qwk")
+
+
+def over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run from its seeds' runs: the mean of each seeded figure, ``spread`` (max - min), ``per_seed`` kept."""
+    per_seed = sorted(per_seed, key=lambda r: r["seed"])
+    run = {k: v for k, v in per_seed[0].items() if k not in ("seed", "machine", "transfer_alpaca")}
+    run["seeds"] = [r["seed"] for r in per_seed]
+    spread: dict[str, float] = {}
+    for key in SEEDED:
+        values = [r[key] for r in per_seed if r.get(key) is not None]
+        if values:
+            run[key] = statistics.fmean(values)
+            spread[key] = max(values) - min(values)
+    transfer = dict(per_seed[0]["transfer_alpaca"])
+    for key in TRANSFER_SEEDED:
+        values = [r["transfer_alpaca"][key] for r in per_seed if r["transfer_alpaca"].get(key) is not None]
+        if values:
+            transfer[key] = statistics.fmean(values)
+            spread[f"transfer_{key}"] = max(values) - min(values)
+    run["transfer_alpaca"] = transfer
+    run["spread"] = spread
+    run["per_seed"] = [{"seed": r["seed"], "machine": r.get("machine"), **{k: r.get(k) for k in SEEDED},
+                        "transfer_alpaca": {k: r["transfer_alpaca"].get(k) for k in TRANSFER_SEEDED}} for r in per_seed]
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="config stems to run (default: all in configs/gsm8k)")
@@ -162,6 +206,8 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=128, help="overrides data.init_args.max_length")
     parser.add_argument("--freeze_layers", type=int, default=None,
                         help="overrides model.init_args.freeze_layers of every config (a cheaper budget on slow CPUs)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42],
+                        help="seed_everything of each fit (default: the configs' own 42); figures are means over seeds")
     parser.add_argument("--smoke", action="store_true", help="plumbing check with the tiny test model (see above)")
     args = parser.parse_args()
     global WORK, RESULT
@@ -171,7 +217,7 @@ def main() -> None:
         args.train_rows, args.test_rows, args.transfer_rows = args.train_rows or 120, args.test_rows or 40, args.transfer_rows or 40
         args.epochs, args.max_length = 1, 32
     budget = {"encoder": "tiny random BERT (smoke)" if args.smoke else "packaged:minilm", "epochs": args.epochs,
-              "batch_size": 32, "max_length": args.max_length, "seed": 42, "freeze_layers": args.freeze_layers,
+              "batch_size": 32, "max_length": args.max_length, "freeze_layers": args.freeze_layers,
               "train_rows": args.train_rows or "all", "test_rows": args.test_rows or "all",
               "transfer_rows": args.transfer_rows or "all"}
     # Finished runs are reused only at the budget they were trained with (the work folder records it).
@@ -187,14 +233,23 @@ def main() -> None:
     configs = sorted(CONFIGS.glob("*.yaml"), key=lambda c: (RUN_FIRST.index(c.stem) if c.stem in RUN_FIRST else 99, c.stem))
     if args.only:
         configs = [c for c in configs if c.stem in set(args.only)]
-    previous = json.loads(RESULT.read_text()) if RESULT.is_file() else {"runs": []}
-    runs = {r["name"]: r for r in previous.get("runs", [])} if previous.get("budget") == budget else {}
-    skipped = {}
+    # Every run finished under WORK at this budget counts (WORK is emptied when the budget changes), so seeds of an
+    # earlier invocation stay in the figures; reading them back trains nothing.
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
+    keep = argparse.Namespace(**{**vars(args), "force": False})
     for config in configs:
+        for folder in sorted(WORK.glob(f"seed*/{config.stem}")):
+            seed = int(folder.parent.name.removeprefix("seed"))
+            if seed not in args.seeds and RunDir(folder / "transfer_alpaca").test_metrics.is_file():
+                per_seed.setdefault(config.stem, {})[seed] = one_config(config, keep, seed)
+    skipped = {}
+    todo = [(seed, config) for seed in args.seeds for config in configs]
+    for seed, config in todo:
         if "StagedUnfreezing" in config.read_text() and args.epochs < 2:
             skipped[config.stem] = f"needs >= 2 epochs (stage 1 + stage 2); this budget has {args.epochs}"
             continue
-        runs[config.stem] = one_config(config, args)
+        per_seed.setdefault(config.stem, {})[seed] = one_config(config, args, seed)
+        runs = [over_seeds(list(seeds.values())) for seeds in per_seed.values()]
         result = {
             "benchmark": "gsm8k_lengths",
             "date": dt.date.today().isoformat(),
@@ -204,7 +259,8 @@ def main() -> None:
             "command": " ".join(["python", "benchmarks/gsm8k_lengths.py", *sys.argv[1:]]),
             "budget": budget,
             "skipped": skipped,
-            "runs": sorted(runs.values(), key=lambda r: r["target_mae"]),
+            "seeds": sorted({seed for r in runs for seed in r["seeds"]}),
+            "runs": sorted(runs, key=lambda r: r["target_mae"]),
         }
         atomic_write_json(RESULT, result)  # after every config: a killed benchmark keeps what it measured
     if not args.smoke:

@@ -248,11 +248,21 @@ def render_gsm8k_lengths(runs: list[Res], ctx: Res) -> str:
     rows = []
     for r in res["runs"]:
         t = r.get("transfer_alpaca", {})
+        sp = r.get("spread", {})
+        seeds = r.get("seeds") or [res["budget"].get("seed", 42)]
+
+        def with_spread(key: str, fmt: Callable[[Any], str], value: Any = None, r: Res = r, sp: Res = sp) -> str:
+            value = r[key] if value is None else value
+            return fmt(value) if key not in sp or len(r.get("seeds", [])) < 2 else f"{fmt(value)} ± {fmt(sp[key] / 2)}"
+
         rows.append(
-            f"| `{r['name']}` | {r['module']} | {r['scheme']} x {r['num_bins']} | {pct(r['accuracy'])} | {pct(r['macro_f1'])} "
-            f"| {pct(r['min_bin_f1'])} | {num(r['mae_bins'], 3)} | {num(r['qwk'], 3)} | {num(r.get('target_spearman'), 2)} "
-            f"| **{num(r['target_mae'], 2)}** | {num(r['target_mae_vs_constant'], 3)} | {num(r['train_s'], 0)} "
-            f"| {pct(t.get('acc'))} | {num(t.get('target_mae'), 1)} | {num(t.get('constant_mae'), 1)} |")
+            f"| `{r['name']}` | {r['module']} | {r['scheme']} x {r['num_bins']} | {len(seeds)} "
+            f"| {with_spread('accuracy', pct)} | {with_spread('macro_f1', pct)} "
+            f"| {pct(r['min_bin_f1'])} | {num(r['mae_bins'], 3)} | {with_spread('qwk', lambda v: num(v, 3))} "
+            f"| {num(r.get('target_spearman'), 2)} | **{with_spread('target_mae', lambda v: num(v, 2))}** "
+            f"| {num(r['target_mae_vs_constant'], 3)} | {num(r['train_s'], 0)} | {pct(t.get('acc'))} "
+            f"| {with_spread('transfer_target_mae', lambda v: num(v, 1), t.get('target_mae'))} "
+            f"| {num(t.get('constant_mae'), 1)} |")
     constant = res["runs"][0]["constant_mae"] if res["runs"] else None
     budget = res["budget"]
     precision = ", ".join(sorted({str(r.get("precision")) for r in res["runs"] if r.get("precision")})) or "not recorded"
@@ -263,15 +273,18 @@ def render_gsm8k_lengths(runs: list[Res], ctx: Res) -> str:
     out = [f"Command: `{res['command']}`  ",
            f"Date: {res['date']}; CPU: {cpu_of(res)}; training precision: {precision}.  ",
            f"Every config in `configs/gsm8k/` with one budget: {budget['encoder']}, {budget['epochs']} epoch(s), batch "
-           f"{budget['batch_size']}, max_length {budget['max_length']}, seed {budget['seed']}, gsm8k train rows "
+           f"{budget['batch_size']}, max_length {budget['max_length']}, seeds "
+           f"{', '.join(map(str, res.get('seeds') or [budget.get('seed', 42)]))}, gsm8k train rows "
            f"{budget.get('train_rows', 'all')} (a seeded share of them held out for validation), bottom "
            f"{budget.get('freeze_layers') or 'config-set'} encoder layers frozen; test rows {budget.get('test_rows', 'all')}, "
            f"alpaca_eval rows {budget.get('transfer_rows', 'all')}; target = answer words; constant predictor (train "
            f"median) on the gsm8k test rows: MAE {num(constant, 2)} words."
            + "".join(f" Not run: `{k}` ({v})." for k, v in res.get("skipped", {}).items()), "",
-           "| config | module | bins | accuracy | macro-F1 | worst bin F1 | MAE in bins | QWK | Spearman (count) "
+           "Figures are means over the seeds; `± x` is half the seed range (max - min) where there are several.", "",
+           "| config | module | bins | seeds | accuracy | macro-F1 | worst bin F1 | MAE in bins | QWK | Spearman (count) "
            "| target MAE (words) | / constant | train s | alpaca: accuracy | alpaca: target MAE | alpaca: constant MAE |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+           *gsm8k_verdicts(res["runs"]),
            f"Below the constant predictor on gsm8k (/ constant < 1): {', '.join(below) or 'none'}. "
            f"On alpaca_eval (target MAE below its constant MAE): {', '.join(below_transfer) or 'none'}.", "",
            "The labellings themselves, fitted on the training split (`binning.json` of each run):", "",
@@ -281,6 +294,40 @@ def render_gsm8k_lengths(runs: list[Res], ctx: Res) -> str:
              f"| {r['outliers_removed']} |" for r in res["runs"]],
            ""]
     return "\n".join(out)
+
+
+def beyond_spread(a: Res, b: Res, key: str = "target_mae") -> bool | None:
+    """Whether two runs' mean ``key`` differ by more than the larger of their seed ranges (max - min), the test this
+    file uses for every "A beats B" over seeds; None when either has fewer than 2 seeds."""
+    if len(a.get("seeds", [])) < 2 or len(b.get("seeds", [])) < 2:
+        return None
+    return abs(a[key] - b[key]) > max(a["spread"][key], b["spread"][key])
+
+
+def gsm8k_verdicts(runs: list[Res]) -> list[str]:
+    """The study's questions answered from the table: regressors/ordinal against bins, k-means, the constant."""
+    if not runs:
+        return []
+    numeric = [r for r in runs if r["module"] in ("EncoderRegressor", "OrdinalRegressor")]
+    bins = [r for r in runs if r["module"] not in ("EncoderRegressor", "OrdinalRegressor")]
+    out = []
+    if numeric and bins:
+        best_n, best_b = min(numeric, key=lambda r: r["target_mae"]), min(bins, key=lambda r: r["target_mae"])
+        beaten = [r for r in numeric if r["target_mae"] < best_b["target_mae"]]
+        sure = beyond_spread(best_n, best_b)
+        verdict = {True: "more than the larger seed range", False: "**not** more than the larger seed range",
+                   None: "undecided (fewer than 2 seeds)"}[sure]
+        out.append(f"Regressors and ordinal heads against classifiers over bins (target MAE): the best of them, "
+                   f"`{best_n['name']}` {num(best_n['target_mae'], 2)} words, against the best classifier, "
+                   f"`{best_b['name']}` {num(best_b['target_mae'], 2)}: {verdict}; "
+                   f"{len(beaten)} of {len(numeric)} regressor/ordinal configs beat every classifier over bins.")
+    kmeans = [r for r in runs if r["scheme"] == "kmeans"]
+    if kmeans:
+        out.append("k-means labellings: " + "; ".join(
+            f"`{r['name']}` silhouette {num(r['silhouette'], 3)}, Spearman with the count "
+            f"{num(r.get('target_spearman'), 2)}, target MAE / constant {num(r['target_mae_vs_constant'], 3)}"
+            for r in kmeans) + ".")
+    return [*(line + "  " for line in out[:-1]), *out[-1:], ""] if out else []
 
 
 def rows_gsm8k_lengths(runs: list[Res], ctx: Res) -> list[Row]:

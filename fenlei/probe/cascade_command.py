@@ -103,6 +103,9 @@ def cascade(*, probe_dir: str, reviewer: str, input: str, output: str, summary: 
         model, shared = load_cascade(probe_dir, reviewer, probe_threshold, reviewer_threshold, fields,
                                      reviewer_batch_size, device, num_threads, share_model, progress=not quiet)
     probe_texts, reviewer_texts, gold, kept = read_input(input_path, model, keep_fields)
+    if model.probe_threshold == 0.0 and not quiet:  # a probe fitted without --threshold/--target_precision saves 0
+        print("cascade: the probe threshold is 0: the probe answers every text and none is routed (give "
+              "--probe_threshold, or fit the probe with --target_precision)", file=sys.stderr)
     before = model.reviewer.texts_scored
     with Timer() as run:
         records = model.answer(probe_texts, reviewer_texts, batch_size)

@@ -22,7 +22,9 @@ Measured on the test file, all on one loaded pair (the LM shared when the probe 
   went through the LM, texts/s. Once with ``fields=all`` (every field: a multi-field reviewer then runs on every
   text) and once with ``fields=first`` (the probe's field: only routed texts reach the LM);
 - ``sweep``: the first field's cascade accuracy, coverage and share routed at each ``--sweep`` probe threshold,
-  computed from the two routes' outputs above (no timing).
+  computed from the two routes' outputs above (no timing);
+- ``shared_features_max_abs_diff``: where the LM is shared, the probe's features on 8 texts from the reviewer's base
+  model (LoRA off) against the probe's own load of its model (0 up to float rounding, else sharing is not exact).
 
 ``--smoke``: the tiny random decoder of the tests, at most 40 train and 16 test texts cut to 16 tokens, 2 epochs;
 results in ``benchmarks/results/smoke/cascade.json``. Otherwise ``benchmarks/results/cascade.json``; each dataset
@@ -121,6 +123,12 @@ def measure(probe_dir: Path, reviewer: Path, test_file: Path, args: argparse.Nam
     out: dict[str, Any] = {"test_file": str(test_file), "texts": len(probe_texts), "shared_model": shared,
                            "load_seconds": round(load.seconds, 2), "probe_threshold": cascade.probe_threshold,
                            "reviewer_threshold": cascade.reviewer_threshold, "fields": names}
+    if shared:  # exactness of the shared LM on this model: the probe's features from its own load, on a few texts
+        from fenlei.probe.predictor import ProbePredictor
+
+        alone = ProbePredictor(probe_dir, device="cpu").features(probe_texts[:8])
+        out["shared_features_max_abs_diff"] = float(abs(cascade.predictor.features(probe_texts[:8]) - alone).max())
+        del alone
     # Warm-up: the first call pays one-off costs (allocations, the shared prompt prefix) that either route would.
     cascade.answer(probe_texts[:2], reviewer_texts[:2])
     with Timer() as t:

@@ -238,12 +238,13 @@ def test_command_writes_predictions_and_summary(world, tmp_path, capsys):
     assert summary["fields"]["urgency"]["by_route"].keys() == {"reviewer"}
 
 
-def test_command_first_field_and_unlabelled_input(world, tmp_path):
+def test_command_first_field_and_unlabelled_input(world, tmp_path, capsys):
     source = write_jsonl(tmp_path / "new.jsonl", [{"text": r["text"]} for r in _rows(6, 9)])
     out = tmp_path / "o.jsonl"
     assert run_fenlei(["cascade", "--probe_dir", str(world.probe), "--reviewer", str(world.reviewer), "--input",
                        str(source), "--output", str(out), "--summary", str(tmp_path / "s.json"), "--fields", "first",
-                       "--probe_threshold", "0", "--device", "cpu", "--quiet"]) == 0
+                       "--probe_threshold", "0", "--device", "cpu"]) == 0
+    assert "the probe threshold is 0: the probe answers every text and none is routed" in capsys.readouterr().err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [list(r["fields"]) for r in rows] == [["category"]] * 6 and {r["route"] for r in rows} == {"probe"}
     summary = json.loads((tmp_path / "s.json").read_text())

@@ -45,6 +45,8 @@ COMMANDS: dict[str, Command] = {
                                              "DIR: a saved probe, with torch)", routes=(("--probe", "fenlei.probe.infer"),)),
     "serve": Command("fenlei.serving.serve", "serve a bundle over HTTP with FastAPI (no torch)"),
     "probe": Command("fenlei.probe.run", "linear probe on frozen language-model features, swept over layers and saved"),
+    "cascade": Command("fenlei.probe.cascade_command", "a saved probe answers what it is sure of, a generative "
+                                                      "classifier reviews the rest, uncertain under its threshold"),
     "merge": Command("fenlei.deploy.merge", "merge a LoRA generative classifier into an HF model"),
 }
 

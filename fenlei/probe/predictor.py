@@ -32,10 +32,16 @@ class ProbePredictor:
         device: ``auto`` (the GPU when torch sees one), ``cpu``, ``cuda``.
         num_threads: torch threads.
         progress: a progress bar over the texts of each call (on a terminal).
+        backbone: ``(model, tokenizer, context)`` already loaded elsewhere (the cascade's reviewer with its adapter
+            switched off by ``context()``, a context manager entered around every extraction); the caller has
+            checked that it is the probe's model. None: the probe's model is loaded here.
     """
 
     def __init__(self, probe_dir: str | Path, model: Optional[str] = None, device: str = "auto",
-                 num_threads: Optional[int] = None, progress: bool = False) -> None:
+                 num_threads: Optional[int] = None, progress: bool = False,
+                 backbone: Optional[tuple[Any, Any, Any]] = None) -> None:
+        import contextlib
+
         from fenlei.probe.features import load_backbone, load_feature_tokenizer
         from fenlei.probe.identity import identity_problem, model_identity
 
@@ -49,8 +55,12 @@ class ProbePredictor:
             import torch
 
             torch.set_num_threads(num_threads)
-        self.model = load_backbone(self.model_name, device)
-        self.tokenizer = load_feature_tokenizer(self.model_name)
+        if backbone is None:
+            self.model = load_backbone(self.model_name, device)
+            self.tokenizer = load_feature_tokenizer(self.model_name)
+            self.context: Any = contextlib.nullcontext
+        else:
+            self.model, self.tokenizer, self.context = backbone
         self.layer, self.pooling, self.max_length = features["layer"], features["pooling"], features["max_length"]
         self.batch_size = int(features.get("batch_size") or 16)
         self.progress = progress
@@ -67,8 +77,9 @@ class ProbePredictor:
         texts = [cut_text(t, self.max_chars)[0] for t in texts]
         bar = progress_bar(len(texts), "predict", self.progress)
         try:
-            (out,) = extract_layers(self.model, self.tokenizer, texts, [self.layer], self.pooling, self.max_length,
-                                    batch_size or self.batch_size, bar)
+            with self.context():
+                (out,) = extract_layers(self.model, self.tokenizer, texts, [self.layer], self.pooling, self.max_length,
+                                        batch_size or self.batch_size, bar)
         finally:
             bar.close()
         if out.shape[1] and out.shape[1] != self.probe.head.dim:

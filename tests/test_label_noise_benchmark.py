@@ -69,7 +69,9 @@ def test_section_renders_with_and_without_retrain_cells() -> None:
             assert line.count("|") == 11, line  # ten columns: no stray pipe in a header
     assert "| dropped | 50.00% | 45.00% | 51.00% (seed1), 52.00% (seed2), 53.00% (seed3) | 52.00% |" in text
     rows = render.rows_label_noise([res], {})
-    assert [r.target for r in rows] == ["none set"] * 3
+    assert [r.target for r in rows] == ["none set"] * 3 + ["≥ 58.0"] * 2
+    assert rows[3].met == [False]  # a mean of 52.00% over 3 seeds
+    assert "+2.00 pt, within the seed range" in rows[3].measured  # noisy 50 (range 0) against 51-53 (range 2)
     assert rows[0].measured == "70.00% (70.00%–70.00%) / 77.00% (77.00%–77.00%)"
     assert rows[2].measured.startswith("noisy 50.00% (3 seeds); dropped 52.00% (3 seeds)")
     res["retrain"] = retrain_summary({})
@@ -98,3 +100,18 @@ def test_each_retrained_recipe_gets_its_own_columns_and_row() -> None:
 def test_the_section_is_in_the_data_tools_group() -> None:
     groups = dict(render.GROUPS)
     assert [s.key for s in groups["Data tools"]] == ["label_noise"]
+
+
+def test_a_cleaned_set_meets_the_bar_only_with_three_seeds_whose_mean_reaches_it() -> None:
+    res = result()
+    cells = {f"dropped/e5/ce/seed{s}": {"f1_macro": 0.60 + s / 100, "accuracy": 0.55} for s in (1, 2)}
+    res["retrain"] = retrain_summary(cells)
+    res["retrain"]["tables"]["ce"]["noisy"] = {"seeds": ["seed1", "seed2", "seed3"], "f1_macro": [0.5, 0.51, 0.52],
+                                               "f1_macro_mean": 0.51, "accuracy_mean": 0.6}
+    row = next(r for r in render.rows_label_noise([res], {}) if r.target == "≥ 58.0")
+    assert row.met == [False] and "2 of 3 seeds" in row.measured  # two seeds are not a 3-seed mean
+    res["retrain"] = retrain_summary({**cells, "dropped/e5/ce/seed3": {"f1_macro": 0.63, "accuracy": 0.55}})
+    res["retrain"]["tables"]["ce"]["noisy"] = {"seeds": ["seed1", "seed2", "seed3"], "f1_macro": [0.5, 0.51, 0.52],
+                                               "f1_macro_mean": 0.51, "accuracy_mean": 0.6}
+    row = next(r for r in render.rows_label_noise([res], {}) if r.target == "≥ 58.0")
+    assert row.met == [True] and "+11.00 pt, beyond the larger seed range" in row.measured

@@ -34,7 +34,7 @@ import torch
 from fenlei.io import atomic_dir
 from lightning_modules.answer_decoding import AnswerDecoding
 from lightning_modules.field_metrics import FieldTally
-from lightning_modules.optim import Schedule
+from lightning_modules.optim import AdamWImpl, Schedule
 from lightning_modules.peft_adapters import AdapterTrainingMixin, build_peft_config
 
 Decoding = Literal["score", "generate"]
@@ -63,6 +63,8 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         weight_decay: AdamW weight decay.
         warmup: Warmup fraction (< 1) or steps.
         schedule: Decay after warmup.
+        adamw_impl: AdamW update implementation: ``default`` (torch's per-parameter loop on CPU), ``foreach``
+            or ``fused`` (fewer, larger ops; the same update). Unsupported here: the default, with a warning.
         val_decoding: Decodings run in validation (first = checkpoint monitor).
         test_decoding: Decodings run in test (compare ``score`` with ``generate``).
         max_new_tokens: Generation budget for ``generate``.
@@ -94,6 +96,7 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         weight_decay: float = 0.0,
         warmup: float = 0.06,
         schedule: Schedule = "linear",
+        adamw_impl: AdamWImpl = "default",
         val_decoding: list[Decoding] = ["score"],  # noqa: B006 - jsonargparse shows literal defaults
         test_decoding: list[Decoding] = ["score", "generate"],  # noqa: B006
         max_new_tokens: int = 24,

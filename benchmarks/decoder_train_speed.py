@@ -141,7 +141,8 @@ LEVERS = {
     "adamw_impl": "fused AdamW update (torch.optim.AdamW(fused=True), CPU kernels since torch 2.4)",
     "precision": "bf16-mixed where the CPU has avx512_bf16/amx_bf16, else fp32 (fenlei's rule; see precision_used)",
     "lm_head": "generative: LM head over the answer positions only (logits_to_keep), in every fenlei config",
-    "shared_prefix": "not used in training: see docs/decoder_classifiers.md, 'Training speed'",
+    "shared_prefix_training": ("generative: the prompt prefix all texts of a batch share encoded once per batch, its "
+                               "KV cache repeated over the rows, gradients through it (exact: needs lora_dropout 0)"),
 }
 
 

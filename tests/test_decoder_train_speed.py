@@ -158,3 +158,52 @@ def test_verdict_needs_speed_and_accuracy() -> None:
     assert not compare(cells(40.0, 0.49))["seqcls"]["met"]
     assert compare(cells(40.0, 0.49))["seqcls"]["samples_per_s_ratio"] == 4.0
     assert "generative" not in compare(cells(20.0, 0.5))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_shared_prefix_training_gives_the_same_loss_and_gradients(kind: str, data: Path, tmp_path: Path) -> None:
+    """The batch's common prefix encoded once, its cache repeated over the rows: the loss and every LoRA gradient
+    equal the per-row computation (random, non-zero LoRA weights so that every gradient is non-trivial)."""
+    from lightning_modules.generative_classifier import GenerativeClassifier
+
+    model = write_tiny_decoder(tmp_path / "m", kind, sliding_window=512)
+    dm = _dm(model, data, max_length=24)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    module = GenerativeClassifier(pretrained=str(model), lora_dropout=0.0, shared_prefix_training=True)
+    module._tokenizer = dm.tokenizer
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if "lora_" in name:
+                param.normal_(0, 0.2)
+    module.train()
+    args = (batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert module._shared_prefix_loss(*args) is not None  # the shared path is taken on this batch
+    results = []
+    for shared in (False, True):
+        module.hparams.shared_prefix_training = shared
+        module.zero_grad()
+        loss = module.lm_loss(*args)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}))
+    (plain_loss, plain_grads), (shared_loss, shared_grads) = results
+    torch.testing.assert_close(shared_loss, plain_loss, rtol=1e-5, atol=1e-6)
+    assert plain_grads.keys() == shared_grads.keys() and all(g.abs().sum() > 0 for g in plain_grads.values())
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_shared_prefix_training_falls_back_past_a_sliding_window_and_refuses_dropout(data: Path, tmp_path: Path) -> None:
+    from lightning_modules.generative_classifier import GenerativeClassifier
+
+    model = write_tiny_decoder(tmp_path / "m", "gemma3", sliding_window=16)
+    dm = _dm(model, data, max_length=24)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    module = GenerativeClassifier(pretrained=str(model), lora_dropout=0.0, shared_prefix_training=True).train()
+    module._tokenizer = dm.tokenizer
+    assert module._shared_prefix_loss(batch["input_ids"], batch["attention_mask"], batch["labels"]) is None
+    assert torch.isfinite(module.lm_loss(batch["input_ids"], batch["attention_mask"], batch["labels"]))
+    with pytest.raises(ValueError, match="lora_dropout is 0.05"):
+        GenerativeClassifier(pretrained=str(model), lora_dropout=0.05, shared_prefix_training=True)

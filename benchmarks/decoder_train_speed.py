@@ -125,10 +125,11 @@ def compare(cells: dict[str, Any]) -> dict[str, Any]:
         if not fl or not peer:
             continue
         ratio = fl["train_samples_per_s"] / max(peer["train_samples_per_s"], 1e-9)
+        # fenlei's accuracies are float32 (0.7 is 0.69999999): compare at 6 digits, where equal counts are equal.
+        fl_acc, peer_acc = round(fl["test_accuracy"], 6), round(peer["test_accuracy"], 6)
         out[task] = {"samples_per_s_ratio": round(ratio, 2), "fenlei_samples_per_s": fl["train_samples_per_s"],
-                     "peer_samples_per_s": peer["train_samples_per_s"], "fenlei_accuracy": fl["test_accuracy"],
-                     "peer_accuracy": peer["test_accuracy"],
-                     "met": bool(ratio >= 2.0 and fl["test_accuracy"] >= peer["test_accuracy"]),
+                     "peer_samples_per_s": peer["train_samples_per_s"], "fenlei_accuracy": fl_acc,
+                     "peer_accuracy": peer_acc, "met": bool(ratio >= 2.0 and fl_acc >= peer_acc),
                      "definition": DEFINITION}
         tuned = cells.get(f"peer_tuned_{task}")
         if tuned:

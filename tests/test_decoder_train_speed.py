@@ -158,6 +158,8 @@ def test_verdict_needs_speed_and_accuracy() -> None:
     assert not compare(cells(40.0, 0.49))["seqcls"]["met"]
     assert compare(cells(40.0, 0.49))["seqcls"]["samples_per_s_ratio"] == 4.0
     assert "generative" not in compare(cells(20.0, 0.5))
+    assert compare({"fenlei_seqcls": {"train_samples_per_s": 30.0, "test_accuracy": float(torch.tensor(0.7))},
+                    "peer_seqcls": {"train_samples_per_s": 10.0, "test_accuracy": 0.7}})["seqcls"]["met"]  # float32
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])

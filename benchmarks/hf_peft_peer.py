@@ -147,6 +147,35 @@ def train(model: Any, tokenizer: Any, dataset: list[dict[str, Any]], collator: A
         shutil.rmtree(output_dir, ignore_errors=True)
 
 
+def label_scores(model: Any, tokenizer: Any, prompt: list[int], names: list[str], values: list[list[str]]
+                 ) -> tuple[list[str], list[list[float]]]:
+    """Label scoring of one prompt: per field in order, the value whose answer text through its closing quote has
+    the highest log-probability given the prompt and the values chosen before; ``(chosen, scores per field)``."""
+    import torch
+
+    chosen: list[str] = []
+    all_scores = []
+    with torch.no_grad():
+        for k in range(len(names)):
+            prefix = answer_prefix(names, chosen)
+            conts = [list(tokenizer(prefix + v + '"', add_special_tokens=False)["input_ids"]) for v in values[k]]
+            # Left-padded, so every candidate ends at the last position: logits of the last `longest + 1`
+            # positions only (the 262k-word head over the whole prompt would need gigabytes per field).
+            width, keep = len(prompt) + max(map(len, conts)), max(map(len, conts)) + 1
+            ids = torch.full((len(conts), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, c in enumerate(conts):
+                ids[i, width - len(prompt) - len(c) :] = torch.tensor(prompt + c)
+                mask[i, width - len(prompt) - len(c) :] = 1
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+            logp = torch.log_softmax(logits.float(), -1)  # row j predicts the token at width - keep + j + 1
+            scores = [float(sum(logp[i, keep - len(c) - 1 + j, t] for j, t in enumerate(c))) for i, c in enumerate(conts)]
+            chosen.append(values[k][max(range(len(scores)), key=scores.__getitem__)])
+            all_scores.append(scores)
+    return chosen, all_scores
+
+
 def run_generative(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from peft import get_peft_model
@@ -178,23 +207,10 @@ def run_generative(args: argparse.Namespace) -> dict[str, Any]:
 
     model.eval()
     correct = [0] * len(names)
-    with torch.no_grad():
-        for row in test_rows:
-            p = encode_prompt(row)
-            chosen: list[str] = []
-            for k, field in enumerate(args.label_fields):
-                prefix = answer_prefix(names, chosen)
-                conts = [list(tokenizer(prefix + v + '"', add_special_tokens=False)["input_ids"]) for v in values[k]]
-                width = len(p) + max(map(len, conts))
-                ids = torch.full((len(conts), width), tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for i, c in enumerate(conts):
-                    ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-                    mask[i, : len(p) + len(c)] = 1
-                logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-                scores = [float(sum(logp[i, len(p) + j - 1, t] for j, t in enumerate(c))) for i, c in enumerate(conts)]
-                chosen.append(values[k][max(range(len(scores)), key=scores.__getitem__)])
-                correct[k] += chosen[-1] == value_of(row, field)
+    for row in test_rows:
+        chosen = label_scores(model, tokenizer, encode_prompt(row), names, values)[0]
+        for k, field in enumerate(args.label_fields):
+            correct[k] += chosen[k] == value_of(row, field)
     accuracy = {n: correct[k] / len(test_rows) for k, n in enumerate(names)}
     return {"train_seconds": seconds, "train_texts": len(train_rows), "test_texts": len(test_rows),
             "test_accuracy": accuracy[names[0]], "field_accuracy": accuracy,

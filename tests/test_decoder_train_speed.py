@@ -209,3 +209,24 @@ def test_shared_prefix_training_falls_back_past_a_sliding_window_and_refuses_dro
     assert torch.isfinite(module.lm_loss(batch["input_ids"], batch["attention_mask"], batch["labels"]))
     with pytest.raises(ValueError, match="lora_dropout is 0.05"):
         GenerativeClassifier(pretrained=str(model), lora_dropout=0.05, shared_prefix_training=True)
+
+
+def test_peer_label_scores_equal_unpadded_brute_force(tmp_path: Path) -> None:
+    """The peer's batched, left-padded scoring (last positions' logits only) gives every value the log-probability
+    of its answer text computed alone, without padding; the chosen values feed the next field's prefix."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = write_tiny_decoder(tmp_path / "m", "llama", seed=3)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
+    values = [["billing", "bug", "login refund"], ["1", "2"]]
+    prompt = peer.prompt_ids(tokenizer, peer.prompt_text(tokenizer, "my card again", ["category", "urgency"], values))
+    chosen, scores = peer.label_scores(model, tokenizer, prompt, ["category", "urgency"], values)
+    for k in range(2):
+        prefix = peer.answer_prefix(["category", "urgency"], chosen[:k])
+        for value, score in zip(values[k], scores[k], strict=True):
+            cont = tokenizer(prefix + value + '"', add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = model(input_ids=torch.tensor([prompt + cont])).logits[0].float().log_softmax(-1)
+            expected = sum(float(logp[len(prompt) + j - 1, t]) for j, t in enumerate(cont))
+            assert abs(score - expected) < 1e-4, (k, value, score, expected)
+        assert chosen[k] == values[k][max(range(len(scores[k])), key=scores[k].__getitem__)]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -122,6 +123,13 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def warmup_steps(warmup: float, n_train: int, batch_size: int, epochs: int) -> int:
+    """Warmup as a step count, rounded down as fenlei rounds it (a fraction below 1 of the optimizer steps;
+    transformers would round a ratio up)."""
+    total = math.ceil(n_train / batch_size) * epochs
+    return int(warmup * total) if warmup < 1 else int(warmup)
+
+
 def train(model: Any, tokenizer: Any, dataset: list[dict[str, Any]], collator: Any, args: argparse.Namespace) -> float:
     """``Trainer.train()``; returns its wall seconds."""
     from transformers import Trainer, TrainingArguments
@@ -134,7 +142,7 @@ def train(model: Any, tokenizer: Any, dataset: list[dict[str, Any]], collator: A
     try:
         training_args = TrainingArguments(
             output_dir=output_dir, num_train_epochs=args.epochs, learning_rate=args.lr, weight_decay=0.0,
-            warmup_steps=args.warmup,  # transformers 5: a float below 1 is a ratio of the steps
+            warmup_steps=warmup_steps(args.warmup, len(dataset), args.batch_size, args.epochs),
             lr_scheduler_type="linear", per_device_train_batch_size=args.batch_size, seed=args.seed,
             eval_strategy="no", save_strategy="no", logging_steps=10_000, report_to="none", use_cpu=True,
             remove_unused_columns=False, **extra)

@@ -230,3 +230,12 @@ def test_peer_label_scores_equal_unpadded_brute_force(tmp_path: Path) -> None:
             expected = sum(float(logp[len(prompt) + j - 1, t]) for j, t in enumerate(cont))
             assert abs(score - expected) < 1e-4, (k, value, score, expected)
         assert chosen[k] == values[k][max(range(len(scores[k])), key=scores[k].__getitem__)]
+
+
+def test_peer_warmup_rounds_as_fenlei() -> None:
+    from lightning_modules.optim import resolve_warmup
+
+    for n, batch, epochs in ((240, 8, 1), (44, 8, 3), (400, 16, 2)):
+        total = -(-n // batch) * epochs
+        assert peer.warmup_steps(0.06, n, batch, epochs) == resolve_warmup(0.06, total)
+    assert peer.warmup_steps(5, 240, 8, 1) == 5

@@ -22,7 +22,7 @@ the same rule), every field's accuracy recorded; seqcls = argmax of the head.
 Target per task: fenlei >= 2x the plain peer's samples/s, met only if fenlei's accuracy is >= the peer's too.
 Writes ``benchmarks/results/decoder_train_speed.json`` (``--smoke``: ``results/smoke/``) atomically after every
 cell, with ``machine`` (CPU model and bf16/VNNI/AMX flags) and the precision fenlei actually trained in. Resumable:
-a rerun with the same settings keeps the finished cells (``--fresh`` redoes them).
+a rerun with the same settings and config budgets keeps the finished cells (``--fresh`` redoes them).
 """
 
 from __future__ import annotations
@@ -185,7 +185,9 @@ def main() -> None:
                 "test_size": args.test_size, "max_length": args.max_length, "batch_size": args.batch_size,
                 "epochs": args.epochs, "seed": args.seed, "threads": args.threads}
     previous = json.loads(out.read_text()) if out.is_file() and not args.fresh else {}
-    cells: dict[str, Any] = previous.get("cells", {}) if previous.get("settings") == settings else {}
+    budgets = {task: budget(task, args) for task in ("generative", "seqcls")}
+    same = previous.get("settings") == settings and previous.get("budget") == budgets  # configs unchanged too
+    cells: dict[str, Any] = previous.get("cells", {}) if same else {}
     subset = write_subset(DATASETS[args.dataset]["data"], data_dir, args.train_size, args.test_size, args.seed)
     from fenlei.io import atomic_write_text
 
@@ -196,7 +198,7 @@ def main() -> None:
         "command": ("" if args.smoke else "flock /tmp/fenlei_cpu.lock ") + ".venv/bin/python benchmarks/decoder_train_speed.py "
                    + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"), "machine": machine(), "smoke": args.smoke, "settings": settings,
-        "budget": {task: budget(task, args) for task in ("generative", "seqcls")}, "subset": subset,
+        "budget": budgets, "subset": subset,
         "levers": LEVERS, "cells": cells}
 
     def save() -> None:

@@ -124,6 +124,12 @@ STEPS: tuple[Step, ...] = (
          "estimated: online_shopping.json's LoRA generative training 478 s, LoRA seq-cls 90 s, probe 103 s, plus three "
          "decoding passes over 200 test reviews", results=("online_shopping.json",),
          clean=("{work}/decoder_online_shopping",)),
+    Step("decoder_train_speed", ("benchmarks/decoder_train_speed.py", "--train_size", "240", "--test_size", "120",
+                                 "--max_length", "64"), 35,
+         "estimated: endava_tickets.json's LoRA generative training ran 0.75 texts/s and seq-cls 4.5 texts/s in fp32; "
+         "240 texts, one epoch, per system (the plain peer's generative run computes the 262k-word head over every "
+         "position), plus label scoring of 120 test tickets by both", results=("decoder_train_speed.json",),
+         resumable=True, note="cells already in the results file with the same settings are kept (--fresh redoes them)"),
     # ---------------------------------------------------------------- Chinese encoders
     Step("chinese_encoders", ("benchmarks/chinese_encoders.py",), 420,
          "estimated: chinese_encoders.json's cells took 1,000-1,150 s per TNEWS e5 seed on the Xeon in fp32 (475-525 s "
@@ -264,6 +270,7 @@ EXCLUDED: dict[str, str] = {
     "render.py": "renders BENCHMARKS.md from the results; run_all runs it after the steps",
     "run_all.py": "this driver",
     "hf_trainer_baseline.py": "the HF Trainer baseline that banking77.py runs itself; writes no results file",
+    "hf_peft_peer.py": "the HF Trainer + PEFT peer that decoder_train_speed.py runs itself; writes no results file",
     "int8_parts.py": "exploratory: prints a table for a bundle given by path, writes no results file",
     "profile_label_scoring.py": "exploratory: prints where label scoring's time goes, writes no results file",
     # Merged after run_all was written: not steps yet (no --smoke budget); their commands are in their results.

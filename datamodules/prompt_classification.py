@@ -40,7 +40,7 @@ from datamodules.labels import (
     unlearnable_label,
 )
 from datamodules.readers import DataError, check_encodable, read_rows, require_tokenizer, resolve_data_file
-from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, sorted_by_length
+from datamodules.sampler import EpochRandomSampler, FixedOrderSampler, LengthGroupedSampler, sorted_by_length
 from datamodules.splits import label_sort_key, stratified_split
 from datamodules.text_limits import char_limit, cut_reason, cut_texts, warn_cuts
 from fenlei.answers import AnswerFormat, AnswerFormatError, AnswerSpec, build_answer_spec
@@ -162,6 +162,10 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         val_fraction: Fraction of each class moved to validation when there is no validation file.
         batch_size: Training batch size.
         eval_batch_size: Batch size for validation/test/predict (default ``batch_size``).
+        length_grouping: Group training batches by prompt length (``datamodules.sampler.LengthGroupedSampler``:
+            mega-batches sorted by length, batches shuffled, seeded), so less padding is computed; default off, the
+            plain random order. Evaluation batches are always sorted by length.
+        mega_batch_factor: Number of batches sorted together when grouping by length.
         num_workers: DataLoader workers.
         seed: Seed for the validation split and the batch order.
     """
@@ -190,6 +194,8 @@ class PromptClassificationDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         batch_size: int = 8,
         eval_batch_size: Optional[int] = None,
+        length_grouping: bool = False,
+        mega_batch_factor: int = 50,
         num_workers: int = 0,
         seed: int = 42,
     ) -> None:
@@ -225,6 +231,7 @@ class PromptClassificationDataModule(pl.LightningDataModule):
             raise DataError(f"max_chars: {err}") from None
         self._max_chars_given = max_chars is not None
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.length_grouping, self.mega_batch_factor = length_grouping, mega_batch_factor
         self.num_workers = num_workers
         self.train_path = self._find(train_file, "train_file", required=True)
         self.val_path = self._find(val_file, "val_file", required=val_file not in (None, "validation"))
@@ -464,7 +471,12 @@ class PromptClassificationDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
-        sampler = EpochRandomSampler(len(dataset), self.seed) if train else FixedOrderSampler(sorted_by_length(dataset.lengths))
+        if train and self.length_grouping:
+            sampler: Any = LengthGroupedSampler(dataset.lengths, self.batch_size, self.mega_batch_factor, self.seed)
+        elif train:
+            sampler = EpochRandomSampler(len(dataset), self.seed)
+        else:
+            sampler = FixedOrderSampler(sorted_by_length(dataset.lengths))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
                           collate_fn=PromptCollator(pad), num_workers=self.num_workers,

@@ -23,7 +23,7 @@ import torch
 
 from lightning_modules.encoder_classifier import ClassificationModule, check_label_names
 from lightning_modules.hparams import save_constructor_arguments
-from lightning_modules.optim import Schedule
+from lightning_modules.optim import AdamWImpl, Schedule
 from lightning_modules.peft_adapters import AdapterTrainingMixin, build_peft_config
 from losses import ClassificationLoss
 
@@ -46,6 +46,8 @@ class DecoderSequenceClassifier(AdapterTrainingMixin, ClassificationModule):
         weight_decay: AdamW weight decay.
         warmup: Warmup fraction (< 1) or steps.
         schedule: Decay after warmup.
+        adamw_impl: AdamW update implementation: ``default`` (torch's per-parameter loop on CPU), ``foreach``
+            or ``fused`` (fewer, larger ops; the same update). Unsupported here: the default, with a warning.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class DecoderSequenceClassifier(AdapterTrainingMixin, ClassificationModule):
         weight_decay: float = 0.0,
         warmup: float = 0.06,
         schedule: Schedule = "linear",
+        adamw_impl: AdamWImpl = "default",
     ) -> None:
         if vocab_size:
             raise ValueError("DecoderSequenceClassifier does not support added marker tokens (vocab_size)")

@@ -34,10 +34,26 @@ import torch
 from fenlei.io import atomic_dir
 from lightning_modules.answer_decoding import AnswerDecoding
 from lightning_modules.field_metrics import FieldTally
-from lightning_modules.optim import Schedule
+from lightning_modules.optim import AdamWImpl, Schedule
 from lightning_modules.peft_adapters import AdapterTrainingMixin, build_peft_config
 
 Decoding = Literal["score", "generate"]
+
+
+def check_shared_prefix_exact(peft_method: str, lora_dropout: float, gradient_checkpointing: bool, config: Any) -> None:
+    """Refuse ``shared_prefix_training`` where it would not be exact (one line naming the reason)."""
+    config = getattr(config, "text_config", None) or config
+    reasons = []
+    if peft_method != "lora":
+        reasons.append(f"peft_method is {peft_method} (prefix tuning puts its own prefix in the cache)")
+    if lora_dropout:
+        reasons.append(f"lora_dropout is {lora_dropout} (the rows would share the prefix's dropout masks)")
+    if gradient_checkpointing:
+        reasons.append("gradient_checkpointing is on")
+    if getattr(config, "attention_dropout", 0.0):
+        reasons.append(f"the model's attention_dropout is {config.attention_dropout}")
+    if reasons:
+        raise ValueError("shared_prefix_training is exact only without dropout: " + "; ".join(reasons))
 
 
 class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningModule):
@@ -63,6 +79,8 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         weight_decay: AdamW weight decay.
         warmup: Warmup fraction (< 1) or steps.
         schedule: Decay after warmup.
+        adamw_impl: AdamW update implementation: ``default`` (torch's per-parameter loop on CPU), ``foreach``
+            or ``fused`` (fewer, larger ops; the same update). Unsupported here: the default, with a warning.
         val_decoding: Decodings run in validation (first = checkpoint monitor).
         test_decoding: Decodings run in test (compare ``score`` with ``generate``).
         max_new_tokens: Generation budget for ``generate``.
@@ -73,6 +91,12 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
             positions where labels branch are fed. ``vocab``: its log-probability under the LM (softmax over the
             whole vocabulary at each of its tokens, the closing quote included); slower.
         gradient_checkpointing: Trade compute for memory on long prompts.
+        shared_prefix_training: In training, encode the prompt prefix that every text of the batch shares
+            (instruction and allowed values) ONCE per batch and run each row's own tokens on its KV cache; gradients
+            flow through the shared prefix, so loss and gradients equal the per-row computation up to float
+            rounding. Exact only without dropout (a row-shared prefix would share its dropout masks): needs LoRA
+            with ``lora_dropout: 0``, no gradient checkpointing and a model without attention dropout (refused
+            otherwise); batches that share under 8 tokens, or would exceed a sliding window, take the usual path.
         answer_spec: Filled from the DataModule at setup and stored in checkpoints (not set in YAML).
     """
 
@@ -94,12 +118,14 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         weight_decay: float = 0.0,
         warmup: float = 0.06,
         schedule: Schedule = "linear",
+        adamw_impl: AdamWImpl = "default",
         val_decoding: list[Decoding] = ["score"],  # noqa: B006 - jsonargparse shows literal defaults
         test_decoding: list[Decoding] = ["score", "generate"],  # noqa: B006
         max_new_tokens: int = 24,
         length_normalise: bool = False,
         label_normalisation: Literal["vocab", "labels"] = "labels",
         gradient_checkpointing: bool = False,
+        shared_prefix_training: bool = False,
         answer_spec: Optional[dict[str, Any]] = None,
     ) -> None:
         super().__init__()
@@ -109,6 +135,8 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         from fenlei.pretrained.causal_lm import load_causal_lm
 
         base = load_causal_lm(pretrained)
+        if shared_prefix_training:
+            check_shared_prefix_exact(peft_method, lora_dropout, gradient_checkpointing, base.config)
         if gradient_checkpointing:
             base.gradient_checkpointing_enable()
             base.enable_input_require_grads()
@@ -161,6 +189,10 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         """
         if self.hparams.peft_method == "prefix":  # PEFT prompt learning ignores position_ids: keep right padding
             return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        if self.training and self.hparams.get("shared_prefix_training"):
+            loss = self._shared_prefix_loss(input_ids, attention_mask, labels)
+            if loss is not None:
+                return loss
         order = attention_mask.argsort(dim=1, stable=True)  # pads first, real tokens keep their order
         ids, mask, labels = input_ids.gather(1, order), attention_mask.gather(1, order), labels.gather(1, order)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
@@ -172,6 +204,54 @@ class GenerativeClassifier(AdapterTrainingMixin, AnswerDecoding, pl.LightningMod
         targets = labels[:, ids.shape[1] - keep + 1 :]
         return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
                                                  ignore_index=-100)
+
+    def _shared_prefix_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+                            ) -> Optional[torch.Tensor]:
+        """``lm_loss`` with the batch's common token prefix encoded once (``shared_prefix_training``), or None when
+        the rows share too little or the batch would not fit a sliding window.
+
+        The prefix ends before every row's last prompt token (whose logits predict the first answer token). Its
+        batch-1 KV cache, computed with gradients, is repeated over the rows (``repeat_interleave``: its backward
+        sums the rows' gradients, as B separate copies would); each row's rest (text, answer) is left-padded after
+        it, positions continue at the prefix length, so every real token sees what it sees in the plain path.
+        """
+        import os.path
+
+        from lightning_modules.label_scoring import _cache_kwarg, sliding_window, tree_attention_supported
+
+        rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids, attention_mask, strict=True)]
+        starts = [int((lab != -100).nonzero()[0]) if (lab != -100).any() else len(r) for lab, r in zip(labels, rows, strict=True)]
+        prefix = list(os.path.commonprefix(rows))[: min(starts) - 1]
+        if len(prefix) < self.MIN_SHARED_PREFIX or not tree_attention_supported(self.model):
+            return None
+        n, p = len(rows), len(prefix)
+        rest = [r[p:] for r in rows]
+        width = max(map(len, rest))
+        window = sliding_window(self.model)
+        if window is not None and p + width >= window:
+            return None
+        answer_len = int((labels != -100).sum(1).max())
+        if answer_len == 0:
+            return torch.zeros((), device=input_ids.device)
+        device = input_ids.device
+        ids = torch.full((n, width), self.tokenizer.pad_token_id or 0, dtype=torch.long, device=device)
+        mask = torch.zeros((n, width), dtype=torch.long, device=device)
+        targets = torch.full((n, width), -100, dtype=torch.long, device=device)
+        for r, (seq, lab, length) in enumerate(zip(rest, labels, attention_mask.sum(1).tolist(), strict=True)):
+            ids[r, width - len(seq) :] = torch.tensor(seq, device=device)
+            mask[r, width - len(seq) :] = 1
+            targets[r, width - len(seq) :] = lab[p:length]
+        out = self.model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "cache", None)
+        cache = out.past_key_values if cache is None else cache  # transformers < 5.24 output name
+        cache.batch_repeat_interleave(n)
+        positions = (p + mask.cumsum(1) - 1).clamp(min=p)
+        full_mask = torch.cat([torch.ones(n, p, dtype=torch.long, device=device), mask], 1)
+        keep = answer_len + 1
+        logits = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                            logits_to_keep=keep, **{_cache_kwarg(self.model): cache}).logits
+        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                                 targets[:, width - keep + 1 :].flatten(), ignore_index=-100)
 
     # ---- decoding (AnswerDecoding): its prompt cache must not outlive the weights it was computed with ----
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 Schedule = Literal["linear", "cosine", "constant"]
+# How AdamW runs its update: torch's default (a per-parameter loop on CPU), ``foreach`` (one multi-tensor op per
+# step quantity) or ``fused`` (one kernel per step; CPU support since torch 2.4). Same arithmetic, fewer ops.
+AdamWImpl = Literal["default", "foreach", "fused"]
 
 _NO_DECAY_MARKERS = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
 
@@ -64,12 +68,25 @@ def resolve_warmup(warmup: float, total_steps: int) -> int:
     return int(warmup * total_steps) if warmup < 1 else int(warmup)
 
 
-def adamw_on_trainable(module: nn.Module, lr: float, weight_decay: float, warmup: float, schedule: Schedule,
-                       total_steps: int) -> dict:
-    """Lightning optimizer config: AdamW over the parameters that require grad (adapters, trained heads), with
-    warmup and decay stepped per optimizer step."""
+def make_adamw(params: list, lr: float, weight_decay: float, impl: AdamWImpl = "default") -> Any:
+    """``torch.optim.AdamW`` with the update implementation ``impl``; where this torch or these parameters' device
+    or dtype do not support it, the default implementation, with a one-line warning."""
     import torch
 
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    if impl not in ("default", "foreach", "fused"):
+        raise ValueError(f"adamw_impl: choose default, foreach or fused, got {impl!r}")
+    if impl != "default":
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **{impl: True})
+        except (RuntimeError, ValueError, TypeError) as err:
+            warnings.warn(f"adamw_impl {impl} is not supported here ({err}); using the default AdamW", stacklevel=2)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def adamw_on_trainable(module: nn.Module, lr: float, weight_decay: float, warmup: float, schedule: Schedule,
+                       total_steps: int, impl: AdamWImpl = "default") -> dict:
+    """Lightning optimizer config: AdamW (update implementation ``impl``) over the parameters that require grad
+    (adapters, trained heads), with warmup and decay stepped per optimizer step."""
+    optimizer = make_adamw([p for p in module.parameters() if p.requires_grad], lr, weight_decay, impl)
     scheduler = build_scheduler(optimizer, resolve_warmup(warmup, total_steps), total_steps, schedule)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

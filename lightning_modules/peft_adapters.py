@@ -33,13 +33,14 @@ def adapter_state_dict(module: torch.nn.Module, state_dict: dict[str, Any]) -> d
 
 class AdapterTrainingMixin:
     """For LightningModules that train a PEFT adapter (and heads) on a frozen base: AdamW over the trainable
-    parameters with the module's ``lr``/``weight_decay``/``warmup``/``schedule`` hparams, and checkpoints holding the
-    trainable weights only (set ``strict_loading = False``; the base comes from ``pretrained``)."""
+    parameters with the module's ``lr``/``weight_decay``/``warmup``/``schedule``/``adamw_impl`` hparams (checkpoints
+    made before ``adamw_impl`` existed: the default), and checkpoints holding the trainable weights only (set
+    ``strict_loading = False``; the base comes from ``pretrained``)."""
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         return adamw_on_trainable(self, hp.lr, hp.weight_decay, hp.warmup, hp.schedule,
-                                  int(self.trainer.estimated_stepping_batches))
+                                  int(self.trainer.estimated_stepping_batches), hp.get("adamw_impl") or "default")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = adapter_state_dict(self, checkpoint["state_dict"])

@@ -28,6 +28,7 @@ def field_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rows = make_rows(n, seed)
         for i, row in enumerate(rows):
             row["urgency"] = str(i % 4)  # the codes the configs' label_maps remap
+            row["impact"] = str(i % 3)  # the third field of gemma3_270m_lora_fast.yaml
         write_jsonl(root / f"{split}.jsonl", rows)
     return root
 
@@ -48,6 +49,11 @@ def test_fast_dev_run_with_tiny_decoder(path: Path, tiny_decoder: Path, field_da
     cli = run_lightning_cli(args=args)
     assert cli.trainer.state.finished
     assert cli.model.hparams.num_classes == 4
+    if path.stem.endswith("_fast"):  # the speed levers are on
+        from datamodules.sampler import LengthGroupedSampler
+
+        assert cli.trainer.optimizers[0].defaults["fused"] is True
+        assert isinstance(cli.datamodule.train_dataloader().sampler, LengthGroupedSampler)
     assert cli.model.hparams.label_names == ["billing", "bug", "login", "shipping"]
 
 

@@ -276,6 +276,8 @@ EXCLUDED: dict[str, str] = {
     # Merged after run_all was written: not steps yet (no --smoke budget); their commands are in their results.
     "sweep_search.py": "not a step yet (no --smoke): bayes+hyperband vs random sweeps, run by hand (its .md has the command)",
     "probe_layer_sweep.py": "not a step yet (no --smoke): one forward for several probe layers against one run per layer",
+    "cascade.py": "not a step yet: the probe-first cascade on Endava and online_shopping (one results file, an entry "
+                  "per dataset, so two steps would share one stamp); never run at real size, commands in its docstring",
 }
 # Results files rendered in BENCHMARKS.md that no step reproduces, and why.
 NOT_REPRODUCED: dict[str, str] = {

@@ -99,6 +99,7 @@ def export_options(
     keep_ffn_out_fp32: Optional[bool] = None,
     keep_head_fp32: Optional[bool] = None,
     weight_only_matmuls: Optional[bool] = None,
+    fp32_attention: Optional[bool] = None,
     gelu_approximation: bool = True,
     calibration_size: int = 512,
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax",
@@ -157,6 +158,11 @@ def export_options(
             QAttention): as small as all-INT8 and closer to fp32. Default: tried after the 7-bit attempt, before the
             FFN outputs in fp32, only if the gate failed; --weight_only_matmuls for that attempt alone,
             --no-weight_only_matmuls to leave it out.
+        fp32_attention: With the weight-only MatMuls: each fused Attention split into its packed Q/K/V projection
+            (a MatMulNBits like the others) and an fp32 MultiHeadAttention core, instead of QAttention (one
+            activation scale per tensor): closer to fp32 at about the same size. Default: tried after the
+            weight-only attempt with QAttention, only if the gate failed; --fp32_attention for that attempt alone,
+            --no-fp32_attention to leave it out.
         gelu_approximation: Dynamic INT8 graph only: tanh GELU (FastGelu) instead of erf, at most ~3e-4 apart,
             far under the INT8 step, and a cheaper CPU kernel (model_fp32.onnx keeps the exact GELU).
         calibration_size: Training texts for static calibration.
@@ -199,7 +205,7 @@ def export_options(
         hub=HubOptions(repo_id=push_to_hub, private=private, dry_run=dry_run), overwrite=overwrite,
         quantization=QuantizationOptions(mode=quantization, per_channel=per_channel, reduce_range=reduce_range,
                                          keep_ffn_out_fp32=keep_ffn_out_fp32, keep_head_fp32=keep_head_fp32,
-                                         weight_only_matmuls=weight_only_matmuls,
+                                         weight_only_matmuls=weight_only_matmuls, fp32_attention=fp32_attention,
                                          gelu_approximation=gelu_approximation, calibration_size=calibration_size,
                                          calibration_method=calibration_method, seed=seed,
                                          embedding=embedding_quantization),
@@ -363,7 +369,7 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
     dynamic = prepare_dynamic(fp32, tmp, q) if q.mode == "dynamic" else None
     attempts = quantization_attempts(q)
     if dynamic is not None:
-        attempts = attempts_for_graph(attempts, bool(dynamic.ffn_out), q)
+        attempts = attempts_for_graph(attempts, bool(dynamic.ffn_out), q, dynamic.has_attention)
     int8 = tmp / bundle.INT8_GRAPH
 
     def try_attempt(attempt: tuple[bool, bool]) -> tuple[dict[str, Any], dict[str, Any], float]:

@@ -21,14 +21,17 @@ class Attempt(NamedTuple):
     reduce_range: bool  # 7-bit weights
     keep_ffn_out_fp32: bool
     # The MatMuls as 8-bit weight-only MatMulNBits (int8 compute with an activation scale per block of 32 values,
-    # instead of one per tensor); the fused Attention stays QAttention.
+    # instead of one per tensor); the fused Attention stays QAttention unless fp32_attention.
     weight_only: bool = False
+    # With weight_only: Attention split into its packed Q/K/V projection (a MatMulNBits too) and an fp32
+    # MultiHeadAttention core (fenlei.deploy.unfused_attention), instead of QAttention.
+    fp32_attention: bool = False
 
 
 def describe(attempt: Attempt) -> str:
     """The attempt in words, for progress lines and failure messages."""
     if attempt.weight_only:
-        what = "8-bit weight-only MatMulNBits"
+        what = "8-bit weight-only MatMulNBits" + (" with the attention core fp32" if attempt.fp32_attention else "")
     else:
         what = f"{'7' if attempt.reduce_range else '8'}-bit weights"
     return what + (" and the FFN output projections in fp32" if attempt.keep_ffn_out_fp32 else "")
@@ -120,7 +123,8 @@ def gate_attempts(attempts: Sequence[Attempt],
             parity["failures"].append(f"tokenizer.json disagrees with the training tokenizer on {tokenizer_mismatches} texts")
             parity["passed"] = False
         records.append({"reduce_range": attempt.reduce_range, "keep_ffn_out_fp32": attempt.keep_ffn_out_fp32,
-                        "weight_only": attempt.weight_only, "passed": parity["passed"],
+                        "weight_only": attempt.weight_only, "fp32_attention": attempt.fp32_attention,
+                        "passed": parity["passed"],
                         "failures": parity["failures"], "size_mb": size_mb})
         for name, eng in parity["engines"].items():
             extra = (f", agreement {eng['agreement_vs_torch']:.4f}, dF1 {eng['macro_f1_change_pt']:+.2f} pt"
@@ -141,5 +145,6 @@ def failure_message(n_texts: int, parity: dict[str, Any], attempts: Sequence[dic
     why = "; ".join(parity["failures"])
     tried = (" (tried " + "; ".join(f"reduce_range={a['reduce_range']} keep_ffn_out_fp32={a['keep_ffn_out_fp32']}"
                                     + (" weight_only" if a.get("weight_only") else "")
+                                    + (" fp32_attention" if a.get("fp32_attention") else "")
                                     for a in attempts) + ")") if len(attempts) > 1 else ""
     return f"parity gate failed on {n_texts} held-out texts: {why}{tried} (try {', '.join([*untried, '--force to ship anyway'])})"

@@ -14,6 +14,8 @@ from fenlei.deploy.parity import Attempt, Log
 
 NO_FFN_OUTPUTS = ("--keep_ffn_out_fp32: the graph has no FFN output projections to keep in fp32 (no MatMul named "
                   "'layer.N/output/dense'; a BERT-family encoder has one per layer)")
+NO_ATTENTION = ("--fp32_attention: the graph has no fused Attention node to split (not a BERT-like encoder, or "
+                "--no_optimize)")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class QuantizationOptions:
     seed: int = 0
     embedding: EmbeddingQuantization = "auto"
     weight_only_matmuls: Optional[bool] = None
+    fp32_attention: Optional[bool] = None
 
     @property
     def head_fp32(self) -> bool:
@@ -43,23 +46,31 @@ def quantization_attempts(options: QuantizationOptions) -> list[Attempt]:
     """The INT8 models to try in order until one passes the parity gate.
 
     Given flags make one attempt (``--reduce_range``/``--no-reduce_range``, with ``--keep_ffn_out_fp32`` or not;
-    ``--weight_only_matmuls``). Dynamic INT8 by default: 8-bit weights; then 7-bit (the remedy for u8s8 saturation
-    on CPUs without VNNI); then the MatMuls as 8-bit weight-only MatMulNBits (as small, with an activation scale per
-    block of 32 values instead of one per tensor: multilingual-e5-small on online_shopping, docs/deployment.md);
-    then 7-bit with the FFN output projections in fp32 (a larger bundle, so only when the smaller models are not
-    accurate enough: Banking77 MPNet on an AVX2 CPU). ``--no-weight_only_matmuls`` leaves out the third. Static:
-    the full range, one attempt.
+    ``--weight_only_matmuls``, ``--fp32_attention``). Dynamic INT8 by default: 8-bit weights; then 7-bit (the
+    remedy for u8s8 saturation on CPUs without VNNI); then the MatMuls as 8-bit weight-only MatMulNBits (as small,
+    with an activation scale per block of 32 values instead of one per tensor: multilingual-e5-small on
+    online_shopping, docs/deployment.md), first with QAttention, then with the attention core fp32 and its Q/K/V
+    projection a MatMulNBits too; then 7-bit with the FFN output projections in fp32 (a larger bundle, so only
+    when the smaller models are not accurate enough: Banking77 MPNet on an AVX2 CPU). ``--no-weight_only_matmuls``
+    leaves out both weight-only attempts, ``--no-fp32_attention`` the second. Static: the full range, one attempt.
     """
-    keep_ffn, weight_only = options.keep_ffn_out_fp32, options.weight_only_matmuls
+    keep_ffn, weight_only, fp32_attention = (options.keep_ffn_out_fp32, options.weight_only_matmuls,
+                                             options.fp32_attention)
     if options.mode == "static":
-        if weight_only:
-            raise ExportError("--weight_only_matmuls: only with --quantization dynamic")
+        if weight_only or fp32_attention:
+            raise ExportError(f"--{'weight_only_matmuls' if weight_only else 'fp32_attention'}: only with "
+                              "--quantization dynamic")
         return [Attempt(bool(options.reduce_range), bool(keep_ffn))]
+    if fp32_attention and weight_only is False:
+        raise ExportError("--fp32_attention needs the weight-only MatMuls (drop --no-weight_only_matmuls)")
+    if fp32_attention:
+        return [Attempt(False, bool(keep_ffn), True, True)]
     if weight_only:
         return [Attempt(False, bool(keep_ffn), True)]
     if options.reduce_range is not None:
         return [Attempt(options.reduce_range, bool(keep_ffn))]
-    nbits = [] if weight_only is False else [Attempt(False, bool(keep_ffn), True)]
+    nbits = [] if weight_only is False else [Attempt(False, bool(keep_ffn), True)] + (
+        [] if fp32_attention is False else [Attempt(False, bool(keep_ffn), True, True)])
     if keep_ffn is None:
         return [Attempt(False, False), Attempt(True, False), *nbits, Attempt(True, True)]
     return [Attempt(False, keep_ffn), Attempt(True, keep_ffn), *nbits]
@@ -72,6 +83,7 @@ class DynamicSource(NamedTuple):
     changes: dict[str, Any]  # what the copy changed, for metadata.quantization
     embedding: Optional[str] = None  # word-embedding Gather: "int8"/"int4" block-quantized, "none" fp32, None default
     embedding_nodes: tuple[str, ...] = ()  # that Gather (and its id map), kept out of quantize_dynamic
+    has_attention: bool = True  # a fused com.microsoft Attention (what the fp32_attention attempt splits)
 
 
 def prepare_dynamic(fp32: Path, tmp: Path, options: QuantizationOptions) -> DynamicSource:
@@ -92,7 +104,8 @@ def prepare_dynamic(fp32: Path, tmp: Path, options: QuantizationOptions) -> Dyna
     # table per-tensor uint8; the INT8 graph gets a GatherBlockQuantized instead (or keeps fp32 with "none").
     word_nodes = tuple(n.name for n in nodes if word is not None and scheme is not None
                        and (n.name == word.node.name or n.output[0] == word.node.input[1]))
-    extra = {"embedding": scheme, "embedding_nodes": word_nodes}
+    extra = {"embedding": scheme, "embedding_nodes": word_nodes,
+             "has_attention": any(n.op_type == "Attention" and n.domain == "com.microsoft" for n in nodes)}
     if not options.gelu_approximation:
         return DynamicSource(fp32, excluded, ffn_out, {}, **extra)
     copy = tmp / ".model_for_int8.onnx"
@@ -100,9 +113,15 @@ def prepare_dynamic(fp32: Path, tmp: Path, options: QuantizationOptions) -> Dyna
     return DynamicSource(copy, excluded, ffn_out, {"gelu_approximated": changed}, **extra)
 
 
-def attempts_for_graph(attempts: list[Attempt], has_ffn_outputs: bool, options: QuantizationOptions) -> list[Attempt]:
-    """Graphs without BERT-style FFN names (decoders: mlp/down_proj): an explicit request is an error, and the
-    automatic last attempt would only repeat the one before it under a false label."""
+def attempts_for_graph(attempts: list[Attempt], has_ffn_outputs: bool, options: QuantizationOptions,
+                       has_attention: bool = True) -> list[Attempt]:
+    """Graphs without BERT-style FFN names (decoders: mlp/down_proj) or without a fused Attention: an explicit
+    request for what they lack is an error, and the automatic attempt would only repeat another under a false
+    label."""
+    if not has_attention:
+        if options.fp32_attention:
+            raise ExportError(NO_ATTENTION)
+        attempts = [a for a in attempts if not Attempt(*a).fp32_attention]
     if has_ffn_outputs:
         return attempts
     if options.keep_ffn_out_fp32:
@@ -121,10 +140,11 @@ def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Pat
              log: Log) -> dict[str, Any]:
     """Write ``int8`` for one attempt (dynamic from ``dynamic``'s graph, or static QDQ from the raw one, calibrated
     on ``train_texts``); return its description for metadata.json."""
-    reduce_range, keep_ffn_out, weight_only = Attempt(*attempt)
+    reduce_range, keep_ffn_out, weight_only, fp32_attention = Attempt(*attempt)
     quant: dict[str, Any] = {"mode": options.mode, "per_channel": options.per_channel, "reduce_range": reduce_range,
                              "weight_type": "QInt8", "keep_head_fp32": options.head_fp32,
-                             "keep_ffn_out_fp32": keep_ffn_out, "weight_only": weight_only}
+                             "keep_ffn_out_fp32": keep_ffn_out, "weight_only": weight_only,
+                             "fp32_attention": fp32_attention}
     if dynamic is not None:
         # Dynamic INT8 from the fused graph: QAttention and fewer, larger quantized MatMuls.
         excluded = dynamic.excluded + (dynamic.ffn_out if keep_ffn_out else [])
@@ -132,11 +152,19 @@ def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Pat
         log(f"quantizing: dynamic INT8 (per_channel={options.per_channel}, reduce_range={reduce_range}, "
             f"head fp32={options.head_fp32}, FFN outputs fp32={keep_ffn_out}, tanh GELU={options.gelu_approximation})")
         if weight_only:
+            source = dynamic.graph
+            if fp32_attention:
+                source = tmp / ".model_unfused_attention.onnx"
+                quant["unfused_attention"] = unfused_attention_copy(dynamic.graph, source)
             log(f"  the MatMuls as MatMulNBits ({WEIGHT_ONLY['bits']}-bit weights, blocks of "
-                f"{WEIGHT_ONLY['block_size']}, int8 compute); Attention as QAttention")
-            matmuls = [n.name for n in onnx_tools.graph_nodes(dynamic.graph) if n.op_type == "MatMul"]
-            onnx_tools.quantize_dynamic_int8(dynamic.graph, int8, options.per_channel, reduce_range,
+                f"{WEIGHT_ONLY['block_size']}, int8 compute); "
+                + ("the attention core fp32 (MultiHeadAttention), its Q/K/V projection a MatMulNBits"
+                   if fp32_attention else "Attention as QAttention"))
+            matmuls = [n.name for n in onnx_tools.graph_nodes(source) if n.op_type == "MatMul"]
+            onnx_tools.quantize_dynamic_int8(source, int8, options.per_channel, reduce_range,
                                              excluded + matmuls + list(dynamic.embedding_nodes))
+            if source != dynamic.graph:
+                source.unlink()
             quant["matmul_nbits"] = weight_only_matmuls(int8, excluded)
         else:
             onnx_tools.quantize_dynamic_int8(dynamic.graph, int8, options.per_channel, reduce_range,
@@ -194,6 +222,20 @@ def weight_only_matmuls(int8: Path, excluded: list[str]) -> dict[str, Any]:
             "nodes": sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")}
 
 
+def unfused_attention_copy(src: Path, dst: Path) -> dict[str, int]:
+    """``src`` with every fused Attention split into MatMul + Split + MultiHeadAttention, written to ``dst``."""
+    import onnx
+
+    from fenlei.deploy.unfused_attention import split_attention
+
+    model = onnx.load(str(src))
+    counts = split_attention(model)
+    if not counts["rewritten"]:
+        raise ExportError(NO_ATTENTION)
+    onnx.save(model, str(dst))
+    return counts
+
+
 def embedding_step(int8: Path, scheme: Optional[str], asked: str, log: Log) -> dict[str, Any]:
     """Block-quantize the INT8 graph's word-embedding Gather in place; the metadata entry says what happened."""
     import onnx
@@ -219,4 +261,6 @@ def untried_remedies(options: QuantizationOptions, attempts: list[dict[str, Any]
                                        ("--keep_ffn_out_fp32", not any(a["keep_ffn_out_fp32"] for a in attempts)),
                                        ("--weight_only_matmuls", not static
                                         and not any(a.get("weight_only") for a in attempts)),
+                                       ("--fp32_attention", not static
+                                        and not any(a.get("fp32_attention") for a in attempts)),
                                        ("--quantization dynamic", static)) if missing]

@@ -222,12 +222,17 @@ def test_weight_only_attempt_ships_matmulnbits_when_the_int8_matmuls_fail(run_di
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    ([], [(False, False, False), (True, False, False), (False, False, True), (True, True, False)]),
-    (["--keep_ffn_out_fp32"], [(False, True, False), (True, True, False), (False, True, True)]),
-    (["--reduce_range"], [(True, False, False)]),
-    (["--no-reduce_range", "--keep_ffn_out_fp32"], [(False, True, False)]),
-    (["--weight_only_matmuls"], [(False, False, True)]),
-    (["--quantization", "static"], [(False, False, False)]),
+    ([], [(False, False, False, False), (True, False, False, False), (False, False, True, False),
+          (False, False, True, True), (True, True, False, False)]),
+    (["--keep_ffn_out_fp32"], [(False, True, False, False), (True, True, False, False), (False, True, True, False),
+                               (False, True, True, True)]),
+    (["--reduce_range"], [(True, False, False, False)]),
+    (["--no-reduce_range", "--keep_ffn_out_fp32"], [(False, True, False, False)]),
+    (["--weight_only_matmuls"], [(False, False, True, False)]),
+    (["--fp32_attention"], [(False, False, True, True)]),
+    (["--no-fp32_attention"], [(False, False, False, False), (True, False, False, False), (False, False, True, False),
+                               (True, True, False, False)]),
+    (["--quantization", "static"], [(False, False, False, False)]),
 ])
 def test_quantization_attempts(argv: list[str], expected: list[tuple[bool, bool]]) -> None:
     from fenlei.deploy.export import quantization_attempts

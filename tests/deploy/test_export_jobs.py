@@ -110,18 +110,29 @@ def test_a_tokenizer_mismatch_fails_the_first_attempt_and_ends_the_search() -> N
 
 
 def test_attempt_order_and_defaults() -> None:
-    # (reduce_range, keep_ffn_out_fp32, weight_only): smallest models first, the fp32 FFN outputs last.
-    assert quantization_attempts(QuantizationOptions()) == [(False, False, False), (True, False, False),
-                                                            (False, False, True), (True, True, False)]
+    # (reduce_range, keep_ffn_out_fp32, weight_only, fp32_attention): smallest models first, the fp32 FFN
+    # outputs last.
+    assert quantization_attempts(QuantizationOptions()) == [(False, False, False, False), (True, False, False, False),
+                                                            (False, False, True, False), (False, False, True, True),
+                                                            (True, True, False, False)]
     assert quantization_attempts(QuantizationOptions(keep_ffn_out_fp32=False)) == [
-        (False, False, False), (True, False, False), (False, False, True)]
+        (False, False, False, False), (True, False, False, False), (False, False, True, False),
+        (False, False, True, True)]
     assert quantization_attempts(QuantizationOptions(weight_only_matmuls=False)) == [
-        (False, False, False), (True, False, False), (True, True, False)]
-    assert quantization_attempts(QuantizationOptions(weight_only_matmuls=True)) == [(False, False, True)]
-    assert quantization_attempts(QuantizationOptions(mode="static", keep_ffn_out_fp32=True)) == [(False, True, False)]
-    assert quantization_attempts(QuantizationOptions(mode="static", reduce_range=True)) == [(True, False, False)]
+        (False, False, False, False), (True, False, False, False), (True, True, False, False)]
+    assert quantization_attempts(QuantizationOptions(fp32_attention=False))[2:] == [
+        (False, False, True, False), (True, True, False, False)]
+    assert quantization_attempts(QuantizationOptions(weight_only_matmuls=True)) == [(False, False, True, False)]
+    assert quantization_attempts(QuantizationOptions(fp32_attention=True)) == [(False, False, True, True)]
+    assert quantization_attempts(QuantizationOptions(mode="static", keep_ffn_out_fp32=True)) == [
+        (False, True, False, False)]
+    assert quantization_attempts(QuantizationOptions(mode="static", reduce_range=True)) == [(True, False, False, False)]
     with pytest.raises(ExportError, match="--weight_only_matmuls: only with --quantization dynamic"):
         quantization_attempts(QuantizationOptions(mode="static", weight_only_matmuls=True))
+    with pytest.raises(ExportError, match="--fp32_attention: only with --quantization dynamic"):
+        quantization_attempts(QuantizationOptions(mode="static", fp32_attention=True))
+    with pytest.raises(ExportError, match="--fp32_attention needs the weight-only MatMuls"):
+        quantization_attempts(QuantizationOptions(fp32_attention=True, weight_only_matmuls=False))
     assert QuantizationOptions().head_fp32 and not QuantizationOptions(mode="static").head_fp32
     assert QuantizationOptions(mode="static", keep_head_fp32=True).head_fp32
     assert not QuantizationOptions(keep_head_fp32=False).head_fp32
@@ -130,18 +141,30 @@ def test_attempt_order_and_defaults() -> None:
 def test_graphs_without_ffn_outputs_drop_the_ffn_attempt_or_refuse_the_flag() -> None:
     attempts = quantization_attempts(QuantizationOptions())
     assert attempts_for_graph(attempts, True, QuantizationOptions()) == attempts
-    assert attempts_for_graph(attempts, False, QuantizationOptions()) == [(False, False, False), (True, False, False),
-                                                                          (False, False, True)]
+    assert attempts_for_graph(attempts, False, QuantizationOptions()) == [
+        (False, False, False, False), (True, False, False, False), (False, False, True, False),
+        (False, False, True, True)]
     with pytest.raises(ExportError, match="--keep_ffn_out_fp32: the graph has no FFN"):
         attempts_for_graph(attempts, False, QuantizationOptions(keep_ffn_out_fp32=True))
     assert NO_FFN_OUTPUTS.startswith("--keep_ffn_out_fp32")
 
 
+def test_graphs_without_fused_attention_drop_the_fp32_attention_attempt_or_refuse_the_flag() -> None:
+    attempts = quantization_attempts(QuantizationOptions())
+    assert attempts_for_graph(attempts, True, QuantizationOptions(), has_attention=False) == [
+        a for a in attempts if not a.fp32_attention] != attempts
+    with pytest.raises(ExportError, match="--fp32_attention: the graph has no fused Attention"):
+        attempts_for_graph(attempts, True, QuantizationOptions(fp32_attention=True), has_attention=False)
+
+
 def test_untried_remedies_name_only_unused_options() -> None:
     tried = [{"reduce_range": False, "keep_ffn_out_fp32": False}, {"reduce_range": True, "keep_ffn_out_fp32": False}]
-    assert untried_remedies(QuantizationOptions(), tried) == ["--keep_ffn_out_fp32", "--weight_only_matmuls"]
+    assert untried_remedies(QuantizationOptions(), tried) == ["--keep_ffn_out_fp32", "--weight_only_matmuls",
+                                                             "--fp32_attention"]
     assert untried_remedies(QuantizationOptions(), [*tried, {**tried[0], "weight_only": True}]) == [
-        "--keep_ffn_out_fp32"]
+        "--keep_ffn_out_fp32", "--fp32_attention"]
+    assert untried_remedies(QuantizationOptions(), [*tried, {**tried[0], "weight_only": True,
+                                                             "fp32_attention": True}]) == ["--keep_ffn_out_fp32"]
     static = QuantizationOptions(mode="static", per_channel=False)
     assert untried_remedies(static, tried[:1]) == ["--per_channel", "--keep_head_fp32", "--reduce_range",
                                                    "--keep_ffn_out_fp32", "--quantization dynamic"]

@@ -195,6 +195,25 @@ def over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return run
 
 
+def recorded_seeds(budget: dict[str, Any], stems: set[str]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per-seed runs read back from ``RESULT`` when it was written at ``budget``: each ``per_seed`` entry with the
+    run's unseeded fields (labelling, module), so ``over_seeds`` can average it with new seeds."""
+    if not RESULT.is_file():
+        return {}
+    recorded = json.loads(RESULT.read_text())
+    if recorded.get("budget") != budget:
+        return {}
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in recorded.get("runs", []):
+        if run["name"] not in stems:
+            continue
+        fixed = {k: v for k, v in run.items() if k not in ("seeds", "per_seed", "spread", *SEEDED)}
+        for entry in run.get("per_seed", []):
+            transfer = {**run["transfer_alpaca"], **entry["transfer_alpaca"]}
+            found.setdefault(run["name"], {})[entry["seed"]] = {**fixed, **entry, "transfer_alpaca": transfer}
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="config stems to run (default: all in configs/gsm8k)")
@@ -242,6 +261,11 @@ def main() -> None:
             seed = int(folder.parent.name.removeprefix("seed"))
             if seed not in args.seeds and RunDir(folder / "transfer_alpaca").test_metrics.is_file():
                 per_seed.setdefault(config.stem, {})[seed] = one_config(config, keep, seed)
+    # Seeds kept only in the results file (their work folders gone with a machine) count too, at the same budget.
+    for stem, seeds in recorded_seeds(budget, {c.stem for c in configs}).items():
+        for seed, run in seeds.items():
+            if seed not in args.seeds:
+                per_seed.setdefault(stem, {}).setdefault(seed, run)
     skipped = {}
     todo = [(seed, config) for seed in args.seeds for config in configs]
     for seed, config in todo:

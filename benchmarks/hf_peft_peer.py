@@ -34,6 +34,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -215,13 +216,16 @@ def run_generative(args: argparse.Namespace) -> dict[str, Any]:
 
     model.eval()
     correct = [0] * len(names)
+    first: list[str] = []
     for row in test_rows:
         chosen = label_scores(model, tokenizer, encode_prompt(row), names, values)[0]
+        first.append(chosen[0])
         for k, field in enumerate(args.label_fields):
             correct[k] += chosen[k] == value_of(row, field)
     accuracy = {n: correct[k] / len(test_rows) for k, n in enumerate(names)}
     return {"train_seconds": seconds, "train_texts": len(train_rows), "test_texts": len(test_rows),
             "test_accuracy": accuracy[names[0]], "field_accuracy": accuracy,
+            "top_prediction_share": top_share(first),
             "scoring": "label scoring: per field in order, argmax over its values of log p(answer text through the "
                        "value's closing quote | prompt, earlier chosen values) under the full-vocabulary softmax"}
 
@@ -260,7 +264,12 @@ def run_seqcls(args: argparse.Namespace) -> dict[str, Any]:
     truth = [label_id.get(value_of(r, args.label_fields[0]), -1) for r in test_rows]  # unseen in train: wrong
     accuracy = sum(p == t for p, t in zip(preds, truth, strict=True)) / len(truth)
     return {"train_seconds": seconds, "train_texts": len(train_rows), "test_texts": len(test_rows),
-            "test_accuracy": accuracy, "scoring": "argmax of the score head"}
+            "test_accuracy": accuracy, "top_prediction_share": top_share(preds), "scoring": "argmax of the score head"}
+
+
+def top_share(predictions: list[Any]) -> float:
+    """The share of test texts given the most frequent prediction (a collapsed model answers one value)."""
+    return max(Counter(predictions).values()) / len(predictions) if predictions else 0.0
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

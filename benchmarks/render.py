@@ -1106,6 +1106,70 @@ def rows_label_noise(runs: list[Res], ctx: Res) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------------- decoder speed
+
+
+SPEED_CELLS = (("fenlei_generative", "fenlei, LoRA generative (label scoring)"),
+               ("peer_generative", "plain HF Trainer + PEFT, LoRA generative (label scoring)"),
+               ("peer_tuned_generative", "HF Trainer + PEFT with group_by_length and native bf16, generative"),
+               ("fenlei_seqcls", "fenlei, LoRA sequence classification"),
+               ("peer_seqcls", "plain HF Trainer + PEFT, LoRA sequence classification"),
+               ("peer_tuned_seqcls", "HF Trainer + PEFT with group_by_length and native bf16, seqcls"))
+COLLAPSED_SHARE = 0.9
+
+
+def collapse_text(share: Any) -> str:
+    """The most frequent prediction's share of the test texts, flagged when the model answers one value."""
+    if share is None:
+        return "not recorded (counts as collapsed)"
+    return f"{pct(share)}" + (" **collapsed**" if share > COLLAPSED_SHARE else "")
+
+
+def render_decoder_train_speed(runs: list[Res], ctx: Res) -> str:
+    """benchmarks/decoder_train_speed.py: fenlei's gemma-3-270m LoRA training against a plain HF Trainer + PEFT peer."""
+    res = runs[-1]
+    st, subset = res["settings"], res.get("subset", {})
+    train, test = subset.get("train", {}), subset.get("test", {})
+    majority = max((test.get("category_counts") or {"": 0}).values()) / max(test.get("rows") or 1, 1)
+    out = [f"Command: `{res['command']}`  ",
+           f"Date: {res['date']}; CPU: {cpu_of(res)}; {st['model']} on {st['dataset']}: {train.get('rows')} of "
+           f"{train.get('of')} training and {test.get('rows')} of {test.get('of')} test texts, {st['epochs']} epoch(s), "
+           f"batch {st['batch_size']}, max_length {st['max_length']}, seed {st['seed']}, {st['threads']} threads. "
+           f"The majority class is {pct(majority)} of the test texts.", "",
+           "| cell | train samples/s | train s | precision | test accuracy (first field) | most frequent prediction |",
+           "|---|---|---|---|---|---|"]
+    for key, label in SPEED_CELLS:
+        cell = res["cells"].get(key)
+        if cell:
+            out.append(f"| {label} | {num(cell['train_samples_per_s'], 2)} | {num(cell['train_seconds'])} | "
+                       f"{cell.get('precision_used', 'fp32')} | {pct(cell['test_accuracy'])} | "
+                       f"{collapse_text(cell.get('top_prediction_share'))} |")
+    out += ["", "| task | fenlei / peer samples/s | fenlei accuracy | peer accuracy | target met |", "|---|---|---|---|---|"]
+    for task, c in res.get("comparison", {}).items():
+        out.append(f"| {task} | {ratio(c['samples_per_s_ratio'])} | {pct(c['fenlei_accuracy'])} | "
+                   f"{pct(c['peer_accuracy'])} | {yes_no(c['met'])} |")
+    out += ["", "Target: " + next(iter(res.get("comparison", {}).values()), {}).get("definition", "–") + ". A cell "
+            f"whose most frequent prediction covers more than {COLLAPSED_SHARE:.0%} of the test texts (or whose share "
+            "was not recorded) has not learned the task and never meets it.", ""]
+    return "\n".join(out)
+
+
+def rows_decoder_train_speed(runs: list[Res], ctx: Res) -> list[Row]:
+    res = runs[-1]
+    rows = []
+    for task, c in res.get("comparison", {}).items():
+        # Read from the cells, so that a run from before the share was recorded is judged by the same rule.
+        shares = {who: (res["cells"].get(f"{who}_{task}") or {}).get("top_prediction_share") for who in ("fenlei", "peer")}
+        collapsed = [who for who, share in shares.items() if share is None or share > COLLAPSED_SHARE]
+        flag = f"; collapsed or share not recorded: {', '.join(collapsed)}" if collapsed else ""
+        measured = f"{ratio(c['samples_per_s_ratio'])}, accuracy {pct(c['fenlei_accuracy'])} vs {pct(c['peer_accuracy'])}{flag}"
+        met = bool(c["met"]) and not collapsed
+        rows.append(Row(f"gemma-3-270m LoRA {task} training speed against a plain HF Trainer + PEFT peer "
+                        f"({res['settings']['train_size']} train texts)", "≥ 2x at equal or better accuracy, not collapsed",
+                        measured, [met], res["date"], cpu_of(res), f"decoder_train_speed_{task}"))
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------- layout
 
 
@@ -1132,6 +1196,10 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
         Section("endava_tickets", "Endava tickets (three fields)", ("endava_tickets",), render_decoder_benchmark, rows_decoder),
         Section("online_shopping", "online_shopping_10_cats (Chinese, two fields)", ("online_shopping",),
                 render_decoder_benchmark, rows_decoder),
+    )),
+    ("Decoder LMs: training speed", (
+        Section("decoder_train_speed", "gemma-3-270m LoRA training: fenlei against a plain HF Trainer + PEFT peer",
+                ("decoder_train_speed",), render_decoder_train_speed, rows_decoder_train_speed),
     )),
     ("Chinese: encoder and decoder side by side", (
         Section("chinese_encoders", "multilingual-e5-small recipes against gemma-3-270m on Chinese data",

@@ -1,15 +1,16 @@
 """Per-field metrics of a decoded answer: one tally per decoding and stage, accumulated over an epoch.
 
 Per field: accuracy, macro-F1 (over the classes present in the targets or the valid predictions), parse-failure
-rate and hallucination rate; per decoding: examples/s. The first field's figures are also the tally's own
-(``accuracy``, ``f1_macro``); the failure and hallucination rates at that level count an example once when any of
-its fields failed.
+rate, hallucination rate and the share of the most frequent prediction; per decoding: examples/s. The first field's
+figures are also the tally's own (``accuracy``, ``f1_macro``); the failure and hallucination rates at that level
+count an example once when any of its fields failed.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 
@@ -73,6 +74,8 @@ class FieldTally:
                 "f1_macro": macro_f1(t, p, labels=classes) if classes else 0.0,
                 "parse_failure_rate": float(failed[:, k].float().mean()),
                 "hallucination_rate": float(halluc[:, k].float().mean()),
+                # A model that answers one value for nearly every text has learnt the prior, not the task.
+                "top_prediction_share": float(np.unique(p, return_counts=True)[1].max() / n) if n else 0.0,
             }
         first = out["fields"][names[0]]
         out.update(accuracy=first["accuracy"], f1_macro=first["f1_macro"],

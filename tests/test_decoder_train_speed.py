@@ -150,16 +150,48 @@ def test_unsupported_adamw_implementation_falls_back_with_a_warning(monkeypatch:
 
 def test_verdict_needs_speed_and_accuracy() -> None:
     def cells(fl_speed: float, fl_acc: float) -> dict:
-        return {"fenlei_seqcls": {"train_samples_per_s": fl_speed, "test_accuracy": fl_acc},
-                "peer_seqcls": {"train_samples_per_s": 10.0, "test_accuracy": 0.5}}
+        return {"fenlei_seqcls": {"train_samples_per_s": fl_speed, "test_accuracy": fl_acc, "top_prediction_share": 0.5},
+                "peer_seqcls": {"train_samples_per_s": 10.0, "test_accuracy": 0.5, "top_prediction_share": 0.5}}
 
     assert compare(cells(20.0, 0.5))["seqcls"]["met"]
     assert not compare(cells(19.9, 0.9))["seqcls"]["met"]
     assert not compare(cells(40.0, 0.49))["seqcls"]["met"]
     assert compare(cells(40.0, 0.49))["seqcls"]["samples_per_s_ratio"] == 4.0
     assert "generative" not in compare(cells(20.0, 0.5))
-    assert compare({"fenlei_seqcls": {"train_samples_per_s": 30.0, "test_accuracy": float(torch.tensor(0.7))},
-                    "peer_seqcls": {"train_samples_per_s": 10.0, "test_accuracy": 0.7}})["seqcls"]["met"]  # float32
+    assert compare({"fenlei_seqcls": {"train_samples_per_s": 30.0, "test_accuracy": float(torch.tensor(0.7)),
+                                      "top_prediction_share": 0.4},
+                    "peer_seqcls": {"train_samples_per_s": 10.0, "test_accuracy": 0.7,
+                                    "top_prediction_share": 0.4}})["seqcls"]["met"]  # float32
+
+
+def test_a_collapsed_or_unrecorded_model_never_meets_the_target() -> None:
+    def cells(fl_share: float | None, peer_share: float | None) -> dict:
+        return {"fenlei_seqcls": {"train_samples_per_s": 30.0, "test_accuracy": 0.9, "top_prediction_share": fl_share},
+                "peer_seqcls": {"train_samples_per_s": 10.0, "test_accuracy": 0.9, "top_prediction_share": peer_share}}
+
+    assert compare(cells(0.9, 0.9))["seqcls"]["met"]  # 90% exactly is not "more than 90%"
+    verdict = compare(cells(0.95, 0.5))["seqcls"]
+    assert not verdict["met"] and verdict["collapsed_or_unknown"] == ["fenlei"]
+    assert compare(cells(0.5, 0.91))["seqcls"]["collapsed_or_unknown"] == ["peer"]
+    assert not compare(cells(None, 0.5))["seqcls"]["met"]
+
+
+def test_the_section_flags_collapse_and_unrecorded_shares() -> None:
+    from benchmarks import render
+
+    cells = {"fenlei_seqcls": {"train_samples_per_s": 30.0, "train_seconds": 8.0, "test_accuracy": 0.97,
+                               "top_prediction_share": 0.97, "precision_used": "bf16-mixed"},
+             "peer_seqcls": {"train_samples_per_s": 10.0, "train_seconds": 24.0, "test_accuracy": 0.5}}
+    res = {"benchmark": "decoder_train_speed", "command": "c", "date": "2026-12-03", "machine": {"cpu": {"model": "m"}},
+           "settings": {"model": "tiny", "dataset": "endava", "train_size": 240, "test_size": 120, "epochs": 1,
+                        "batch_size": 8, "max_length": 64, "seed": 42, "threads": 2},
+           "subset": {"train": {"rows": 240, "of": 4000}, "test": {"rows": 100, "of": 1000, "category_counts": {"a": 97, "b": 3}}},
+           "cells": cells, "comparison": compare(cells)}
+    text = render.render_decoder_train_speed([res], {})
+    assert "97.00% **collapsed**" in text and "not recorded (counts as collapsed)" in text
+    assert "majority class is 97.00%" in text
+    (row,) = render.rows_decoder_train_speed([res], {})
+    assert row.met == [False] and "collapsed or share not recorded: fenlei, peer" in row.measured
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])

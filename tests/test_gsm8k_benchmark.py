@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -68,3 +69,20 @@ def test_an_overlap_within_the_spread_is_not_called_a_difference_and_one_seed_is
               over_seeds([seed_run("bins", "BinClassifier", 1, 30.0)])]
     text = render.render_gsm8k_lengths([result(single)], {})
     assert "undecided (fewer than 2 seeds)" in text and "±" not in text.split("| config | module")[1]
+
+
+def test_seeds_kept_only_in_the_results_file_are_read_back_at_the_same_budget(tmp_path, monkeypatch) -> None:
+    from benchmarks import gsm8k_lengths
+
+    budget = result([])["budget"]
+    run = over_seeds([seed_run("a", "EncoderRegressor", s, mae) for s, mae in ((1, 20.0), (2, 22.0))])
+    path = tmp_path / "gsm8k_lengths.json"
+    path.write_text(json.dumps(result([run])))
+    monkeypatch.setattr(gsm8k_lengths, "RESULT", path)
+    found = gsm8k_lengths.recorded_seeds(budget, {"a", "b"})
+    assert sorted(found["a"]) == [1, 2] and found["a"][2]["target_mae"] == 22.0
+    assert found["a"][1]["module"] == "EncoderRegressor" and found["a"][1]["transfer_alpaca"]["constant_mae"] == 90.0
+    again = over_seeds([*found["a"].values(), seed_run("a", "EncoderRegressor", 3, 24.0)])  # a new seed joins them
+    assert again["seeds"] == [1, 2, 3] and again["target_mae"] == pytest.approx(22.0)
+    assert gsm8k_lengths.recorded_seeds({**budget, "epochs": 1}, {"a"}) == {}  # another budget: not reused
+    assert gsm8k_lengths.recorded_seeds(budget, {"b"}) == {}

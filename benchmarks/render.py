@@ -272,11 +272,15 @@ def render_gsm8k_lengths(runs: list[Res], ctx: Res) -> str:
                       and r["transfer_alpaca"]["target_mae"] < r["transfer_alpaca"]["constant_mae"]]
     out = [f"Command: `{res['command']}`  ",
            f"Date: {res['date']}; CPU: {cpu_of(res)}; training precision: {precision}.  ",
+           *([f"Seeds fitted on: {seed_cpus}.  "] if (seed_cpus := cpus_of([p for r in res["runs"] for p in r.get("per_seed", [])
+                                                                             if p.get("machine")])) else []),
            f"Every config in `configs/gsm8k/` with one budget: {budget['encoder']}, {budget['epochs']} epoch(s), batch "
            f"{budget['batch_size']}, max_length {budget['max_length']}, seeds "
            f"{', '.join(map(str, res.get('seeds') or [budget.get('seed', 42)]))}, gsm8k train rows "
-           f"{budget.get('train_rows', 'all')} (a seeded share of them held out for validation), bottom "
-           f"{budget.get('freeze_layers') or 'config-set'} encoder layers frozen; test rows {budget.get('test_rows', 'all')}, "
+           f"{budget.get('train_rows', 'all')} (a seeded share of them held out for validation), "
+           + (f"bottom {budget['freeze_layers']} encoder layers frozen" if budget.get("freeze_layers")
+              else "encoder layers as each config sets (all trained; word embeddings frozen except in `markers_quantile`; `mlp_head_frozen` freezes 5 of 6 layers)")
+           + f"; test rows {budget.get('test_rows', 'all')}, "
            f"alpaca_eval rows {budget.get('transfer_rows', 'all')}; target = answer words; constant predictor (train "
            f"median) on the gsm8k test rows: MAE {num(constant, 2)} words."
            + "".join(f" Not run: `{k}` ({v})." for k, v in res.get("skipped", {}).items()), "",

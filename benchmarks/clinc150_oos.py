@@ -93,10 +93,13 @@ def main() -> None:
     p.add_argument("--refit", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--name", default="clinc150_oos")
+    p.add_argument("--seed", type=int, default=None, help="seed_everything of the fit (default: the config's)")
+    p.add_argument("--work_dir", type=Path, default=None, help="logs and bundle (default: benchmarks/work/clinc150)")
+    p.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/NAME.json)")
     p.add_argument("--smoke", action="store_true", help="plumbing check with the tiny test model (see above)")
     args = p.parse_args()
     work = REPO / "benchmarks" / "work" / "clinc150"
-    fit_extra: list[str] = []
+    fit_extra: list[str] = [] if args.seed is None else [f"--seed_everything={args.seed}"]
     export_extra: list[str] = []
     if args.smoke:
         work = SMOKE_WORK / "clinc150"
@@ -104,9 +107,11 @@ def main() -> None:
             args.run_dir = str(SMOKE_WORK / "runs" / "clinc150_minilm")
         args.data_dir = str(smoke_data("clinc150"))
         model = smoke_encoder()
-        fit_extra = [f"--model.init_args.pretrained={model}", f"--data.init_args.data_dir={args.data_dir}",
-                     "--trainer.max_epochs=1", "--data.init_args.max_length=32"]
+        fit_extra += [f"--model.init_args.pretrained={model}", f"--data.init_args.data_dir={args.data_dir}",
+                      "--trainer.max_epochs=1", "--data.init_args.max_length=32"]
         export_extra = ["--force"]
+    if args.work_dir is not None:
+        work = args.work_dir
     run_dir, data = Path(args.run_dir), Path(args.data_dir)
     timings: dict[str, float] = {}
     summary = RunDir(run_dir).read_summary() or {}
@@ -145,14 +150,14 @@ def main() -> None:
         "command": "python benchmarks/clinc150_oos.py " + " ".join(sys.argv[1:]),
         "date": dt.date.today().isoformat(),
         "machine": machine(), "smoke": args.smoke,
-        "config": args.config,
+        "config": args.config, "seed": args.seed,
         "model": "tiny random BERT (smoke), dynamic INT8 bundle" if args.smoke else "packaged all-MiniLM-L6-v2, dynamic INT8 bundle",
         "n": {s: len(rows) for s, rows in splits.items()},
         "threshold_rule": "maximise (in-scope accuracy with rejection + OOS recall) / 2 on validation + oos_validation",
         "results": results, "published": PUBLISHED, "parity": meta["parity"]["engines"],
         "calibration_report": calibration["report"], "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
-    path = results_dir(args.smoke) / f"{args.name}.json"
+    path = args.out or results_dir(args.smoke) / f"{args.name}.json"
     atomic_write_json(path, out)
     print(json.dumps(results, indent=1))
     print(f"wrote {path}", file=sys.stderr)

@@ -195,6 +195,21 @@ def over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return run
 
 
+def reproducing_command(argv: list[str], seeds: list[int]) -> str:
+    """The command line with ``--seeds`` naming every seed in the figures: seeds read back from earlier invocations
+    count in the means, so the invocation that ran last alone would not reproduce them."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg == "--seeds":
+            skipping = True
+            continue
+        if skipping and arg.isdigit():
+            continue
+        skipping = False
+        kept.append(arg)
+    return " ".join(["python", "benchmarks/gsm8k_lengths.py", *kept, "--seeds", *map(str, seeds)])
+
+
 def recorded_seeds(budget: dict[str, Any], stems: set[str]) -> dict[str, dict[int, dict[str, Any]]]:
     """Per-seed runs read back from ``RESULT`` when it was written at ``budget``: each ``per_seed`` entry with the
     run's unseeded fields (labelling, module), so ``over_seeds`` can average it with new seeds."""
@@ -280,7 +295,7 @@ def main() -> None:
             "machine": machine(),
             "smoke": args.smoke,
             "data": {"train_test": "../shared/data/gsm8k_lengths (label = answer words)", "transfer": ALPACA},
-            "command": " ".join(["python", "benchmarks/gsm8k_lengths.py", *sys.argv[1:]]),
+            "command": reproducing_command(sys.argv[1:], sorted({seed for r in runs for seed in r["seeds"]})),
             "budget": budget,
             "skipped": skipped,
             "seeds": sorted({seed for r in runs for seed in r["seeds"]}),

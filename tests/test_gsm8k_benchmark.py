@@ -86,3 +86,11 @@ def test_seeds_kept_only_in_the_results_file_are_read_back_at_the_same_budget(tm
     assert again["seeds"] == [1, 2, 3] and again["target_mae"] == pytest.approx(22.0)
     assert gsm8k_lengths.recorded_seeds({**budget, "epochs": 1}, {"a"}) == {}  # another budget: not reused
     assert gsm8k_lengths.recorded_seeds(budget, {"b"}) == {}
+
+
+def test_the_recorded_command_names_every_seed_in_the_figures() -> None:
+    from benchmarks.gsm8k_lengths import reproducing_command
+
+    assert reproducing_command(["--seeds", "2", "3"], [1, 2, 3]) == "python benchmarks/gsm8k_lengths.py --seeds 1 2 3"
+    assert (reproducing_command(["--smoke", "--seeds", "2", "--force"], [1, 2])
+            == "python benchmarks/gsm8k_lengths.py --smoke --force --seeds 1 2")

@@ -95,6 +95,7 @@ def parsed_by_script(script: Path, args: list[str], monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sys, "argv", [str(script), *args])
     spec = importlib.util.spec_from_file_location(f"_run_all_check_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     with pytest.raises(Parsed) as info:
         module.main()

@@ -304,8 +304,9 @@ def rows_seed_spread(runs: list[Res], ctx: Res) -> list[Row]:
         date = res["date"]
         if "oos_recall" in suite["stats"]:
             st = suite["stats"]
-            rows.append(Row(f"{suite['title']}: OOS recall / in-scope accuracy / AUROC, mean of {n} seeds", "none set",
-                            f"{_seed_stat(st['oos_recall'], pct)} / {_seed_stat(st['in_scope_accuracy'], pct)} / "
+            rows.append(Row(f"{suite['title']}: OOS recall at the bundle's own threshold / in-scope accuracy / AUROC, "
+                            f"mean of {n} seeds", "none set",
+                            f"{_seed_stat(st['bundle_threshold_oos_recall'], pct)} / {_seed_stat(st['in_scope_accuracy'], pct)} / "
                             f"{_seed_stat(st['oos_auroc'], _auroc)}", [], date, cpu))
             continue
         target = suite.get("target")

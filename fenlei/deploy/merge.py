@@ -9,6 +9,7 @@ The output folder (written atomically) holds the merged ``AutoModelForCausalLM``
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def merge(ckpt_path: str, out: str) -> None:
         ckpt_path: checkpoint of a GenerativeClassifier fit
         out: output folder (written atomically)
     """
+    from fenlei.deploy import staging
     from fenlei.io import atomic_dir
     from fenlei.training.checkpoints import WEIGHTS_ONLY, refusing_pickled_code
     from lightning_modules.generative_classifier import GenerativeClassifier
@@ -45,7 +47,18 @@ def merge(ckpt_path: str, out: str) -> None:
         if module.hparams.get("answer_spec") is not None:
             (tmp / "answer_spec.json").write_text(json.dumps(module.hparams.answer_spec, ensure_ascii=False))
 
-    atomic_dir(Path(out), write)
+    # The export's lock and clean-up: a merge killed while writing or replacing leaves its temporary folder (a
+    # whole model) or the folder it set aside; the next merge or export into the same parent settles both.
+    target = Path(out)
+    staging.clean_stale_temporaries(target.parent, lambda message: print(f"merge: {message}", file=sys.stderr))
+    lock = staging.ExportLock()
+
+    def locked_write(tmp: Path) -> None:
+        lock.take(tmp)  # first: a folder whose lock is free belongs to a dead merge
+        write(tmp)
+
+    with lock.held(target):
+        atomic_dir(target, locked_write)
     print(f"fenlei: merged model written to {out}")
 
 

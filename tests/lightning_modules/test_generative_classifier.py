@@ -339,7 +339,13 @@ def test_adapter_only_checkpoint_reload_and_merge_give_identical_logits(trained,
         assert reloaded.spec.labels == dm.field_labels
         base = GenerativeClassifier(pretrained=module.hparams.pretrained).eval()
         assert not torch.allclose(base(ids, mask), want, atol=1e-3)  # the adapter changed something
+    dead = tmp_path / ".merged.tmp-killed1"  # what a merge killed by kill -9 leaves: its folder, the lock free
+    dead.mkdir()
+    (dead / ".fenlei-export.lock").touch()
+    (dead / "model.safetensors").write_bytes(b"\0" * 1024)
     assert merge_main(["--ckpt_path", str(ckpt), "--out", str(tmp_path / "merged")]) == 0
+    assert not dead.exists() and "removed" in capsys.readouterr().err
+    assert not (tmp_path / "merged" / ".fenlei-export.lock").exists()
     from transformers import AutoModelForCausalLM
 
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()

@@ -124,7 +124,8 @@ def peer_cell(task: str, mode: str, args: argparse.Namespace, data_dir: Path, wo
         cmd += ["--label_fields", *preset["fields"], "--field_names", *[preset["names"][f] for f in preset["fields"]]]
     run_logged(cmd, work / f"peer_{mode}_{task}.log")
     result = json.loads(out.read_text())
-    keep = ("train_samples_per_s", "train_seconds", "train_samples", "test_accuracy", "field_accuracy", "scoring")
+    keep = ("train_samples_per_s", "train_seconds", "train_samples", "test_accuracy", "field_accuracy",
+            "top_prediction_share", "scoring")
     return {k: result[k] for k in keep if k in result} | {"mode": mode}
 
 

@@ -271,3 +271,30 @@ def test_peer_warmup_rounds_as_fenlei() -> None:
         total = -(-n // batch) * epochs
         assert peer.warmup_steps(0.06, n, batch, epochs) == resolve_warmup(0.06, total)
     assert peer.warmup_steps(5, 240, 8, 1) == 5
+
+
+def test_the_peers_top_prediction_share_reaches_the_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The peer writes its most frequent prediction's share; the cell keeps it, so a learning peer is not counted as
+    collapsed-or-unknown (the online_shopping run of 2026-12-03 lost it before this)."""
+    import argparse
+    import json
+
+    from benchmarks import decoder_train_speed as dts
+
+    def fake_peer(cmd: list[str], log: Path) -> float:
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.write_text(json.dumps({"train_samples_per_s": 1.0, "train_seconds": 10.0, "train_samples": 10,
+                                   "test_accuracy": 0.5, "top_prediction_share": 0.3, "scoring": "x"}))
+        return 0.0
+
+    monkeypatch.setattr(dts, "run_logged", fake_peer)
+    args = argparse.Namespace(model_path="m", threads=1, dataset="endava", epochs=None, batch_size=None,
+                              max_length=None, seed=None)
+    monkeypatch.setattr(dts, "budget", lambda task, a: {"epochs": 1, "lr": 1e-4, "warmup": 0.1, "batch_size": 2,
+                                                        "max_length": 16, "lora_r": 4, "lora_alpha": 8,
+                                                        "lora_dropout": 0.0, "seed": 1, "target_modules": ["q_proj"]})
+    cell = dts.peer_cell("seqcls", "plain", args, tmp_path, tmp_path)
+    assert cell["top_prediction_share"] == 0.3
+    fl = {"train_samples_per_s": 3.0, "test_accuracy": 0.6, "top_prediction_share": 0.25}
+    verdict = compare({"fenlei_seqcls": fl, "peer_seqcls": cell})["seqcls"]
+    assert verdict["collapsed_or_unknown"] == [] and verdict["met"] is True

@@ -109,9 +109,9 @@ STEPS: tuple[Step, ...] = (
          "estimated: banking77_mpnet.json's full fenlei run trained 892 s, plus 40 throughput steps at 26 samples/s, "
          "the test and start-up", results=("banking77_mpnet.json",), clean=("{work}/banking77_mpnet",)),
     # ---------------------------------------------------------------- numeric targets
-    Step("seed_spread", ("benchmarks/seed_spread.py",), 65,
-         "measured: Banking77 MiniLM fit + test 3.6 min per seed (bf16-mixed) on the AMX Xeon of 2026-12-03; MPNet and "
-         "the CLINC150 fit + export + scoring estimated at 12 and 5 min per seed there; 3 seeds each",
+    Step("seed_spread", ("benchmarks/seed_spread.py",), 50,
+         "measured on the AMX Xeon of 2026-12-03, per seed: Banking77 MiniLM fit + test 3.6 min and MPNet 8.6 min "
+         "(bf16-mixed), CLINC150 fit + export + scoring 4 min (fp32); 3 seeds each",
          results=("seed_spread.json",), resumable=True,
          note="a seed already in the results file is kept; a killed fit resumes from its last.ckpt"),
     Step("gsm8k_lengths", ("benchmarks/gsm8k_lengths.py", "--seeds", "1", "2", "3"), 140,

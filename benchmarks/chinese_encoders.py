@@ -49,10 +49,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
     SMOKE_WORK,
+    fit_then_test,
     machine,
+    over_seeds_stats,
     positive_int,
     results_dir,
-    run_logged,
     smoke_data,
     smoke_decoder,
     smoke_encoder,
@@ -65,10 +66,6 @@ RECIPES = ("ce", "focal_ls", "invlog_weights", "staged_unfreezing", "logit_adjus
 DATASETS = ("tnews", "online_shopping")
 # Published TNEWS (DataCLUE) figures the issue names, macro-F1 on the clean test.
 TNEWS_PUBLISHED = {"rbt3 (3-layer Chinese RoBERTa) baseline": 46.83, "best data-centric entry": 49.34}
-
-
-def python() -> str:
-    return sys.executable
 
 
 def data_dir(dataset: str, args: argparse.Namespace) -> Path:
@@ -145,11 +142,7 @@ def fit_and_test(cell: Path, data: Path, configs: list[str], overrides: list[str
             "--trainer.enable_progress_bar=false", *overrides, *args.extra]
     started = time.perf_counter()
     rd = RunDir(run)
-    if not rd.is_finished():
-        resume = ["--ckpt_path=last"] if rd.last_checkpoint.is_file() else []
-        run_logged([python(), "cli.py", "fit", *common, *tail, *resume], cell / "fit.log")
-    if not rd.test_metrics.is_file():
-        run_logged([python(), "cli.py", "test", *common, *tail, "--ckpt_path=best"], cell / "test.log")
+    fit_then_test(run, [*common, *tail])
     wall = time.perf_counter() - started
     summary = rd.read_summary() or {}
     metrics = json.loads(rd.test_metrics.read_text())
@@ -250,12 +243,7 @@ def gemma_probe_cell(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def seed_stats(cells: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    values = [c[key] for c in cells if c.get(key) is not None]
-    if not values:
-        return {"mean": None}
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
-            "spread": max(values) - min(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values)}
+    return over_seeds_stats([c[key] for c in cells if c.get(key) is not None])
 
 
 def cell_machine(cell: dict[str, Any]) -> str:

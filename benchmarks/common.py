@@ -13,7 +13,9 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,30 @@ def run_logged(cmd: list[str], log: Path) -> float:
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
     return time.perf_counter() - started
+
+
+def fit_then_test(run: Path, cli_args: list[str]) -> None:
+    """``fenlei fit`` into ``run`` (resumed from its last.ckpt when a killed attempt left one; skipped once the run
+    is finished), then ``fenlei test`` of the best checkpoint unless its test metrics exist; logs beside ``run``.
+    ``cli_args`` are the options both commands share (configs, overrides, ``--trainer.default_root_dir=run``)."""
+    from fenlei.training.run_dir import RunDir
+
+    rd = RunDir(run)
+    if not rd.is_finished():
+        resume = ["--ckpt_path=last"] if rd.last_checkpoint.is_file() else []
+        run_logged([sys.executable, "cli.py", "fit", *cli_args, *resume], run.parent / "fit.log")
+    if not rd.test_metrics.is_file():
+        run_logged([sys.executable, "cli.py", "test", *cli_args, "--ckpt_path=best"], run.parent / "test.log")
+
+
+def over_seeds_stats(values: list[float]) -> dict[str, Any]:
+    """Mean, min, max, spread (max - min), sample std and count of one figure over seeds; ``{"mean": None}`` when
+    no seed has it."""
+    if not values:
+        return {"mean": None}
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
+            "spread": max(values) - min(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
 
 
 def positive_int(value: str) -> int:

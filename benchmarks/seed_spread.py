@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -42,7 +41,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import SMOKE_WORK, machine, results_dir, run_logged, smoke_data, smoke_encoder  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SMOKE_WORK,
+    fit_then_test,
+    machine,
+    over_seeds_stats,
+    results_dir,
+    run_logged,
+    smoke_data,
+    smoke_encoder,
+)
 from fenlei.io import atomic_write_json  # noqa: E402
 
 PYTHON = sys.executable
@@ -80,14 +88,10 @@ def fit_test_seed(suite: Suite, folder: Path, seed: int, smoke: bool) -> dict[st
     from fenlei.training.run_dir import RunDir
 
     run = folder / "run"
-    common = ["--config", suite.config, f"--seed_everything={seed}", f"--trainer.default_root_dir={run}",
-              "--trainer.enable_progress_bar=false", "--wandb.mode=disabled", *(smoke_overrides(suite) if smoke else [])]
+    fit_then_test(run, ["--config", suite.config, f"--seed_everything={seed}", f"--trainer.default_root_dir={run}",
+                        "--trainer.enable_progress_bar=false", "--wandb.mode=disabled",
+                        *(smoke_overrides(suite) if smoke else [])])
     rd = RunDir(run)
-    if not rd.is_finished():
-        resume = ["--ckpt_path=last"] if rd.last_checkpoint.is_file() else []
-        run_logged([PYTHON, "cli.py", "fit", *common, *resume], folder / "fit.log")
-    if not rd.test_metrics.is_file():
-        run_logged([PYTHON, "cli.py", "test", *common, "--ckpt_path=best"], folder / "test.log")
     metrics = json.loads(rd.test_metrics.read_text())
     summary = rd.read_summary() or {}
     return {"accuracy": metrics["test/acc"], "f1_macro": metrics["test/f1_macro"], "test_examples": metrics.get("n_examples"),
@@ -118,16 +122,11 @@ RUNNERS: dict[str, Callable[[Suite, Path, int, bool], dict[str, Any]]] = {"fit_t
 NOT_FIGURES = {"precision", "test_examples", "machine", "seed"}
 
 
-def stats(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "min": min(values), "max": max(values), "spread": max(values) - min(values)}
-
-
 def summarise(per_seed: list[dict[str, Any]], suite: Suite) -> dict[str, Any]:
     """Mean, std, min, max of every numeric figure over the seeds; the target judged on the mean."""
     figures = [k for k, v in per_seed[0].items() if k not in NOT_FIGURES and isinstance(v, (int, float))]
     out: dict[str, Any] = {"seeds": [r["seed"] for r in per_seed], "per_seed": per_seed,
-                           "stats": {k: stats([float(r[k]) for r in per_seed if r.get(k) is not None]) for k in figures}}
+                           "stats": {k: over_seeds_stats([float(r[k]) for r in per_seed if r.get(k) is not None]) for k in figures}}
     if suite.target:
         figure, bound = suite.target
         mean = out["stats"][figure]["mean"]

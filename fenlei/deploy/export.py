@@ -40,7 +40,7 @@ from fenlei.deploy.quantization import (
     untried_remedies,
 )
 from fenlei.deploy.sources import Source, SourceOptions, load_source
-from fenlei.io import atomic_dir, atomic_write_json
+from fenlei.io import atomic_write_json
 
 __all__ = ["ExportError", "ExportOptions", "export", "main", "parse_options", "quantization_attempts"]
 
@@ -318,14 +318,8 @@ def export(options: ExportOptions) -> dict[str, Any]:
     staging.check_out(options.out, options.overwrite)
     needs_train = options.quantization.mode == "static" or any(s.lower() == "auto" for s in options.vocab_scripts)
     source = load_source(options.source, train_texts=needs_train)
-    lock = staging.ExportLock()
-
-    def build(tmp: Path) -> dict[str, Any]:
-        lock.take(tmp)  # first: a folder whose lock is free belongs to a dead export
-        return build_bundle(source, tmp, options)
-
-    with lock.held(options.out):
-        return atomic_dir(options.out, build, before_replace=staging.replaceable)
+    return staging.locked_atomic_dir(options.out, lambda tmp: build_bundle(source, tmp, options),
+                                     before_replace=staging.replaceable)
 
 
 def _logger(quiet: bool) -> Log:

@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 from fenlei.deploy import staging
 from fenlei.deploy.errors import ExportError
-from fenlei.io import atomic_dir, atomic_write_json, atomic_write_text, file_sha256
+from fenlei.io import atomic_write_json, atomic_write_text, file_sha256
 
 MODELING_FILE = "modeling_fenlei.py"
 CONFIG_CLASS = "FenleiClassifierConfig"
@@ -507,14 +507,8 @@ def export_hf(options: Any) -> dict[str, Any]:
 
         hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
     source = load_hf_export_source(options)
-    lock = staging.ExportLock()
-
-    def build(tmp: Path) -> dict[str, Any]:
-        lock.take(tmp)
-        return build_folder(source, tmp, options, log)
-
-    with lock.held(options.out):
-        result = atomic_dir(options.out, build, before_replace=staging.replaceable)
+    result = staging.locked_atomic_dir(options.out, lambda tmp: build_folder(source, tmp, options, log),
+                                       before_replace=staging.replaceable)
     if options.hub.repo_id:
         result["push"] = push_to_hub(options.out, options.hub, log)
     return result

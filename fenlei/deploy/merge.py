@@ -28,7 +28,6 @@ def merge(ckpt_path: str, out: str) -> None:
         out: output folder (written atomically)
     """
     from fenlei.deploy import staging
-    from fenlei.io import atomic_dir
     from fenlei.training.checkpoints import WEIGHTS_ONLY, refusing_pickled_code
     from lightning_modules.generative_classifier import GenerativeClassifier
 
@@ -51,14 +50,7 @@ def merge(ckpt_path: str, out: str) -> None:
     # whole model) or the folder it set aside; the next merge or export into the same parent settles both.
     target = Path(out)
     staging.clean_stale_temporaries(target.parent, lambda message: print(f"merge: {message}", file=sys.stderr))
-    lock = staging.ExportLock()
-
-    def locked_write(tmp: Path) -> None:
-        lock.take(tmp)  # first: a folder whose lock is free belongs to a dead merge
-        write(tmp)
-
-    with lock.held(target):
-        atomic_dir(target, locked_write)
+    staging.locked_atomic_dir(target, write)
     print(f"fenlei: merged model written to {out}")
 
 

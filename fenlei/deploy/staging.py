@@ -22,10 +22,10 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Optional, TypeVar
 
 from fenlei.deploy.errors import ExportError
-from fenlei.io import SET_ASIDE_FOLDER
+from fenlei.io import SET_ASIDE_FOLDER, atomic_dir
 from fenlei.serving.bundle_check import FORMAT, is_temporary_folder
 
 LOCK_FILE = ".fenlei-export.lock"
@@ -221,3 +221,21 @@ class ExportLock:
                     os.unlink(out / LOCK_FILE)  # only there when the rename happened
                 self._handle.close()
                 self._handle = None
+
+
+T = TypeVar("T")
+
+
+def locked_atomic_dir(out: Path, build: Callable[[Path], T],
+                      before_replace: Optional[Callable[[Path], None]] = None) -> T:
+    """:func:`fenlei.io.atomic_dir` with the export's lock held on the temporary folder from its first moment until
+    the old ``out`` is gone: what every writer of a model folder (export, hf export, merge) uses, so that
+    :func:`clean_stale_temporaries` can tell a dead writer's folder from a live one."""
+    lock = ExportLock()
+
+    def locked(tmp: Path) -> T:
+        lock.take(tmp)  # first: a folder whose lock is free belongs to a dead writer
+        return build(tmp)
+
+    with lock.held(out):
+        return atomic_dir(out, locked, before_replace=before_replace)

@@ -155,7 +155,10 @@ def main() -> None:
     seeds = args.seeds or ([1, 2] if args.smoke else [1, 2, 3])
     work = SMOKE_WORK / "seed_spread" if args.smoke else WORK
     path = results_dir(args.smoke) / "seed_spread.json"
-    old = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"seed_spread: {path}: not valid JSON ({err}); move it aside to start the seeds over") from None
     suites: dict[str, Any] = dict(old.get("suites", {}))
     for name in args.suites:
         suite = SUITES[name]

@@ -67,6 +67,15 @@ def over_seeds_stats(values: list[float]) -> dict[str, Any]:
             "n": len(values)}
 
 
+def beyond_seed_range(gap: float, spreads: list[float], counts: list[int]) -> bool | None:
+    """The test behind every "A differs from B" over seeds in these benchmarks: the gap between the two means is
+    larger than the larger of their seed ranges (max - min). None while either side has fewer than 2 seeds: one
+    seed has no spread, and a zero spread would answer the question falsely."""
+    if min(counts) < 2:
+        return None
+    return bool(abs(gap) > max(spreads))
+
+
 def positive_int(value: str) -> int:
     """argparse type for counts (rounds, requests, epochs, batch sizes, threads): an integer of at least 1."""
     try:

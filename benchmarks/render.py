@@ -32,6 +32,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import beyond_seed_range  # noqa: E402
 
 Res = dict[str, Any]
 
@@ -385,9 +388,10 @@ def render_gsm8k_lengths(runs: list[Res], ctx: Res) -> str:
 def beyond_spread(a: Res, b: Res, key: str = "target_mae") -> bool | None:
     """Whether two runs' mean ``key`` differ by more than the larger of their seed ranges (max - min), the test this
     file uses for every "A beats B" over seeds; None when either has fewer than 2 seeds."""
-    if len(a.get("seeds", [])) < 2 or len(b.get("seeds", [])) < 2:
+    counts = [len(a.get("seeds", [])), len(b.get("seeds", []))]
+    if min(counts) < 2:
         return None
-    return abs(a[key] - b[key]) > max(a["spread"][key], b["spread"][key])
+    return beyond_seed_range(a[key] - b[key], [a["spread"][key], b["spread"][key]], counts)
 
 
 def gsm8k_verdicts(runs: list[Res]) -> list[str]:

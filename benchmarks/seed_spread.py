@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import (  # noqa: E402
     SMOKE_WORK,
+    beyond_seed_range,
     fit_then_test,
     machine,
     over_seeds_stats,
@@ -140,10 +141,9 @@ def differs(a: dict[str, Any], b: dict[str, Any], figure: str) -> dict[str, Any]
     sa, sb = a["stats"].get(figure), b["stats"].get(figure)
     if not sa or not sb:
         return None
-    larger = max(sa["spread"], sb["spread"])
     gap = sb["mean"] - sa["mean"]
-    return {"figure": figure, "gap": gap, "larger_seed_range": larger,
-            "beyond_spread": bool(abs(gap) > larger) if min(sa["n"], sb["n"]) >= 2 else None}
+    return {"figure": figure, "gap": gap, "larger_seed_range": max(sa["spread"], sb["spread"]),
+            "beyond_spread": beyond_seed_range(gap, [sa["spread"], sb["spread"]], [sa["n"], sb["n"]])}
 
 
 def main() -> None:

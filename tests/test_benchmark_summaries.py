@@ -46,6 +46,8 @@ def test_focal_against_ce_is_judged_by_the_seed_spread() -> None:
     assert close["beats_ce_by_more_than_spread"] is False
     clear = summarise(results([0.55, 0.551, 0.552], [0.58, 0.581, 0.582]))["tnews"]["checks"]["focal_ls_vs_ce"]
     assert clear["beats_ce_by_more_than_spread"] is True
+    worse = summarise(results([0.58, 0.581, 0.582], [0.55, 0.551, 0.552]))["tnews"]["checks"]["focal_ls_vs_ce"]
+    assert worse["beats_ce_by_more_than_spread"] is False  # beyond the spread, but below CE: not "beats"
     single = summarise(results([0.55], [0.58]))["tnews"]["checks"]["focal_ls_vs_ce"]
     assert single["beats_ce_by_more_than_spread"] is None  # one seed: no spread to beat, so no verdict
 

@@ -1,9 +1,12 @@
 """Export of a fenlei decoder sequence classifier (LoRA + score head) from its run directory: the LoRA weights are
-merged before the ONNX export, and the bundle's logits equal the unmerged checkpoint's."""
+merged before the ONNX export, the bundle's logits equal the unmerged checkpoint's, and the torch-free ``infer``
+serves it like an encoder bundle, texts of mixed lengths batched together."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 
 from tests.conftest import REPO_ROOT, make_rows, write_jsonl
 from tests.decoder_support import write_tiny_decoder
+from tests.serving.test_predictor import BLOCKER
 
 
 def test_decoder_seqcls_run_exports_with_lora_merged(tmp_path: Path) -> None:
@@ -48,10 +52,32 @@ def test_decoder_seqcls_run_exports_with_lora_merged(tmp_path: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model)
     predictor = BundlePredictor(bundle, "fp32")
     texts = [r["text"] for r in make_rows(6, seed=3)]
+    wanted = []
     for text in texts:
         enc = tokenizer(text, truncation=True, max_length=16, return_tensors="pt")
         with torch.no_grad():
             want = module(enc["input_ids"], enc["attention_mask"]).numpy()
         np.testing.assert_allclose(predictor.predict_logits([text], 1), want, atol=1e-4, rtol=1e-4)
+        wanted.append(predictor.label_names[int(want.argmax())])
+
+    # infer with torch, transformers and lightning blocked; one batch of all texts, padded to the longest.
+    texts.append(texts[0] + " " + texts[1])
+    wanted.append(predictor.label_names[int(predictor.predict_logits([texts[-1]], 1).argmax())])
+    data = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts])
+    out = tmp_path / "out.jsonl"
+    code = BLOCKER % str(REPO_ROOT) + f"""
+import runpy
+sys.argv = ['cli.py', 'infer', '--bundle', {str(bundle)!r}, '--input', {str(data)!r}, '--output', {str(out)!r},
+            '--precision', 'fp32', '--batch_size', '8', '--no_progress', 'true']
+try:
+    runpy.run_path({str(REPO_ROOT / 'cli.py')!r}, run_name='__main__')
+finally:
+    print('HEAVY', sorted(m for m in ('torch', 'lightning', 'transformers', 'scipy') if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "HEAVY []" in proc.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["predicted_label"] for r in rows] == wanted
 
 

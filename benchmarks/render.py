@@ -1309,6 +1309,8 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
                 ("deploy_latency", "deploy_latency_rerun", "deploy_latency_interleaved"), render_deploy_latency, rows_deploy_latency),
         Section("deploy_latency_mpnet", "Bundle latency, accuracy and size: Banking77 MPNet", ("deploy_latency_mpnet",),
                 render_deploy_latency, rows_deploy_latency),
+        Section("deploy_latency_gemma_seqcls", "Bundle latency, accuracy and size: gemma-3-270m LoRA sequence "
+                "classifier, online_shopping", ("deploy_latency_gemma_seqcls",), render_deploy_latency, rows_deploy_latency),
         Section("int8_levers", "What each export change buys (INT8, batch 1)", ("int8_levers", "int8_levers_repeat"),
                 render_latency_only, rows_latency_only),
         Section("int8_latency_cpus", "INT8 bundle against naive INT8 on two CPUs", ("int8_latency_cpus",),

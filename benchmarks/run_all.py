@@ -240,6 +240,29 @@ STEPS: tuple[Step, ...] = (
          results=("deploy_latency_e5_shopping.json",), needs=("chinese_encoders",), smoke_drop=E5_SMOKE_DROP,
          smoke_sub=(("invlog_weights/seed2", "ce/seed1"),),
          note=E5_NOTE + "; the smoke chinese_encoders step fits only the ce/seed1 cell, so smoke exports that one"),
+    # ---------------------------------------------------------------- deployment: a decoder classifier
+    Step("train_gemma_seqcls_shopping", ("cli.py", "fit", "--config", "configs/decoder/gemma3_270m_seqcls.yaml",
+                                         "--data.init_args.data_dir={work}/chinese_encoders/online_shopping/data",
+                                         "--data.init_args.max_length=64", "--data.init_args.val_file=validation",
+                                         "--trainer.default_root_dir={runs}/gemma_seqcls_shopping",
+                                         "--trainer.enable_progress_bar=false", "--wandb.mode=disabled"), 30,
+         "estimated: chinese_encoders.json's online_shopping gemma/lora_seqcls cell (the same config, data and "
+         "max_length: 5,000 texts, one epoch) fitted in 763 s at 7.1 samples/s on the AVX-512 EPYC; about 3 "
+         "samples/s on an AVX2-only CPU", outputs=("{runs}/gemma_seqcls_shopping/run_summary.json",),
+         smoke=("--model.init_args.pretrained={smoke}/models/decoder", "--data.init_args.tokenizer={smoke}/models/decoder",
+                "--trainer.max_epochs=1", "--data.init_args.max_length=32"),
+         needs=("chinese_encoders",), note="the LoRA seq-cls cell of chinese_encoders, refitted into a run folder the "
+                                           "deployment step can export (the cell's own folder is a work folder)"),
+    Step("deploy_latency_gemma_seqcls", ("benchmarks/deploy_latency.py", "--run_dir", "{runs}/gemma_seqcls_shopping",
+                                         "--test_file", "{work}/chinese_encoders/online_shopping/data/test.jsonl",
+                                         "--name", "deploy_latency_gemma_seqcls", "--work_dir", "{work}/deploy_gemma_seqcls",
+                                         "--no_static", "--latency_n", "200", "--rounds", "10", "--throughput_n", "256",
+                                         "--serve_requests", "60", "--force_export"), 35,
+         "estimated: gemma-3-270m exports (1.07 GB fp32 graph) and INT8 attempts gated on 1,001 validation texts, "
+         "five engines over 1,999 test texts, 200 batch-1 requests each",
+         results=("deploy_latency_gemma_seqcls.json",), needs=("train_gemma_seqcls_shopping",),
+         note="--force_export: the bundle is measured even where the gate refuses every INT8 attempt; the results "
+              "file records the gate's verdict"),
     # ---------------------------------------------------------------- deployment: kernels and the service
     Step("kernel_costs", ("benchmarks/kernel_costs.py",), 1,
          "estimated: 6 chains x 1,000 runs of microseconds, at 1 and 2 threads", results=("kernel_costs.json",)),

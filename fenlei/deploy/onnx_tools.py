@@ -109,11 +109,13 @@ def head_nodes(model: Path | Sequence[Any]) -> list[str]:
 
 
 def ffn_output_nodes(model: Path | Sequence[Any]) -> list[str]:
-    """Names of the FFN output projections (``layer.N/output/dense``, not the attention's ``output/dense``): the
-    INT8 products whose inputs are GELU outputs, with the widest activation ranges of an encoder layer, so the
-    first ones to keep in fp32 when INT8 is not accurate enough (benchmarks/results/int8_options_mpnet.json)."""
-    return [n.name for n in graph_nodes(model) if n.op_type in ("MatMul", "Gemm") and "/output/dense/" in n.name
-            and "/attention/" not in n.name]
+    """Names of the FFN output projections: an encoder's ``layer.N/output/dense`` (not the attention's
+    ``output/dense``), a decoder's ``layers.N/mlp/down_proj`` (Gemma, Llama, Qwen, SmolLM). These INT8 products
+    take GELU (or gated) outputs, with the widest activation ranges of a layer (in decoders the outlier features
+    of LLM.int8()), so they are the first to keep in fp32 when INT8 is not accurate enough
+    (benchmarks/results/int8_options_mpnet.json)."""
+    return [n.name for n in graph_nodes(model) if n.op_type in ("MatMul", "Gemm")
+            and (("/output/dense/" in n.name and "/attention/" not in n.name) or "/mlp/down_proj/" in n.name)]
 
 
 def node_groups(path: Path) -> dict[str, list[str]]:

@@ -13,7 +13,8 @@ from fenlei.deploy.errors import ExportError
 from fenlei.deploy.parity import Attempt, Log
 
 NO_FFN_OUTPUTS = ("--keep_ffn_out_fp32: the graph has no FFN output projections to keep in fp32 (no MatMul named "
-                  "'layer.N/output/dense'; a BERT-family encoder has one per layer)")
+                  "'layer.N/output/dense' or 'layers.N/mlp/down_proj'; BERT-family encoders and HF decoders have one "
+                  "per layer)")
 NO_ATTENTION = ("--fp32_attention: the graph has no fused Attention node to split (not a BERT-like encoder, or "
                 "--no_optimize)")
 
@@ -156,10 +157,10 @@ def quantize(options: QuantizationOptions, attempt: Attempt, tmp: Path, raw: Pat
             if fp32_attention:
                 source = tmp / ".model_unfused_attention.onnx"
                 quant["unfused_attention"] = unfused_attention_copy(dynamic.graph, source)
+            attention = ("; the attention core fp32 (MultiHeadAttention), its Q/K/V projection a MatMulNBits"
+                         if fp32_attention else "; Attention as QAttention" if dynamic.has_attention else "")
             log(f"  the MatMuls as MatMulNBits ({WEIGHT_ONLY['bits']}-bit weights, blocks of "
-                f"{WEIGHT_ONLY['block_size']}, int8 compute); "
-                + ("the attention core fp32 (MultiHeadAttention), its Q/K/V projection a MatMulNBits"
-                   if fp32_attention else "Attention as QAttention"))
+                f"{WEIGHT_ONLY['block_size']}, int8 compute){attention}")
             matmuls = [n.name for n in onnx_tools.graph_nodes(source) if n.op_type == "MatMul"]
             onnx_tools.quantize_dynamic_int8(source, int8, options.per_channel, reduce_range,
                                              excluded + matmuls + list(dynamic.embedding_nodes))

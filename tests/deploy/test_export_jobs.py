@@ -149,6 +149,18 @@ def test_graphs_without_ffn_outputs_drop_the_ffn_attempt_or_refuse_the_flag() ->
     assert NO_FFN_OUTPUTS.startswith("--keep_ffn_out_fp32")
 
 
+def test_ffn_output_projections_of_encoders_and_decoders() -> None:
+    from types import SimpleNamespace
+
+    from fenlei.deploy.onnx_tools import ffn_output_nodes
+
+    names = ["/bert/encoder/layer.0/attention/output/dense/MatMul", "/bert/encoder/layer.0/intermediate/dense/MatMul",
+             "/bert/encoder/layer.0/output/dense/MatMul", "/model/layers.0/self_attn/o_proj/MatMul",
+             "/model/layers.0/mlp/up_proj/MatMul", "/model/layers.0/mlp/down_proj/MatMul", "/score/MatMul"]
+    nodes = [SimpleNamespace(name=n, op_type="MatMul") for n in names]
+    assert ffn_output_nodes(nodes) == ["/bert/encoder/layer.0/output/dense/MatMul", "/model/layers.0/mlp/down_proj/MatMul"]
+
+
 def test_graphs_without_fused_attention_drop_the_fp32_attention_attempt_or_refuse_the_flag() -> None:
     attempts = quantization_attempts(QuantizationOptions())
     assert attempts_for_graph(attempts, True, QuantizationOptions(), has_attention=False) == [

@@ -92,3 +92,18 @@ def test_speed_is_compared_only_on_one_cpu() -> None:
     row = {r.key: r for r in render.rows_chinese_encoders([res], {})}["beats_gemma_tnews"]
     assert "different CPUs" in row.measured
     assert "| CPU A |" in render.render_chinese_encoders([res], {})
+
+
+def test_a_bundle_forced_past_its_gate_meets_no_deployment_target() -> None:
+    import copy
+    import json
+
+    res = json.loads((render.RESULTS / "deploy_latency.json").read_text())
+    res["bundle_parity"]["dynamic"]["forced"] = False
+    gated = render.rows_deploy_latency([res], {})
+    assert gated and [r.met for r in gated] == [[bool(res["targets"][r.key])] for r in gated]
+    forced = copy.deepcopy(res)
+    forced["bundle_parity"]["dynamic"]["forced"] = True
+    rows = render.rows_deploy_latency([forced], {})
+    assert [r.met for r in rows] == [[False]] * len(gated)
+    assert all("not counted" in r.measured for r in rows)

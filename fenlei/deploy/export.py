@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -365,6 +366,9 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
     if dynamic is not None:
         attempts = attempts_for_graph(attempts, bool(dynamic.ffn_out), q, dynamic.has_attention)
     int8 = tmp / bundle.INT8_GRAPH
+    # With --force every attempt's INT8 file is set aside, so that a gate refusing them all ships the closest
+    # attempt rather than the last one made.
+    kept: list[Path] = []
 
     def try_attempt(attempt: tuple[bool, bool]) -> tuple[dict[str, Any], dict[str, Any], float]:
         description = quantize(q, attempt, tmp, raw, int8, dynamic, source.train_texts, options.threads, log)
@@ -372,9 +376,19 @@ def build_bundle(source: Source, tmp: Path, options: ExportOptions) -> dict[str,
         logits = {"ort_fp32": fp32_logits}
         for bs in sorted(set(options.parity_batch_sizes) | {options.batch_size}):
             logits["ort_int8" if bs == options.batch_size else f"ort_int8_batch{bs}"] = ort_int8.predict_logits(texts, bs)
-        return description, logits, round(int8.stat().st_size / 1e6, 2)
+        size_mb = round(int8.stat().st_size / 1e6, 2)
+        if options.force:
+            del ort_int8
+            kept.append(tmp / f".model_int8.attempt{len(kept)}.onnx")
+            os.replace(int8, kept[-1])
+        return description, logits, size_mb
 
     outcome = gate_attempts(attempts, try_attempt, labels, reference, options.limits, mismatches, log)
+    for number, path in enumerate(kept):
+        if number == outcome.chosen:
+            os.replace(path, int8)
+        else:
+            path.unlink()
     raw.unlink()
     if dynamic is not None and dynamic.graph != fp32:
         dynamic.graph.unlink()

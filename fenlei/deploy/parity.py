@@ -98,9 +98,19 @@ def parity_report(labels: np.ndarray, reference: np.ndarray, candidates: dict[st
 
 @dataclass
 class GateOutcome:
-    parity: dict[str, Any]  # the report of the last attempt (the one shipped)
+    parity: dict[str, Any]  # the report of the chosen attempt (the one shipped)
     quantization: dict[str, Any]  # that attempt's INT8 description, with ``attempts``: every attempt's verdict
     logits: dict[str, np.ndarray]  # that attempt's ORT logits by engine name
+    chosen: int = 0  # its index in the attempts made: the one that passed, else the closest to passing
+
+
+def closeness(parity: dict[str, Any]) -> tuple[float, float]:
+    """How near a failed attempt came to the gate: its lowest INT8 agreement with torch first, then the smaller
+    of its largest macro-F1 changes (the order in which a forced export picks the attempt to ship)."""
+    int8 = [e for name, e in parity["engines"].items() if name.startswith("ort_int8")]
+    if not int8:
+        return (0.0, 0.0)
+    return (min(e["agreement_vs_torch"] for e in int8), -max(abs(e["macro_f1_change_pt"]) for e in int8))
 
 
 def gate_attempts(attempts: Sequence[Attempt],
@@ -115,6 +125,7 @@ def gate_attempts(attempts: Sequence[Attempt],
     if not attempts:
         raise ValueError("no quantization attempt to make")
     records: list[dict[str, Any]] = []
+    made: list[tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]] = []
     for number, attempt in enumerate(attempts):
         quantization, logits, size_mb = try_attempt(attempt)
         attempt = Attempt(*attempt)
@@ -130,13 +141,21 @@ def gate_attempts(attempts: Sequence[Attempt],
             extra = (f", agreement {eng['agreement_vs_torch']:.4f}, dF1 {eng['macro_f1_change_pt']:+.2f} pt"
                      if "agreement_vs_torch" in eng else "")
             log(f"  {name}: accuracy {eng['accuracy']:.4f}, macro-F1 {eng['macro_f1']:.4f}{extra}")
+        made.append((parity, quantization, logits))
         if parity["passed"] or tokenizer_mismatches:
             break
         if number + 1 < len(attempts):
             log(f"gate failed with {describe(attempt)} ({'; '.join(parity['failures'])}); retrying with "
                 f"{describe(Attempt(*attempts[number + 1]))}")
+    chosen = len(made) - 1
+    if not made[-1][0]["passed"] and len(made) > 1:
+        chosen = max(range(len(made)), key=lambda i: closeness(made[i][0]))
+        log(f"no attempt passed the gate; the closest was attempt {chosen + 1} "
+            f"({describe(Attempt(*attempts[chosen]))})")
+    parity, quantization, logits = made[chosen]
     quantization["attempts"] = records
-    return GateOutcome(parity, quantization, logits)
+    quantization["shipped_attempt"] = chosen + 1  # 1-based, as the progress lines count
+    return GateOutcome(parity, quantization, logits, chosen)
 
 
 def failure_message(n_texts: int, parity: dict[str, Any], attempts: Sequence[dict[str, Any]],

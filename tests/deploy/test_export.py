@@ -123,6 +123,12 @@ def test_parity_gate_fails_and_leaves_nothing(run_dir: Path, tmp_path: Path, mon
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["parity"]["forced"] and not meta["parity"]["passed"]
     assert meta["parity"]["engines"]["ort_fp32"]["agreement_vs_torch"] == 1.0
+    # It ships the attempt closest to the gate (all equally broken here: the first), not the last one made, and
+    # leaves none of the set-aside attempts behind.
+    shipped = meta["quantization"]["shipped_attempt"]
+    assert shipped == 1 and len(meta["quantization"]["attempts"]) > 1
+    assert meta["quantization"]["attempts"][shipped - 1]["size_mb"] == round((out / "model_int8.onnx").stat().st_size / 1e6, 2)
+    assert not [p.name for p in out.iterdir() if ".attempt" in p.name]
 
 
 def test_failed_gate_retries_with_seven_bit_weights(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -312,14 +318,17 @@ def test_hf_decoder_sequence_classifier(tiny_model: Path, tiny_data: Path, tmp_p
     assert meta["parity"]["engines"]["ort_int8"]["agreement_vs_torch"] >= 0.99
     predictions = BundlePredictor(out).predict(["refund my card", "courier late again today"], top_k=2)
     assert len(predictions) == 2 and predictions[0]["predicted_label"] in labels
-    # No BERT-style FFN outputs in a decoder graph: an explicit --keep_ffn_out_fp32 is refused, naming the flag,
-    # and leaves nothing behind; the default keeps the two real attempts only (no mislabelled third).
-    refused = tmp_path / "refused"
-    with pytest.raises(ExportError, match="--keep_ffn_out_fp32: the graph has no FFN output projections"):
-        export(export_args("--hf_model", str(folder), "--data_dir", str(tiny_data), "--max_length", "32",
-                           "--out", str(refused), "--keep_ffn_out_fp32"))
-    assert not refused.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    assert all(not a["keep_ffn_out_fp32"] for a in meta["quantization"]["attempts"])
+    # A decoder's FFN outputs are its mlp/down_proj products: --keep_ffn_out_fp32 leaves exactly those in fp32.
+    kept = tmp_path / "kept"
+    meta = export(export_args("--hf_model", str(folder), "--data_dir", str(tiny_data), "--max_length", "32",
+                              "--out", str(kept), "--keep_ffn_out_fp32"))
+    down = onnx_tools.ffn_output_nodes(kept / "model_fp32.onnx")
+    assert len(down) == 2 and all("/mlp/down_proj/" in name for name in down)  # one per layer of the tiny Llama
+    import onnx
+
+    int8_nodes = {n.name: n.op_type for n in onnx.load(str(kept / "model_int8.onnx")).graph.node}
+    assert all(int8_nodes.get(name) == "MatMul" for name in down) and meta["quantization"]["keep_ffn_out_fp32"]
+    assert "MatMulInteger" in set(int8_nodes.values())  # the rest is still INT8
 
 
 def test_mpnet_encoder_classifier(tiny_data: Path, tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_gate_attempts_stop_at_the_first_that_passes() -> None:
     np.testing.assert_array_equal(outcome.logits["ort_int8"], REFERENCE)
 
 
-def test_gate_attempts_all_failing_keep_the_last_and_every_verdict() -> None:
+def test_gate_attempts_all_failing_choose_the_closest_and_keep_every_verdict() -> None:
     calls: list[tuple[bool, bool]] = []
     messages: list[str] = []
     attempts = [(False, False), (True, False), (True, True)]
@@ -94,6 +94,20 @@ def test_gate_attempts_all_failing_keep_the_last_and_every_verdict() -> None:
     assert message.startswith("parity gate failed on 10 held-out texts: ort_int8: argmax agreement")
     assert "(tried reduce_range=False keep_ffn_out_fp32=False; " in message
     assert message.endswith("(try --per_channel, --force to ship anyway)")
+    assert outcome.chosen == 0 and outcome.quantization["shipped_attempt"] == 1  # a tie: the first (smallest) one
+
+    # The middle attempt misses one text in ten, the others every other one: a forced export ships the middle one.
+    near = _logits([0, 1, 2, 0, 1, 2, 0, 1, 2, 1])
+    far = _logits([1, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+
+    def try_attempt(attempt: tuple[bool, bool]) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
+        return {"reduce_range": attempt[0], "ffn": attempt[1]}, {"ort_int8": near if attempt == (True, False) else far}, 1.0
+
+    outcome = gate_attempts(attempts, try_attempt, LABELS, REFERENCE, GateLimits(), log=messages.append)
+    assert outcome.chosen == 1 and (outcome.quantization["reduce_range"], outcome.quantization["ffn"]) == (True, False)
+    assert outcome.parity["engines"]["ort_int8"]["agreement_vs_torch"] == 0.9
+    np.testing.assert_array_equal(outcome.logits["ort_int8"], near)
+    assert messages[-1] == "no attempt passed the gate; the closest was attempt 2 (7-bit weights)"
 
 
 def test_a_tokenizer_mismatch_fails_the_first_attempt_and_ends_the_search() -> None:

@@ -5,8 +5,6 @@ serves it like an encoder bundle, texts of mixed lengths batched together."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import torch
 
 from tests.conftest import REPO_ROOT, make_rows, write_jsonl
 from tests.decoder_support import write_tiny_decoder
-from tests.serving.test_predictor import BLOCKER
+from tests.torch_free import run_torch_free
 
 
 def test_decoder_seqcls_run_exports_with_lora_merged(tmp_path: Path) -> None:
@@ -65,18 +63,8 @@ def test_decoder_seqcls_run_exports_with_lora_merged(tmp_path: Path) -> None:
     wanted.append(predictor.label_names[int(predictor.predict_logits([texts[-1]], 1).argmax())])
     data = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts])
     out = tmp_path / "out.jsonl"
-    code = BLOCKER % str(REPO_ROOT) + f"""
-import runpy
-sys.argv = ['cli.py', 'infer', '--bundle', {str(bundle)!r}, '--input', {str(data)!r}, '--output', {str(out)!r},
-            '--precision', 'fp32', '--batch_size', '8', '--no_progress', 'true']
-try:
-    runpy.run_path({str(REPO_ROOT / 'cli.py')!r}, run_name='__main__')
-finally:
-    print('HEAVY', sorted(m for m in ('torch', 'lightning', 'transformers', 'scipy') if m in sys.modules))
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "HEAVY []" in proc.stdout
+    run_torch_free(["infer", "--bundle", str(bundle), "--input", str(data), "--output", str(out), "--precision", "fp32",
+                    "--batch_size", "8", "--no_progress", "true"])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["predicted_label"] for r in rows] == wanted
 

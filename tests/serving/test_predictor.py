@@ -14,22 +14,11 @@ import numpy as np
 import pytest
 
 from fenlei.serving.predictor import BundleError, BundlePredictor, softmax
-from tests.conftest import REPO_ROOT, write_jsonl
+from tests.conftest import write_jsonl
 from tests.deploy_support import copy_bundle, tiny_bundle
+from tests.torch_free import run_torch_free, torch_free_cli
 
 TEXTS = ["refund my card please", "the courier is late again", "screen freeze crash", "password reset help"]
-
-# Makes any import of the heavy training stack fail inside the subprocess (scipy too: the service must not pay it).
-BLOCKER = """
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'torch', 'lightning', 'transformers', 'scipy', 'pytorch_lightning'}:
-            raise ImportError('blocked import of ' + name)
-        return None
-sys.meta_path.insert(0, _Block())
-sys.path.insert(0, %r)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +87,7 @@ def test_broken_bundles_are_clear_errors(bundle: Path, tmp_path: Path) -> None:
 def test_infer_runs_without_torch(bundle: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "text": t} for i, t in enumerate(TEXTS)])
     out = tmp_path / "out.jsonl"
-    code = BLOCKER % str(REPO_ROOT) + f"""
-import runpy
-sys.argv = ['cli.py', 'infer', '--bundle', {str(bundle)!r}, '--input', {str(data)!r}, '--output', {str(out)!r}]
-try:
-    runpy.run_path({str(REPO_ROOT / 'cli.py')!r}, run_name='__main__')
-finally:
-    print('HEAVY', sorted(m for m in ('torch', 'lightning', 'transformers', 'scipy') if m in sys.modules))
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "HEAVY []" in proc.stdout
+    run_torch_free(["infer", "--bundle", str(bundle), "--input", str(data), "--output", str(out)])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [0, 1, 2, 3] and rows[0]["predicted_label"] == "billing"
 
@@ -123,11 +102,7 @@ def test_serve_starts_fast_without_torch(bundle: Path) -> None:
     import httpx
 
     port = _free_port()
-    code = BLOCKER % str(REPO_ROOT) + f"""
-import runpy
-sys.argv = ['cli.py', 'serve', '--bundle', {str(bundle)!r}, '--port', '{port}', '--log_level', 'warning']
-runpy.run_path({str(REPO_ROOT / 'cli.py')!r}, run_name='__main__')
-"""
+    code = torch_free_cli(["serve", "--bundle", str(bundle), "--port", str(port), "--log_level", "warning"])
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -779,8 +779,10 @@ def render_export(res: Res) -> list[str]:
     if quant:
         settings = ", ".join(f"{k} {v}" for k, v in quant.items() if k in ("mode", "per_channel", "weight_type",
                                                                            "reduce_range", "keep_head_fp32",
-                                                                           "keep_ffn_out_fp32", "gelu_approximated"))
-        out += [f"Quantization of the bundle: {settings}.", "", "| export attempt | settings | size MB | passed the gate | failures |",
+                                                                           "keep_ffn_out_fp32", "weight_only",
+                                                                           "gelu_approximated"))
+        shipped = f" (export attempt {quant['shipped_attempt']})" if quant.get("shipped_attempt") else ""
+        out += [f"Quantization of the bundle{shipped}: {settings}.", "", "| export attempt | settings | size MB | passed the gate | failures |",
                 "|---|---|---|---|---|"]
         for i, a in enumerate(quant.get("attempts", []), 1):
             s = ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("passed", "failures", "size_mb"))

@@ -309,9 +309,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         if "e5/ce" in recipes and "e5/focal_ls" in recipes:
             ce, fl = recipes["e5/ce"]["f1_macro"], recipes["e5/focal_ls"]["f1_macro"]
             gap = fl["mean"] - ce["mean"]
-            larger_spread = max(ce.get("spread") or 0, fl.get("spread") or 0)
+            spreads = [ce.get("spread") or 0, fl.get("spread") or 0]
+            larger_spread = max(spreads)
             seeds = [recipes["e5/ce"]["seeds"], recipes["e5/focal_ls"]["seeds"]]
-            beyond = beyond_seed_range(gap, [ce.get("spread") or 0, fl.get("spread") or 0], seeds)
+            beyond = beyond_seed_range(gap, spreads, seeds)
             checks["focal_ls_vs_ce"] = {
                 "f1_macro_gain_points": round(100 * gap, 2), "larger_seed_spread_points": round(100 * larger_spread, 2),
                 "beats_ce_by_more_than_spread": None if beyond is None else beyond and gap > 0,

@@ -9,14 +9,15 @@ from collections.abc import Sequence
 
 from tests.conftest import REPO_ROOT
 
-HEAVY = ("torch", "lightning", "transformers", "scipy")
+HEAVY = ("torch", "lightning", "transformers", "scipy")  # reported if imported after all
+BLOCKED = (*HEAVY, "pytorch_lightning")
 
 # Makes any import of the heavy training stack fail inside the subprocess (scipy too: the service must not pay it).
 BLOCKER = """
 import sys
 class _Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'torch', 'lightning', 'transformers', 'scipy', 'pytorch_lightning'}:
+        if name.split('.')[0] in %r:
             raise ImportError('blocked import of ' + name)
         return None
 sys.meta_path.insert(0, _Block())
@@ -26,7 +27,7 @@ sys.path.insert(0, %r)
 
 def torch_free_cli(args: Sequence[str]) -> str:
     """Python source that runs ``cli.py ARGS`` with the heavy imports blocked (for ``python -c``)."""
-    return BLOCKER % str(REPO_ROOT) + f"""
+    return BLOCKER % (set(BLOCKED), str(REPO_ROOT)) + f"""
 import runpy
 sys.argv = ['cli.py', *{list(args)!r}]
 try:

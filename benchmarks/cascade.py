@@ -27,8 +27,10 @@ Measured on the test file, all on one loaded pair (the LM shared when the probe 
   model (LoRA off) against the probe's own load of its model (0 up to float rounding, else sharing is not exact).
 
 ``--smoke``: the tiny random decoder of the tests, at most 40 train and 16 test texts cut to 16 tokens, 2 epochs;
-results in ``benchmarks/results/smoke/cascade.json``. Otherwise ``benchmarks/results/cascade.json``; each dataset
-is its own entry (``datasets.<name>``), the file written atomically.
+results in ``benchmarks/results/smoke/cascade.json``. Otherwise ``benchmarks/results/cascade.json`` (or ``--out``:
+``benchmarks/run_all.py`` writes ``cascade_endava.json`` and ``cascade_online_shopping.json``); each dataset is its
+own entry (``datasets.<name>``), the file written atomically. Every route's figures carry ``top_prediction_share``
+(the most frequent answer's share: above 0.9 the route is collapsed and BENCHMARKS.md says so).
 """
 
 from __future__ import annotations
@@ -102,11 +104,17 @@ def route_figures(labels: list[str], scores: list[float], truth: list[str] | Non
     """Accuracy on answered texts, coverage and accuracy at full coverage of one route on one field."""
     n = len(labels)
     answered = [i for i in range(n) if scores[i] >= limit]
-    out: dict[str, Any] = {"threshold": limit, "coverage": round(len(answered) / n, 6) if n else None}
+    out: dict[str, Any] = {"threshold": limit, "coverage": round(len(answered) / n, 6) if n else None,
+                           "top_prediction_share": top_share(labels)}
     if truth is not None:
         out["accuracy"] = round(sum(labels[i] == truth[i] for i in answered) / len(answered), 6) if answered else None
         out["accuracy_full_coverage"] = round(sum(a == b for a, b in zip(labels, truth, strict=True)) / n, 6) if n else None
     return out
+
+
+def top_share(labels: list[str]) -> float | None:
+    """The most frequent label's share of ``labels``: above 0.9 the route answers one value (collapsed)."""
+    return round(max(labels.count(v) for v in set(labels)) / len(labels), 6) if labels else None
 
 
 def measure(probe_dir: Path, reviewer: Path, test_file: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -149,8 +157,11 @@ def measure(probe_dir: Path, reviewer: Path, test_file: Path, args: argparse.Nam
         before = cascade.reviewer.texts_scored
         with Timer() as t:
             records = cascade.answer(probe_texts, reviewer_texts)
-        out[f"cascade_{mode}"] = summarise(records, gold, t.seconds, cascade.reviewer.texts_scored - before,
-                                           {"fields_mode": mode})
+        summary = summarise(records, gold, t.seconds, cascade.reviewer.texts_scored - before, {"fields_mode": mode})
+        for name, entry in summary["fields"].items():  # the collapse check of the routes, on the answered texts
+            entry["top_prediction_share"] = top_share([r.fields[name]["label"] for r in records
+                                                       if not r.fields[name]["uncertain"]])
+        out[f"cascade_{mode}"] = summary
     truth = gold.get(names[0])
     sweep = []
     for limit in args.sweep:
@@ -219,7 +230,7 @@ def main() -> None:
         "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/cascade.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"), "machine": machine(), "smoke": args.smoke,
         "probe_dir": str(probe_dir), "reviewer": str(reviewer), "made_here": made or None, **figures}
-    result["benchmark"] = "cascade"
+    result["benchmark"] = out.stem  # the file's own name: run_all gives each dataset its own file
     atomic_write_text(out, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     entry = result["datasets"][args.dataset]
     print(json.dumps({k: entry[k] for k in ("probe_alone", "reviewer_alone", "cascade_all", "cascade_first")},

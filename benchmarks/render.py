@@ -146,7 +146,20 @@ def bound(key: str) -> str | None:
 
 def read_note(key: str, folder: Path = RESULTS) -> str:
     path = folder / f"{key}.md"
-    return path.read_text().strip() if path.exists() else ""
+    return demote_headings(path.read_text().strip()) if path.exists() else ""
+
+
+def demote_headings(note: str, below: int = 3) -> str:
+    """A note's own headings, placed under its section's ``###``: ``#`` becomes ``####`` (outside code fences), so
+    that BENCHMARKS.md keeps one outline."""
+    out, fenced = [], False
+    for line in note.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"(#{1,6}) ", line)):
+            line = "#" * min(6, len(m.group(1)) + below) + line[len(m.group(1)):]  # markdown has six levels
+        out.append(line)
+    return "\n".join(out)
 
 
 def missed_reasons(note: str) -> dict[str, str]:
@@ -1271,6 +1284,93 @@ def rows_decoder_train_speed(runs: list[Res], ctx: Res) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------------- cascade
+
+
+CASCADE_DATA = {"endava": "Endava tickets", "online_shopping": "online_shopping_10_cats"}
+
+
+def share_text(share: Any) -> str:
+    return "–" if share is None else pct(share) + (" **collapsed**" if share > COLLAPSED_SHARE else "")
+
+
+def correct_share(route: Res) -> float | None:
+    """A route alone, abstaining under its threshold: correct answers over all texts (uncertain counted wrong)."""
+    acc, cov = route.get("accuracy"), route.get("coverage")
+    return 0.0 if cov == 0 else None if acc is None or cov is None else acc * cov
+
+
+def render_cascade(runs: list[Res], ctx: Res) -> str:
+    """benchmarks/cascade.py: the probe-first cascade against the probe alone and the reviewer alone."""
+    out: list[str] = []
+    for name, d in runs[-1].get("datasets", {}).items():
+        made = d.get("made_here") or {}
+        sub = made.get("subset") or {}
+        train, test = sub.get("train", {}), sub.get("test", {})
+        fields = d.get("fields") or []
+        first = fields[0] if fields else None
+        out += [f"**{CASCADE_DATA.get(name, name)}.** Command: `{d['command']}`  ",
+                f"Date: {d['date']}; CPU: {cpu_of(d)}; model `{made.get('model', 'given')}`; "
+                f"{train.get('rows', '–')} of {train.get('of', '–')} training and {test.get('rows', '–')} of "
+                f"{test.get('of', '–')} test texts; probe threshold {d['probe_threshold']}, reviewer threshold "
+                f"{d['reviewer_threshold']}; probe and reviewer made in {num(made.get('seconds'))} s. The LM is shared "
+                f"between the probe and the reviewer: {yes_no(d.get('shared_model'))} (probe features from the shared "
+                f"model against its own load: max |diff| {d.get('shared_features_max_abs_diff', '–')}).", "",
+                "| route | field | coverage | accuracy on answered | correct of all texts (uncertain = wrong) | "
+                "accuracy without abstention | share routed to the LM | texts/s | most frequent answer |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        probe = (d.get("probe_alone") or {}).get(first) or {}
+        out.append(f"| probe alone | {first} | {pct(probe.get('coverage'))} | {pct(probe.get('accuracy'))} | "
+                   f"{pct(correct_share(probe))} | {pct(probe.get('accuracy_full_coverage'))} | 0% | "
+                   f"{num(d['probe_alone'].get('texts_per_s'))} | {share_text(probe.get('top_prediction_share'))} |")
+        reviewer = d.get("reviewer_alone") or {}
+        for field in fields:
+            r = reviewer.get(field) or {}
+            out.append(f"| label scoring alone | {field} | {pct(r.get('coverage'))} | {pct(r.get('accuracy'))} | "
+                       f"{pct(correct_share(r))} | {pct(r.get('accuracy_full_coverage'))} | 100% | "
+                       f"{num(reviewer.get('texts_per_s'))} | {share_text(r.get('top_prediction_share'))} |")
+        for mode, label in (("cascade_first", "cascade, probe's field only"), ("cascade_all", "cascade, every field")):
+            c = d.get(mode) or {}
+            for field, f in (c.get("fields") or {}).items():
+                routes = ", ".join(f"{route} {pct(part.get('accuracy'))} of {part['answered']}/{part['texts']} answered"
+                                   for route, part in (f.get("by_route") or {}).items())
+                out.append(f"| {label} | {field} ({routes}) | {pct(f.get('coverage'))} | {pct(f.get('accuracy'))} | "
+                           f"{pct(f.get('accuracy_all'))} | – | {pct(c.get('share_routed'))} "
+                           f"({c.get('lm_texts')} texts through the LM) | {num(c.get('texts_per_s'))} | "
+                           f"{share_text(f.get('top_prediction_share'))} |")
+        sweep = d.get("sweep") or []
+        if sweep:
+            out += ["", f"Probe threshold against the first field ({first}), computed from the two routes' answers "
+                    f"above (reviewer threshold {d['reviewer_threshold']}; 0 = the probe answers every text):", "",
+                    "| probe threshold | share routed | coverage | accuracy on answered | accuracy without abstention |",
+                    "|---|---|---|---|---|"]
+            for row in sweep:
+                out.append(f"| {row['probe_threshold']} | {pct(row.get('share_routed'))} | {pct(row.get('coverage'))} | "
+                           f"{pct(row.get('accuracy'))} | {pct(row.get('accuracy_full_coverage'))} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def rows_cascade(runs: list[Res], ctx: Res) -> list[Row]:
+    rows = []
+    for name, d in runs[-1].get("datasets", {}).items():
+        first = (d.get("fields") or [None])[0]
+        c = ((d.get("cascade_first") or {}).get("fields") or {}).get(first) or {}
+        probe = (d.get("probe_alone") or {}).get(first) or {}
+        rev = (d.get("reviewer_alone") or {}).get(first) or {}
+        shares = [probe.get("top_prediction_share"), rev.get("top_prediction_share"), c.get("top_prediction_share")]
+        collapsed = any(x is None or x > COLLAPSED_SHARE for x in shares)
+        train = (((d.get("made_here") or {}).get("subset") or {}).get("train") or {}).get("rows", "–")
+        measured = (f"cascade {pct(c.get('accuracy'))} on {pct(c.get('coverage'))} answered "
+                    f"({pct((d.get('cascade_first') or {}).get('share_routed'))} routed, "
+                    f"{num((d.get('cascade_first') or {}).get('texts_per_s'))} texts/s); probe alone "
+                    f"{pct(probe.get('accuracy_full_coverage'))}, label scoring alone {pct(rev.get('accuracy_full_coverage'))} "
+                    "at full coverage" + ("; a route collapsed or its share not recorded" if collapsed else ""))
+        rows.append(Row(f"{CASCADE_DATA.get(name, name)}: probe-first cascade, {first} ({train} train texts)",
+                        "none set (study)", measured, [], d["date"], cpu_of(d)))
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------- layout
 
 
@@ -1299,6 +1399,10 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
         Section("endava_tickets", "Endava tickets (three fields)", ("endava_tickets",), render_decoder_benchmark, rows_decoder),
         Section("online_shopping", "online_shopping_10_cats (Chinese, two fields)", ("online_shopping",),
                 render_decoder_benchmark, rows_decoder),
+        Section("cascade_endava", "Probe-first cascade: Endava tickets", ("cascade_endava",), render_cascade,
+                rows_cascade),
+        Section("cascade_online_shopping", "Probe-first cascade: online_shopping_10_cats", ("cascade_online_shopping",),
+                render_cascade, rows_cascade),
     )),
     ("Decoder LMs: training speed", (
         Section("decoder_train_speed", "gemma-3-270m LoRA training: fenlei against a plain HF Trainer + PEFT peer",
@@ -1322,6 +1426,10 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
                 render_deploy_latency, rows_deploy_latency),
         Section("deploy_latency_gemma_seqcls", "Bundle latency, accuracy and size: gemma-3-270m LoRA sequence "
                 "classifier, online_shopping", ("deploy_latency_gemma_seqcls",), render_deploy_latency, rows_deploy_latency),
+        Section("deploy_latency_e5_shopping", "Bundle latency, accuracy and size: multilingual-e5-small, "
+                "online_shopping", ("deploy_latency_e5_shopping",), render_deploy_latency, rows_deploy_latency),
+        Section("deploy_latency_e5_zh", "Bundle latency, accuracy and size: multilingual-e5-small, Chinese demo tickets",
+                ("deploy_latency_e5_zh",), render_deploy_latency, rows_deploy_latency),
         Section("int8_levers", "What each export change buys (INT8, batch 1)", ("int8_levers", "int8_levers_repeat"),
                 render_latency_only, rows_latency_only),
         Section("int8_latency_cpus", "INT8 bundle against naive INT8 on two CPUs", ("int8_latency_cpus",),

@@ -129,6 +129,17 @@ STEPS: tuple[Step, ...] = (
          "estimated: online_shopping.json's LoRA generative training 478 s, LoRA seq-cls 90 s, probe 103 s, plus three "
          "decoding passes over 200 test reviews", results=("online_shopping.json",),
          clean=("{work}/decoder_online_shopping",)),
+    # The probe-first cascade at the script's own subset size (600 train / 300 test texts, one epoch of the LoRA
+    # reviewer): a results file per dataset, so that each step has its own stamp.
+    Step("cascade_endava", ("benchmarks/cascade.py", "--dataset", "endava", "--out", "{results}/cascade_endava.json"),
+         15, "estimated: decoder_train_speed.json's fenlei generative LoRA trained 2.6 samples/s in bf16 (600 texts, "
+         "one epoch: 4 min; fp32 on an AVX2-only CPU about twice that), the probe's features of 900 texts, then label "
+         "scoring of 300 test texts four times (each route alone, the cascade over all fields and over the first)",
+         results=("cascade_endava.json",), clean=("{work}/cascade_endava",)),
+    Step("cascade_online_shopping", ("benchmarks/cascade.py", "--dataset", "online_shopping", "--out",
+                                     "{results}/cascade_online_shopping.json"), 15,
+         "estimated: as cascade_endava (two fields instead of three)", results=("cascade_online_shopping.json",),
+         clean=("{work}/cascade_online_shopping",)),
     Step("decoder_train_speed", ("benchmarks/decoder_train_speed.py", "--dataset", "online_shopping", "--train_size",
                                  "800", "--test_size", "200", "--max_length", "64"), 30,
          "measured: 29 min on the AMX Xeon of 2026-12-03 (bf16 for fenlei; the peer in fp32): 800 texts, one epoch, "
@@ -307,8 +318,6 @@ EXCLUDED: dict[str, str] = {
     # Merged after run_all was written: not steps yet (no --smoke budget); their commands are in their results.
     "sweep_search.py": "not a step yet (no --smoke): bayes+hyperband vs random sweeps, run by hand (its .md has the command)",
     "probe_layer_sweep.py": "not a step yet (no --smoke): one forward for several probe layers against one run per layer",
-    "cascade.py": "not a step yet: the probe-first cascade on Endava and online_shopping (one results file, an entry "
-                  "per dataset, so two steps would share one stamp); never run at real size, commands in its docstring",
 }
 # Results files rendered in BENCHMARKS.md that no step reproduces, and why.
 NOT_REPRODUCED: dict[str, str] = {

@@ -107,3 +107,39 @@ def test_a_bundle_forced_past_its_gate_meets_no_deployment_target() -> None:
     rows = render.rows_deploy_latency([forced], {})
     assert [r.met for r in rows] == [[False]] * len(gated)
     assert all("not counted" in r.measured for r in rows)
+
+
+def cascade_result(reviewer_share: float) -> dict:
+    route = {"threshold": 0.8, "coverage": 0.5, "accuracy": 0.9, "accuracy_full_coverage": 0.7,
+             "top_prediction_share": 0.4}
+    cascade = {"texts": 10, "routed": 4, "share_routed": 0.4, "lm_texts": 4, "texts_per_s": 3.0, "fields": {
+        "category": {"answered": 8, "uncertain": 2, "coverage": 0.8, "accuracy": 0.875, "accuracy_all": 0.7,
+                     "top_prediction_share": 0.5,
+                     "by_route": {"probe": {"texts": 6, "answered": 6, "accuracy": 1.0},
+                                  "reviewer": {"texts": 4, "answered": 2, "accuracy": 0.5}}}}}
+    entry = {"command": "benchmarks/cascade.py", "date": "2026-12-03", "machine": {"cpu": {"model": "X", "flags": ["avx2"]}},
+             "fields": ["category"], "probe_threshold": 0.8, "reviewer_threshold": 0.5, "shared_model": True,
+             "made_here": {"model": "m", "subset": {"train": {"rows": 600, "of": 4327}, "test": {"rows": 10, "of": 99}}},
+             "probe_alone": {"category": route, "texts_per_s": 100.0},
+             "reviewer_alone": {"category": {**route, "top_prediction_share": reviewer_share}, "texts_per_s": 5.0},
+             "cascade_first": cascade, "cascade_all": cascade,
+             "sweep": [{"probe_threshold": 0.8, "share_routed": 0.4, "coverage": 0.8, "accuracy": 0.875,
+                        "accuracy_full_coverage": 0.7}]}
+    return {"benchmark": "cascade_endava", "datasets": {"endava": entry}}
+
+
+def test_cascade_section_shows_every_route_and_flags_a_collapsed_one() -> None:
+    text = render.render_cascade([cascade_result(0.95)], {})
+    assert "| probe alone | category | 50.00% | 90.00% | 45.00% | 70.00% |" in text  # 0.9 x 0.5 answered correctly
+    assert "probe 100.00% of 6/6 answered, reviewer 50.00% of 2/4 answered" in text
+    assert "95.00% **collapsed**" in text
+    (row,) = render.rows_cascade([cascade_result(0.95)], {})
+    assert "collapsed" in row.measured and row.met == []
+    (row,) = render.rows_cascade([cascade_result(0.5)], {})
+    assert "collapsed" not in row.measured and "cascade 87.50% on 80.00% answered" in row.measured
+
+
+def test_a_notes_headings_sit_under_its_section() -> None:
+    note = "# Title\n\ntext\n\n```\n# a shell comment\n```\n## Method\n#not a heading\n#### Deep"
+    assert render.demote_headings(note).splitlines() == [
+        "#### Title", "", "text", "", "```", "# a shell comment", "```", "##### Method", "#not a heading", "###### Deep"]

@@ -143,7 +143,7 @@ def main() -> None:
             out = hf_run(model_path, data_dir, mode, args, work / f"full_{system}.json", log, None)
             entry = {"test_accuracy": out["test_accuracy"], "test_macro_f1": out["test_macro_f1"],
                      "full_run_train_s": out["train_time_s"], "full_run_samples_per_s": out["train_samples_per_s"],
-                     "train_examples": "100% of train"}
+                     "precision_used": out.get("precision_used"), "train_examples": "100% of train"}
         if throughput[system]:
             entry["train_samples_per_s"] = round(statistics.median(throughput[system]), 2)
             entry["throughput_runs"] = [round(v, 2) for v in throughput[system]]

@@ -201,13 +201,16 @@ def met_text(row: Row, reasons: dict[str, str]) -> str:
 
 def render_banking77(runs: list[Res], ctx: Res) -> str:
     res = runs[-1]
-    labels = {"fenlei": "fenlei", "hf_trainer": "HF Trainer (plain script)", "hf_trainer_tuned": "HF Trainer, group_by_length + bf16"}
+    labels = {"fenlei": "fenlei", "hf_trainer": "HF Trainer (plain script)",
+              "hf_trainer_tuned": "HF Trainer, group_by_length + bf16 where the CPU has it natively"}
     rows = []
     for key, label in labels.items():
         if key not in res:
             continue
         r = res[key]
         tput = ", ".join(num(v) for v in r.get("throughput_runs", []))
+        if r.get("precision_used"):
+            label += f" ({r['precision_used']})"
         rows.append(f"| {label} | {pct(r['test_accuracy'])} | {pct(r['test_macro_f1'])} | {num(r['train_samples_per_s'])} "
                     f"({tput}) | {num(r.get('full_run_train_s'), 0)} | {r.get('train_examples', '')} |")
     budget = res["budget"]

@@ -12,9 +12,10 @@ Two sweeps of ``--count`` trials each through ``fenlei sweep``, both with every 
 Recorded: the best ``val/f1_macro_best`` of each sweep, each sweep's wall time, the epochs each trial ran, and what
 pruning saved: the epochs not run, and those epochs times the mean epoch time measured in the random sweep's
 finished fits (``fit_seconds / epochs`` of their run_summary.json, start-up excluded). Writes
-``benchmarks/results/sweep_search.json`` and ``.md`` (``--smoke``: ``sweep_search_quick.*``, with the debug
-preset that cuts every epoch to a few batches). Not resumable by design: each run starts both sweeps afresh in
-``benchmarks/work/sweep_search*/`` so the wall times are whole sweeps.
+``benchmarks/results/sweep_search.json`` and ``.md`` (``--smoke``: the tiny random encoder and the debug preset that cuts every
+epoch to a few batches, results in ``benchmarks/results/smoke/``; ``benchmarks/run_all.py`` runs it as step ``sweep_search``). Not
+resumable by design: each run starts both sweeps afresh in ``benchmarks/work/[smoke/]sweep_search/`` so the wall
+times are whole sweeps.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import positive_int, run_logged  # noqa: E402
+from benchmarks.common import SMOKE_WORK, positive_int, results_dir, run_logged, smoke_encoder  # noqa: E402
 from fenlei.cpu import cpu_record  # noqa: E402
 from fenlei.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -57,8 +58,8 @@ def random_twin(sweep: Path, out: Path) -> Path:
 def run_arm(name: str, sweep: Path, out: Path, args: argparse.Namespace, subprocess_flag: bool) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "fenlei", "sweep", str(sweep), "--count", str(args.count), "--seed", str(args.seed),
            "--out", str(out / name), "--wandb_mode", "disabled", *(["--subprocess"] if subprocess_flag else [])]
-    if args.smoke:
-        cmd += ["--", "--config", "configs/debug/limit_batches.yaml"]
+    if args.smoke:  # the tiny random encoder of the tests, a few batches per epoch
+        cmd += ["--", "--config", "configs/debug/limit_batches.yaml", f"--model.init_args.pretrained={smoke_encoder()}"]
     wall = run_logged(cmd, out / f"{name}.log")
     rows = list(csv.DictReader((out / name / "results.csv").open()))
     trials = []
@@ -124,10 +125,10 @@ def main() -> None:
     parser.add_argument("--count", type=positive_int, default=8, help="trials per sweep (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of both sweeps (default 0)")
     parser.add_argument("--sweep", type=Path, default=SWEEP, help="the bayes sweep file (default: the quickstart's)")
-    parser.add_argument("--smoke", action="store_true", help="a few batches per epoch; results *_quick.*")
+    parser.add_argument("--smoke", action="store_true", help="a few batches per epoch; results in benchmarks/results/smoke")
     args = parser.parse_args()
-    name = "sweep_search_quick" if args.smoke else "sweep_search"
-    out = REPO / "benchmarks" / "work" / name
+    name = "sweep_search"
+    out = (SMOKE_WORK if args.smoke else REPO / "benchmarks" / "work") / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     started = time.time()
@@ -136,14 +137,14 @@ def main() -> None:
     # Every random trial runs to the end: its epoch count is the planned length of a trial.
     max_epochs = max(t["epochs"] or 0 for t in arms["random"]["trials"])
     result = {
-        "benchmark": name, "date": dt.date.today().isoformat(),
+        "benchmark": name, "smoke": args.smoke, "date": dt.date.today().isoformat(),
         "command": " ".join(["python", "benchmarks/sweep_search.py", *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "cpu": cpu_record()},
         "count": args.count, "seed": args.seed, "max_epochs": max_epochs,
         "total_seconds": round(time.time() - started, 1), "arms": arms,
         "summary": summarise(arms["bayes+hyperband"], arms["random"], max_epochs, args.count),
     }
-    results = REPO / "benchmarks" / "results"
+    results = results_dir(args.smoke)
     atomic_write_json(results / f"{name}.json", result)
     atomic_write_text(results / f"{name}.md", markdown(result))
     print(json.dumps(result["summary"], indent=2))

@@ -1364,11 +1364,15 @@ def rows_cascade(runs: list[Res], ctx: Res) -> list[Row]:
         shares = [probe.get("top_prediction_share"), rev.get("top_prediction_share"), c.get("top_prediction_share")]
         collapsed = any(x is None or x > COLLAPSED_SHARE for x in shares)
         train = (((d.get("made_here") or {}).get("subset") or {}).get("train") or {}).get("rows", "–")
-        measured = (f"cascade {pct(c.get('accuracy'))} on {pct(c.get('coverage'))} answered "
-                    f"({pct((d.get('cascade_first') or {}).get('share_routed'))} routed, "
-                    f"{num((d.get('cascade_first') or {}).get('texts_per_s'))} texts/s); probe alone "
-                    f"{pct(probe.get('accuracy_full_coverage'))}, label scoring alone {pct(rev.get('accuracy_full_coverage'))} "
-                    "at full coverage" + ("; a route collapsed or its share not recorded" if collapsed else ""))
+        def answered(route: Res, correct: Any) -> str:
+            return f"{pct(route.get('accuracy'))} on {pct(route.get('coverage'))} answered ({pct(correct)} of all correct)"
+
+        measured = (f"cascade {answered(c, c.get('accuracy_all'))}, "
+                    f"{pct((d.get('cascade_first') or {}).get('share_routed'))} routed, "
+                    f"{num((d.get('cascade_first') or {}).get('texts_per_s'))} texts/s; alone at their thresholds: probe "
+                    f"{answered(probe, correct_share(probe))}, label scoring {answered(rev, correct_share(rev))}; the probe "
+                    f"without abstention {pct(probe.get('accuracy_full_coverage'))}"
+                    + ("; a route collapsed or its share not recorded" if collapsed else ""))
         rows.append(Row(f"{CASCADE_DATA.get(name, name)}: probe-first cascade, {first} ({train} train texts)",
                         "none set (study)", measured, [], d["date"], cpu_of(d)))
     return rows

@@ -136,7 +136,7 @@ def test_cascade_section_shows_every_route_and_flags_a_collapsed_one() -> None:
     (row,) = render.rows_cascade([cascade_result(0.95)], {})
     assert "collapsed" in row.measured and row.met == []
     (row,) = render.rows_cascade([cascade_result(0.5)], {})
-    assert "collapsed" not in row.measured and "cascade 87.50% on 80.00% answered" in row.measured
+    assert "collapsed" not in row.measured and "cascade 87.50% on 80.00% answered (70.00% of all correct)" in row.measured
 
 
 def test_a_notes_headings_sit_under_its_section() -> None:

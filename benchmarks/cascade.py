@@ -114,7 +114,9 @@ def route_figures(labels: list[str], scores: list[float], truth: list[str] | Non
 
 def top_share(labels: list[str]) -> float | None:
     """The most frequent label's share of ``labels``: above 0.9 the route answers one value (collapsed)."""
-    return round(max(labels.count(v) for v in set(labels)) / len(labels), 6) if labels else None
+    from fenlei.probe.cascade import top_answer_share
+
+    return top_answer_share(labels)
 
 
 def measure(probe_dir: Path, reviewer: Path, test_file: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -232,13 +232,32 @@ class Cascade:
         return out
 
 
+# A route whose answers take one value more often than this has collapsed (the issue's rule for every route).
+COLLAPSED_SHARE = 0.9
+# ... judged only on at least this many answers (a handful of routed texts may share a label by chance).
+COLLAPSE_MIN_ANSWERS = 20
+
+
+def top_answer_share(labels: Sequence[str]) -> Optional[float]:
+    """The most frequent label's share of ``labels`` (None for none)."""
+    return round(max(labels.count(v) for v in set(labels)) / len(labels), 6) if labels else None
+
+
+def collapsed_routes(report: dict[str, Any]) -> list[str]:
+    """``field/route`` of every route in a :func:`summarise` report whose answers collapsed to one value: a
+    reviewer that answers the majority for everything is confidently wrong, and no threshold catches it."""
+    return [f"{name}/{route} ({part['top_answer_share']:.0%} of {part['answered']} answers one label)"
+            for name, entry in report["fields"].items() for route, part in entry["by_route"].items()
+            if part["answered"] >= COLLAPSE_MIN_ANSWERS and (part.get("top_answer_share") or 0) > COLLAPSED_SHARE]
+
+
 def summarise(records: Sequence[CascadeRecord], gold: dict[str, list[str]], seconds: float,
               lm_texts: int, settings: dict[str, Any]) -> dict[str, Any]:
     """Coverage, share routed, accuracy on answered texts (fields with gold labels), end-to-end texts/s.
 
     Per field: ``coverage`` = answered (not ``uncertain``) / texts; ``accuracy`` = correct / answered;
-    ``accuracy_all`` = correct / texts (``uncertain`` counted wrong); ``by_route``: texts, answered and accuracy of
-    each route."""
+    ``accuracy_all`` = correct / texts (``uncertain`` counted wrong); ``by_route``: texts, answered, accuracy and
+    ``top_answer_share`` (the most frequent answer's share, for :func:`collapsed_routes`) of each route."""
     n = len(records)
     routed = sum(r.route == "reviewer" for r in records)
     fields: dict[str, Any] = {}
@@ -259,7 +278,8 @@ def summarise(records: Sequence[CascadeRecord], gold: dict[str, list[str]], seco
             if not rows:
                 continue
             done = [i for i in rows if not values[i]["uncertain"]]
-            part: dict[str, Any] = {"texts": len(rows), "answered": len(done)}
+            part: dict[str, Any] = {"texts": len(rows), "answered": len(done),
+                                    "top_answer_share": top_answer_share([values[i]["label"] for i in done])}
             if truth is not None:
                 part["accuracy"] = round(sum(values[i]["label"] == truth[i] for i in done) / len(done), 6) if done \
                     else None

@@ -84,7 +84,7 @@ def cascade(*, probe_dir: str, reviewer: str, input: str, output: str, summary: 
         quiet: no progress bar and no summary line
     """
     from fenlei.io import atomic_write_json, atomic_write_text
-    from fenlei.probe.cascade import Timer, check_threshold, load_cascade, summarise
+    from fenlei.probe.cascade import Timer, check_threshold, collapsed_routes, load_cascade, summarise
     from fenlei.probe.run import check_device
 
     input_path, output_path = Path(input), Path(output)
@@ -128,6 +128,10 @@ def cascade(*, probe_dir: str, reviewer: str, input: str, output: str, summary: 
         print(f"cascade: {len(records)} rows of {input_path} -> {output_path}; {report['routed']} routed to the "
               f"reviewer ({report['share_routed']:.1%}), coverage {first['coverage']:.1%} of "
               f"{model.field_names[0]!r}, {report['texts_per_s']} texts/s; summary {summary_path}", file=sys.stderr)
+    collapsed = collapsed_routes(report)
+    if collapsed:  # said even with --quiet: the answers written are likely the majority label, not a decision
+        print(f"cascade: warning: collapsed route(s), likely answering the majority label for everything: "
+              f"{'; '.join(collapsed)}", file=sys.stderr)
     return 0
 
 

@@ -266,3 +266,23 @@ def test_bad_input_is_one_line_naming_file_line_and_field(world, tmp_path, capsy
     error = fenlei_user_error([*base, "--input", str(missing), "--probe_threshold", "2"], capsys)
     assert error == "fenlei: error: --probe_threshold must be a number in [0, 1], got 2.0"
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_reviewer_answering_one_label_for_everything_is_named_collapsed():
+    from fenlei.probe.cascade import CascadeRecord, collapsed_routes, summarise
+
+    def record(route: str, label: str, uncertain: bool = False) -> CascadeRecord:
+        value = {"label": label, "predicted_label": label, "score": 0.9, "route": route, "uncertain": uncertain}
+        return CascadeRecord(route, {"category": value})
+
+    probe_rows = [record("probe", label) for label in ("a", "b", "c") * 10]
+    collapsed = probe_rows + [record("reviewer", "a") for _ in range(24)] + [record("reviewer", "b")]
+    report = summarise(collapsed, {"category": ["a"] * len(collapsed)}, 1.0, 25, {})
+    assert report["fields"]["category"]["by_route"]["reviewer"]["top_answer_share"] == round(24 / 25, 6)
+    assert report["fields"]["category"]["by_route"]["probe"]["top_answer_share"] == round(1 / 3, 6)
+    assert collapsed_routes(report) == ["category/reviewer (96% of 25 answers one label)"]
+    # Varied answers, or too few of them to judge, are not a collapse; uncertain rows are not answers.
+    varied = probe_rows + [record("reviewer", label) for label in ("a", "b") * 12]
+    few = probe_rows + [record("reviewer", "a") for _ in range(10)] + [record("reviewer", "a", True) for _ in range(30)]
+    for rows in (varied, few):
+        assert collapsed_routes(summarise(rows, {}, 1.0, 1, {})) == []

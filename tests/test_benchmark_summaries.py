@@ -143,3 +143,14 @@ def test_a_notes_headings_sit_under_its_section() -> None:
     note = "# Title\n\ntext\n\n```\n# a shell comment\n```\n## Method\n#not a heading\n#### Deep"
     assert render.demote_headings(note).splitlines() == [
         "#### Title", "", "text", "", "```", "# a shell comment", "```", "##### Method", "#not a heading", "###### Deep"]
+
+
+def test_a_speed_target_between_collapsed_decodings_is_not_met() -> None:
+    def decoding(share: float | None) -> dict:
+        return {"fields": {"category": {"accuracy": 0.66, "top_prediction_share": share}, "urgency": {}}}
+
+    res = {"benchmark": "endava_tickets", "model": "m", "date": "2026-12-03", "machine": "x86_64, 2 CPUs",
+           "target": {"definition": "label scoring >= 5x", "speedup": 7.0, "accuracy_delta": 0.0, "met": True}}
+    for scoring, free, met in ((0.5, 0.6, True), (1.0, 1.0, False), (0.5, None, False), (0.95, 0.5, False)):
+        (row,) = render.rows_decoder([{**res, "label_scoring": decoding(scoring), "free_generation": decoding(free)}], {})
+        assert row.met == [met] and ("collapsed" in row.measured) == (not met)

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import SMOKE_WORK, machine, positive_int, results_dir, smoke_decoder  # noqa: E402
 from benchmarks.decoder_classifiers import DATASETS, write_subset  # noqa: E402
+from fenlei.predictions import top_answer_share  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work"
 GENERATIVE = "lightning_modules.generative_classifier.GenerativeClassifier"
@@ -105,18 +106,11 @@ def route_figures(labels: list[str], scores: list[float], truth: list[str] | Non
     n = len(labels)
     answered = [i for i in range(n) if scores[i] >= limit]
     out: dict[str, Any] = {"threshold": limit, "coverage": round(len(answered) / n, 6) if n else None,
-                           "top_prediction_share": top_share(labels)}
+                           "top_prediction_share": top_answer_share(labels)}
     if truth is not None:
         out["accuracy"] = round(sum(labels[i] == truth[i] for i in answered) / len(answered), 6) if answered else None
         out["accuracy_full_coverage"] = round(sum(a == b for a, b in zip(labels, truth, strict=True)) / n, 6) if n else None
     return out
-
-
-def top_share(labels: list[str]) -> float | None:
-    """The most frequent label's share of ``labels``: above 0.9 the route answers one value (collapsed)."""
-    from fenlei.probe.cascade import top_answer_share
-
-    return top_answer_share(labels)
 
 
 def measure(probe_dir: Path, reviewer: Path, test_file: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -161,8 +155,8 @@ def measure(probe_dir: Path, reviewer: Path, test_file: Path, args: argparse.Nam
             records = cascade.answer(probe_texts, reviewer_texts)
         summary = summarise(records, gold, t.seconds, cascade.reviewer.texts_scored - before, {"fields_mode": mode})
         for name, entry in summary["fields"].items():  # the collapse check of the routes, on the answered texts
-            entry["top_prediction_share"] = top_share([r.fields[name]["label"] for r in records
-                                                       if not r.fields[name]["uncertain"]])
+            entry["top_prediction_share"] = top_answer_share([r.fields[name]["label"] for r in records
+                                                              if not r.fields[name]["uncertain"]])
         out[f"cascade_{mode}"] = summary
     truth = gold.get(names[0])
     sweep = []

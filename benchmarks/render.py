@@ -35,6 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import beyond_seed_range  # noqa: E402
+from fenlei.predictions import COLLAPSED_SHARE  # noqa: E402
 
 Res = dict[str, Any]
 
@@ -546,7 +547,7 @@ def collapsed_decodings(res: Res, target_key: str) -> list[str]:
         fields = (res.get(key) or {}).get("fields") or {}
         share = next(iter(fields.values()), {}).get("top_prediction_share") if fields else None
         if share is None or share > COLLAPSED_SHARE:
-            out.append(f"{name} {collapse_text(share)}".replace(" **collapsed**", ""))
+            out.append(f"{name} {'share not recorded' if share is None else pct(share)}")
     return out
 
 
@@ -1249,7 +1250,6 @@ SPEED_CELLS = (("fenlei_generative", "fenlei, LoRA generative (label scoring)"),
                ("fenlei_seqcls", "fenlei, LoRA sequence classification"),
                ("peer_seqcls", "plain HF Trainer + PEFT, LoRA sequence classification"),
                ("peer_tuned_seqcls", "HF Trainer + PEFT with group_by_length and native bf16, seqcls"))
-COLLAPSED_SHARE = 0.9
 
 
 def collapse_text(share: Any) -> str:

@@ -158,12 +158,12 @@ STEPS: tuple[Step, ...] = (
          "estimated: the fit (3 epochs over 15,000 texts, fp32: about banking77_minilm's 277 s for 45,000 sample-"
          "epochs, at fp32 speed) + the recorded 46 s export + INT8 scoring of 10,500 texts",
          results=("clinc150_oos.json",), resumable=True, note="a finished fit in the run folder is reused"),
-    # ---------------------------------------------------------------- deployment: MiniLM
     # ---------------------------------------------------------------- hyperparameter search
     Step("sweep_search", ("benchmarks/sweep_search.py", "--count", "8", "--seed", "0"), 17,
          "measured: sweep_search.json's two sweeps of 8 quickstart trials took 1,015 s on the AMD EPYC family 26 of "
          "2026-12-02", results=("sweep_search.json",), smoke=("--smoke", "--count", "2"), smoke_drop=("--count",),
          note="not resumable by design: both sweeps start afresh, so that their wall times are whole sweeps"),
+    # ---------------------------------------------------------------- deployment: MiniLM
     Step("train_banking77_minilm", ("cli.py", "fit", "--config", "configs/bench/banking77_minilm.yaml",
                                     "--trainer.default_root_dir={runs}/banking77_minilm", "--wandb.mode=disabled"), 6,
          "estimated: banking77_minilm.json's fenlei full run (the same config) trained 277 s, plus validation and "

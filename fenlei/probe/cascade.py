@@ -40,7 +40,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 from fenlei.errors import FenleiError
-from fenlei.predictions import UNCERTAIN_LABEL
+from fenlei.predictions import COLLAPSED_SHARE, UNCERTAIN_LABEL, top_answer_share
 
 Fields = Literal["all", "first"]
 ROUTES = ("probe", "reviewer")
@@ -232,15 +232,9 @@ class Cascade:
         return out
 
 
-# A route whose answers take one value more often than this has collapsed (the issue's rule for every route).
-COLLAPSED_SHARE = 0.9
-# ... judged only on at least this many answers (a handful of routed texts may share a label by chance).
+# A route is judged collapsed (fenlei.predictions.COLLAPSED_SHARE) only on at least this many answers: a handful of
+# routed texts may share a label by chance.
 COLLAPSE_MIN_ANSWERS = 20
-
-
-def top_answer_share(labels: Sequence[str]) -> Optional[float]:
-    """The most frequent label's share of ``labels`` (None for none)."""
-    return round(max(labels.count(v) for v in set(labels)) / len(labels), 6) if labels else None
 
 
 def collapsed_routes(report: dict[str, Any]) -> list[str]:

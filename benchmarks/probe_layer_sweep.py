@@ -5,8 +5,9 @@
 What ``fenlei probe --layers 0.25 0.5 0.75 -1`` does (``fenlei.probe.features.extract_layers``) against what N
 separate ``fenlei probe --layer X`` runs did before (one ``extract`` per layer). Both time the extraction only, on
 the same loaded model, texts and batches (the separate runs would also pay a model load each); the rounds
-alternate the two so drift hits both. The features of both must be identical (checked). Writes
-``benchmarks/results/probe_layer_sweep.json`` and ``.md``.
+alternate the two so drift hits both. The features of both must be identical (checked: exit status 1 when they are
+not). Writes ``benchmarks/results/probe_layer_sweep.json`` (``--smoke``: the tiny random encoder of the tests on 60
+texts, one round, ``benchmarks/results/smoke/``); BENCHMARKS.md draws the table from it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO, positive_int  # noqa: E402
+from benchmarks.common import REPO, machine, positive_int, results_dir, smoke_data, smoke_encoder  # noqa: E402
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="packaged:minilm")
     parser.add_argument("--data", default=str(REPO.parent / "shared/data/banking77/train.jsonl"))
@@ -34,12 +35,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=positive_int, default=2)
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--name", default="probe_layer_sweep")
+    parser.add_argument("--smoke", action="store_true",
+                        help="plumbing check: the tiny random encoder, 60 texts, one round, results in benchmarks/results/smoke/")
     args = parser.parse_args()
+    if args.smoke:
+        args.model, args.data = str(smoke_encoder()), str(smoke_data("banking77") / "train.jsonl")
+        args.texts, args.rounds = min(args.texts, 60), 1
+        args.model, args.data = (str(Path(v).relative_to(REPO)) for v in (args.model, args.data))
 
     import numpy as np
     import torch
 
-    from fenlei.cpu import cpu_record
     from fenlei.probe.features import extract, extract_layers, load_backbone, load_feature_tokenizer
 
     torch.set_num_threads(args.threads)
@@ -68,33 +74,27 @@ def main() -> None:
         "benchmark": args.name,
         "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/probe_layer_sweep.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
-        "cpu": cpu_record(),
+        "smoke": args.smoke,
+        "machine": machine(),
         "torch_threads": args.threads,
-        "model": args.model, "texts": len(texts), "layers": layers, "max_length": args.max_length,
+        "model": args.model, "data": args.data, "texts": len(texts), "layers": layers, "max_length": args.max_length,
         "batch_size": args.batch_size, "rounds": args.rounds,
         "seconds": times,
         "one_pass_seconds": round(one, 3), "per_layer_seconds": round(separate, 3),
         "one_pass_texts_per_s": round(len(texts) / one, 1), "per_layer_texts_per_s": round(len(texts) / separate, 1),
         "speedup": round(separate / one, 2),
         "max_abs_feature_difference": max_diff,
+        "identical": max_diff == 0.0,
     }
-    out = REPO / "benchmarks" / "results" / f"{args.name}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    cpu = result["cpu"]
-    flags = ", ".join(f for f in ("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in (cpu.get("flags") or []))
-    md = [f"# {args.name}", "",
-          f"{result['date']}, {cpu.get('model')} ({flags or 'no avx512_vnni/avx512_bf16/amx'}), {args.threads} torch "
-          f"threads; `{result['command']}`", "",
-          f"{args.model}, {len(texts)} banking77 texts, max_length {args.max_length}, batch {args.batch_size}, "
-          f"layers {', '.join(map(str, layers))}; median of {args.rounds} rounds, extraction only (same loaded model).",
-          "", "| route | seconds | texts/s |", "|---|---|---|",
-          f"| one forward pass, every layer (`--layers`) | {one:.2f} | {len(texts) / one:.1f} |",
-          f"| one pass per layer (separate runs) | {separate:.2f} | {len(texts) / separate:.1f} |", "",
-          f"Speed-up {separate / one:.2f}x; largest feature difference between the two {max_diff:.2e}.", ""]
-    out.with_suffix(".md").write_text("\n".join(md))
+    from fenlei.io import atomic_write_text
+
+    out = results_dir(args.smoke) / f"{args.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("one_pass_seconds", "per_layer_seconds", "speedup",
                                              "max_abs_feature_difference")}))
+    return 0 if result["identical"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

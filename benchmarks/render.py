@@ -1021,6 +1021,32 @@ def rows_kernel_costs(runs: list[Res], ctx: Res) -> list[Row]:
     return [Row(f"per-op cost, {fused} -> {rewrite}", "none set (diagnostic)", measured, [], res["date"], cpu_of(res))]
 
 
+def render_probe_layer_sweep(runs: list[Res], ctx: Res) -> str:
+    """benchmarks/probe_layer_sweep.py: the probe's features of several layers from one forward against one per layer."""
+    res = runs[-1]
+    n = res["texts"]
+    same = "identical" if res.get("identical", res["max_abs_feature_difference"] == 0.0) else \
+        f"NOT identical (largest difference {res['max_abs_feature_difference']:.2e})"
+    return "\n".join([
+        f"Command: `{res['command']}`  ",
+        f"Date: {res['date']}; CPU: {cpu_of(res)}; {res['torch_threads']} torch threads.  ",
+        f"`{res['model']}` on the first {n} texts of `{res.get('data', 'banking77 train')}`, max_length "
+        f"{res['max_length']}, batch {res['batch_size']}, layers {', '.join(map(str, res['layers']))}; extraction only, "
+        f"the same loaded model, median of {res['rounds']} alternating rounds.", "",
+        "| route | seconds | texts/s |", "|---|---|---|",
+        f"| one forward pass, every layer (`fenlei probe --layers`) | {num(res['one_pass_seconds'], 2)} | "
+        f"{num(res['one_pass_texts_per_s'], 1)} |",
+        f"| one pass per layer (a `fenlei probe --layer` run each) | {num(res['per_layer_seconds'], 2)} | "
+        f"{num(res['per_layer_texts_per_s'], 1)} |", "",
+        f"Speed-up {num(res['speedup'], 2)}x; the features of the two routes are {same}.", ""])
+
+
+def rows_probe_layer_sweep(runs: list[Res], ctx: Res) -> list[Row]:
+    res = runs[-1]
+    return [Row(f"probe features of {len(res['layers'])} layers: one forward against one per layer", "none set (study)",
+                f"{num(res['speedup'], 2)}x faster", [], res["date"], cpu_of(res))]
+
+
 def _server_of(st: Res) -> str:
     """A setting's server side: workers x sessions x intra-op threads, and the batching limits (/metadata)."""
     sv = st.get("server")
@@ -1427,6 +1453,8 @@ GROUPS: tuple[tuple[str, tuple[Section, ...]], ...] = (
                 rows_cascade),
         Section("cascade_online_shopping", "Probe-first cascade: online_shopping_10_cats", ("cascade_online_shopping",),
                 render_cascade, rows_cascade),
+        Section("probe_layer_sweep", "Linear probe: several layers from one forward pass", ("probe_layer_sweep",),
+                render_probe_layer_sweep, rows_probe_layer_sweep),
     )),
     ("Decoder LMs: training speed", (
         Section("decoder_train_speed", "gemma-3-270m LoRA training: fenlei against a plain HF Trainer + PEFT peer",

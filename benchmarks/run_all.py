@@ -140,6 +140,11 @@ STEPS: tuple[Step, ...] = (
                                      "{results}/cascade_online_shopping.json"), 15,
          "estimated: as cascade_endava (two fields instead of three)", results=("cascade_online_shopping.json",),
          clean=("{work}/cascade_online_shopping",)),
+    Step("probe_layer_sweep", ("benchmarks/probe_layer_sweep.py", "--texts", "1000"), 2,
+         "estimated: MiniLM features of 1,000 texts at max_length 64, eleven passes (a warm-up, then two rounds of "
+         "one pass for four layers and four passes of one layer), a few hundred texts/s each",
+         results=("probe_layer_sweep.json",), accept=(0, 1),
+         note="exit status 1 means the two routes' features differ: that is a result (the section says so)"),
     Step("decoder_train_speed", ("benchmarks/decoder_train_speed.py", "--dataset", "online_shopping", "--train_size",
                                  "800", "--test_size", "200", "--max_length", "64"), 30,
          "measured: 29 min on the AMX Xeon of 2026-12-03 (bf16 for fenlei; the peer in fp32): 800 texts, one epoch, "
@@ -320,8 +325,6 @@ EXCLUDED: dict[str, str] = {
     "hf_peft_peer.py": "the HF Trainer + PEFT peer that decoder_train_speed.py runs itself; writes no results file",
     "int8_parts.py": "exploratory: prints a table for a bundle given by path, writes no results file",
     "profile_label_scoring.py": "exploratory: prints where label scoring's time goes, writes no results file",
-    # Merged after run_all was written: not steps yet (no --smoke budget); their commands are in their results.
-    "probe_layer_sweep.py": "not a step yet (no --smoke): one forward for several probe layers against one run per layer",
 }
 # Results files rendered in BENCHMARKS.md that no step reproduces, and why.
 NOT_REPRODUCED: dict[str, str] = {

@@ -154,3 +154,20 @@ def test_a_speed_target_between_collapsed_decodings_is_not_met() -> None:
     for scoring, free, met in ((0.5, 0.6, True), (1.0, 1.0, False), (0.5, None, False), (0.95, 0.5, False)):
         (row,) = render.rows_decoder([{**res, "label_scoring": decoding(scoring), "free_generation": decoding(free)}], {})
         assert row.met == [met] and ("collapsed" in row.measured) == (not met)
+
+
+def layer_sweep(difference: float) -> dict:
+    return {"benchmark": "probe_layer_sweep", "command": "python benchmarks/probe_layer_sweep.py", "date": "2026-12-04",
+            "machine": {"cpu": {"model": "test CPU", "flags": ["avx2"], "cores": 2}}, "torch_threads": 2,
+            "model": "packaged:minilm", "data": "train.jsonl", "texts": 100, "layers": [0.5, -1], "max_length": 64,
+            "batch_size": 16, "rounds": 2, "one_pass_seconds": 1.0, "per_layer_seconds": 1.8,
+            "one_pass_texts_per_s": 100.0, "per_layer_texts_per_s": 55.6, "speedup": 1.8,
+            "max_abs_feature_difference": difference}
+
+
+def test_layer_sweep_section_shows_both_routes_and_whether_the_features_agree() -> None:
+    text = render.render_probe_layer_sweep([layer_sweep(0.0)], {})
+    assert "| 1.00 | 100.0 |" in text and "| 1.80 | 55.6 |" in text and "are identical" in text
+    assert "NOT identical (largest difference 1.00e-03)" in render.render_probe_layer_sweep([layer_sweep(1e-3)], {})
+    (row,) = render.rows_probe_layer_sweep([layer_sweep(0.0)], {})
+    assert row.measured == "1.80x faster" and row.cpu.startswith("test CPU")

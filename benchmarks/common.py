@@ -102,6 +102,46 @@ def results_dir(smoke: bool) -> Path:
     return SMOKE_RESULTS if smoke else RESULTS
 
 
+# ---------------------------------------------------------------------------------------------------- service faults
+
+
+def maximal_body(limits: dict[str, Any]) -> dict[str, Any]:
+    """The largest /predict body the service admits (its /metadata ``limits``): max_items texts of max_chars each."""
+    word = "refund my card please "
+    text = (word * (limits["max_chars"] // len(word) + 1))[: limits["max_chars"]]
+    return {"texts": [text] * limits["max_items"]}
+
+
+def burst(url: str, body: dict[str, Any], clients: int, headers: dict[str, str] | None = None) -> tuple[dict[str, int], float]:
+    """``clients`` threads POST ``body`` to ``url`` at once: how many got each outcome (a status code, with
+    "+retry-after" when the header came, "timeout", or the transport error's name) and the seconds it took."""
+    import threading
+
+    import httpx
+
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        try:
+            r = httpx.post(url, json=body, headers=headers or {}, timeout=90)
+            outcome = f"{r.status_code}" + ("+retry-after" if "retry-after" in r.headers else "")
+        except httpx.TimeoutException:
+            outcome = "timeout"
+        except httpx.HTTPError as err:
+            outcome = type(err).__name__
+        with lock:
+            outcomes.append(outcome)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=call) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return {k: outcomes.count(k) for k in sorted(set(outcomes))}, time.perf_counter() - started
+
+
 # ---------------------------------------------------------------------------------------------------- smoke inputs
 
 

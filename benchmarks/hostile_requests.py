@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import machine, results_dir  # noqa: E402
+from benchmarks.common import burst, machine, maximal_body, results_dir  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "tests" / "fixtures" / "layout_v0" / "bundle"
@@ -287,30 +287,7 @@ def case_burst(t: Target, clients: int) -> tuple[str, bool]:
     import httpx
 
     limits = httpx.get(f"{t.url}/metadata", headers=t.auth(), timeout=10).json()["limits"]
-    word = "refund my card please "
-    text = (word * (limits["max_chars"] // len(word) + 1))[: limits["max_chars"]]
-    body = {"texts": [text] * limits["max_items"]}
-    outcomes: list[str] = []
-    lock = threading.Lock()
-
-    def call() -> None:
-        try:
-            r = httpx.post(f"{t.url}/predict", json=body, headers=t.auth(), timeout=90)
-            outcome = f"{r.status_code}" + ("+retry-after" if "retry-after" in r.headers else "")
-        except httpx.TimeoutException:
-            outcome = "timeout"
-        except httpx.TransportError as err:
-            outcome = type(err).__name__
-        with lock:
-            outcomes.append(outcome)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=call) for _ in range(clients)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    burst_s = time.perf_counter() - started
+    counts, burst_s = burst(f"{t.url}/predict", maximal_body(limits), clients, t.auth())
     latencies = []
     with httpx.Client(timeout=30, headers=t.auth()) as client:
         for _ in range(200):
@@ -319,7 +296,6 @@ def case_burst(t: Target, clients: int) -> tuple[str, bool]:
             latencies.append(time.perf_counter() - t0)
     latencies.sort()
     p99 = latencies[int(0.99 * len(latencies)) - 1]
-    counts = {k: outcomes.count(k) for k in sorted(set(outcomes))}
     ok = set(counts) <= {"200", "503+retry-after"} and p99 < 1.0
     return (f"{counts} in {burst_s:.1f} s; then 200 small requests p99 {1000 * p99:.0f} ms", ok)
 

@@ -1535,9 +1535,9 @@ Reproduce every figure with one command, `flock /tmp/fenlei_cpu.lock python benc
 the steps of [the table at the end](#reproducing) in their fixed order, each writing its results file, then this
 file re-rendered. It resumes (a finished step is skipped; a killed step restarts cleanly) and `--list` prints the
 plan with each step's expected duration. `--budget smoke` is the plumbing check of the same steps in minutes
-(tiny random models, small subsets; the 35 steps of 2026-12-03 took 1,276 s on the 2-core AVX2-only AMD EPYC
-family 25, no VNNI, bf16 or AMX; the 26 of 2026-12-02 took 455 s on an AMD EPYC with avx512_vnni and
-avx512_bf16): its results go to `benchmarks/results/smoke/` and
+(tiny random models, small subsets; the 38 steps of 2026-12-03 took 1,289 s on the 2-core AVX2-only AMD EPYC
+family 25, no VNNI, bf16 or AMX, 1,123 s of it for 34 steps in one call; the 26 of 2026-12-02 took 455 s on an AMD
+EPYC with avx512_vnni and avx512_bf16): its results go to `benchmarks/results/smoke/` and
 `benchmarks/results/smoke/BENCHMARKS.smoke.md`, every figure there marked smoke, never here.
 
 Sections come in a fixed order: training throughput and accuracy, numeric targets, decoder LMs as classifiers,

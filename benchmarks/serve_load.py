@@ -57,7 +57,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import machine, positive_int, results_dir  # noqa: E402
+from benchmarks.common import burst, machine, maximal_body, positive_int, results_dir  # noqa: E402
 from fenlei.io import atomic_write_json  # noqa: E402
 
 DEFAULT_BUNDLE = REPO / "tests" / "fixtures" / "layout_v0" / "bundle"
@@ -338,34 +338,10 @@ def model_costs(bundle: Path, texts: list[str], sizes: list[int], threads: list[
 
 def fault_burst(bundle: Path) -> dict[str, Any]:
     """64 clients at once, each with a maximal request: 200 or 503 + Retry-After, nothing else."""
-    import httpx
-
     service = Service(bundle, [])
     try:
         limits = json.loads(_get(service.port, "/metadata")[1])["limits"]
-        word = "refund my card please "
-        text = (word * (limits["max_chars"] // len(word) + 1))[: limits["max_chars"]]
-        body = {"texts": [text] * limits["max_items"]}
-        outcomes: list[str] = []
-        lock = threading.Lock()
-
-        def call() -> None:
-            try:
-                r = httpx.post(f"http://127.0.0.1:{service.port}/predict", json=body, timeout=90)
-                outcome = f"{r.status_code}" + ("+retry-after" if "retry-after" in r.headers else "")
-            except httpx.HTTPError as err:
-                outcome = type(err).__name__
-            with lock:
-                outcomes.append(outcome)
-
-        started = time.perf_counter()
-        threads = [threading.Thread(target=call) for _ in range(64)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - started
-        counts = {k: outcomes.count(k) for k in sorted(set(outcomes))}
+        counts, seconds = burst(f"http://127.0.0.1:{service.port}/predict", maximal_body(limits), 64)
         rejected = service.metric('fenlei_rejected_total{reason="queue_full"}')
     finally:
         service.stop()

@@ -42,7 +42,7 @@ def infer(*, probe: str, input: str, output: str, text_field: Optional[list[str]
     """
     from fenlei.probe.predictor import ProbePredictor
     from fenlei.probe.run import check_device
-    from fenlei.serving.infer import check_files, print_summary, write_predictions
+    from fenlei.serving.infer import check_files, predict_file
 
     input_path, output_path = Path(input), Path(output)
     check_files(input_path, output_path)
@@ -53,14 +53,8 @@ def infer(*, probe: str, input: str, output: str, text_field: Optional[list[str]
         raise OptionError(f"--max_chars must be >= 1, got {max_chars}")
     predictor = ProbePredictor(probe, model=model, device=device, num_threads=threads)
     fields = list(text_field or predictor.metadata["text_fields"])
-    max_chars = max_chars or predictor.max_chars
-    predictor.max_chars = max_chars
-    errors: list[str] = []
-    cut_lines: list[int] = []
-    n = write_predictions(predictor, input_path, output_path, fields, batch_size or predictor.batch_size, top_k,
-                          list(keep_fields), not no_progress, errors, max_chars, cut_lines)
-    print_summary(n, errors, output_path, cut_lines, input_path, max_chars)
-    return 1 if errors else 0
+    return predict_file(predictor, input_path, output_path, fields, batch_size or predictor.batch_size, top_k,
+                        keep_fields, not no_progress, max_chars)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

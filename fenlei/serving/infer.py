@@ -235,6 +235,20 @@ def write_predictions(predictor: TextPredictor, input_path: Path, output_path: P
     return n
 
 
+def predict_file(predictor: TextPredictor, input_path: Path, output_path: Path, fields: list[str], batch_size: int,
+                 top_k: int, keep_fields: Sequence[str], progress_bar: bool, max_chars: Optional[int]) -> int:
+    """``infer``'s whole run for any predictor (a bundle's, a probe's): the predictions written, the summary on
+    stderr; 0, or 1 when some rows were malformed (the output is still complete)."""
+    errors: list[str] = []
+    cut_lines: list[int] = []
+    max_chars = max_chars or predictor.max_chars
+    predictor.max_chars = max_chars  # the predictor's own cut (a safety net) must not undo a larger --max_chars
+    n = write_predictions(predictor, input_path, output_path, fields, batch_size, top_k, list(keep_fields),
+                          progress_bar, errors, max_chars, cut_lines)
+    print_summary(n, errors, output_path, cut_lines, input_path, max_chars)
+    return 1 if errors else 0
+
+
 def print_summary(n: int, errors: list[str], output_path: Path, cut_lines: Sequence[int] = (),
                   input_path: Optional[Path] = None, max_chars: int = 0) -> None:
     for line in errors[:50]:
@@ -280,14 +294,8 @@ def infer(*, bundle: str, input: str, output: str, text_field: Optional[list[str
         raise OptionError(f"--max_chars must be >= 1, got {max_chars}")
     predictor = BundlePredictor(bundle, precision=precision, intra_op_threads=threads)
     fields = list(text_field or predictor.metadata.get("text_fields") or ["text"])
-    errors: list[str] = []
-    cut_lines: list[int] = []
-    max_chars = max_chars or predictor.max_chars
-    predictor.max_chars = max_chars  # the predictor's own cut (a safety net) must not undo a larger --max_chars
-    n = write_predictions(predictor, input_path, output_path, fields, batch_size, top_k, list(keep_fields),
-                          not no_progress, errors, max_chars, cut_lines)
-    print_summary(n, errors, output_path, cut_lines, input_path, max_chars)
-    return 1 if errors else 0
+    return predict_file(predictor, input_path, output_path, fields, batch_size, top_k, keep_fields, not no_progress,
+                        max_chars)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

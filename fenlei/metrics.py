@@ -36,6 +36,19 @@ def macro_f1(y_true: Any, y_pred: Any, labels: Any = None) -> float:
     return float(f1_score(np.asarray(y_true), np.asarray(y_pred), labels=labels, average="macro", zero_division=0))
 
 
+def worst_class_f1(y_true: Any, y_pred: Any) -> float:
+    """The lowest per-class F1 over the classes that occur in ``y_true`` (negative ids, labels unseen in training,
+    are left out): the class a macro average hides. A class only ever predicted is not counted (its F1 is 0 by
+    definition and would say nothing about the classes the test set has)."""
+    from sklearn.metrics import f1_score
+
+    true = np.asarray(y_true)
+    present = sorted(int(c) for c in set(true.tolist()) if c >= 0)
+    if not present:
+        return 0.0
+    return float(f1_score(true, np.asarray(y_pred), labels=present, average=None, zero_division=0).min())
+
+
 def _1d(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
     array = np.asarray(values, dtype=dtype)
     if array.ndim != 1:

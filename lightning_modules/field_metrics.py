@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 
@@ -60,7 +59,8 @@ class FieldTally:
         return FieldTally.merge([part for part in parts if part is not None])
 
     def compute(self, names: list[str]) -> dict[str, Any]:
-        from fenlei.metrics import macro_f1
+        from fenlei.metrics import macro_f1, worst_class_f1
+        from fenlei.predictions import top_answer_share
 
         preds, targets = torch.cat(self.preds), torch.cat(self.targets)
         failed, halluc = torch.cat(self.failed), torch.cat(self.hallucinated)
@@ -74,8 +74,9 @@ class FieldTally:
                 "f1_macro": macro_f1(t, p, labels=classes) if classes else 0.0,
                 "parse_failure_rate": float(failed[:, k].float().mean()),
                 "hallucination_rate": float(halluc[:, k].float().mean()),
+                "worst_class_f1": worst_class_f1(t, p),
                 # A model that answers one value for nearly every text has learnt the prior, not the task.
-                "top_prediction_share": float(np.unique(p, return_counts=True)[1].max() / n) if n else 0.0,
+                "top_prediction_share": top_answer_share(p.tolist()) or 0.0,
             }
         first = out["fields"][names[0]]
         out.update(accuracy=first["accuracy"], f1_macro=first["f1_macro"],

@@ -163,13 +163,17 @@ class StandardisedHead:
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """Accuracy and macro-F1 (scikit-learn: over the classes present in y_true or y_pred)."""
+    """Accuracy, macro-F1 (scikit-learn: over the classes present in y_true or y_pred), the worst class's F1 (over
+    the classes of y_true) and the most frequent prediction's share (a collapsed head shows there)."""
     from sklearn.metrics import accuracy_score
 
-    from fenlei.metrics import macro_f1
+    from fenlei.metrics import macro_f1, worst_class_f1
+    from fenlei.predictions import top_answer_share
 
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "f1_macro": macro_f1(y_true, y_pred),
+        "worst_class_f1": worst_class_f1(y_true, y_pred),
+        "top_prediction_share": top_answer_share(np.asarray(y_pred).tolist()),
         "num_examples": int(len(y_true)),
     }

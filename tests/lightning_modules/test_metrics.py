@@ -25,3 +25,14 @@ def test_logged_macro_f1_is_fenleis_macro_f1(seed: int) -> None:
     logged = metrics.compute()
     assert float(logged["val/f1_macro"]) == pytest.approx(macro_f1(targets, preds), abs=1e-6)
     assert float(logged["val/acc"]) == pytest.approx(float(np.mean(preds == targets)), abs=1e-6)
+
+
+def test_worst_class_f1_is_the_lowest_over_the_test_classes() -> None:
+    from fenlei.metrics import worst_class_f1
+
+    # class 0: F1 1.0; class 1: precision 1/2, recall 1/1 -> 2/3; class 2 only predicted: not a test class.
+    assert worst_class_f1([0, 0, 1], [0, 0, 1]) == 1.0
+    assert abs(worst_class_f1([0, 0, 1, 0], [0, 0, 1, 1]) - 2 / 3) < 1e-9
+    assert worst_class_f1([0, 1], [0, 2]) == 0.0  # class 1 never found
+    assert worst_class_f1([0, 0, -1], [0, 0, 3]) == 1.0  # a label unseen in training (-1) is not a class here
+    assert worst_class_f1([-1], [0]) == 0.0

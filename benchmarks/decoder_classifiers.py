@@ -16,6 +16,10 @@ to ``--max_length`` tokens, ``--epochs`` epochs (default 1) for the two fine-tun
 object; label scoring decodes the fields in order, each conditioned on the values chosen before it, and is run
 twice: with constrained-decoding normalisation (the module default, ``label_scoring``) and with full-vocabulary
 normalisation (``label_scoring_vocab``); the 5x target is checked for each (``target``, ``target_vocab``).
+``--parts prefix`` adds prefix tuning of the same generative classifier (``--num_virtual_tokens`` key/value
+prefixes per layer, ``--prefix_lr``; label scoring only: ``prefix_label_scoring``). ``--label_maps`` remaps label
+values in the subset files, so every route sees the same fields (Endava's four urgency codes to three levels).
+Each route records accuracy, macro-F1, the worst class's F1 and the most frequent answer's share per field.
 Writes ``benchmarks/results/endava_tickets.json`` (atomically).
 """
 
@@ -26,6 +30,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -59,13 +64,20 @@ def stratified_subset(rows: list[dict], size: int, seed: int) -> list[dict]:
     return [rows[i] for i in picked]
 
 
-def write_subset(data: Path, out: Path, train_size: int, test_size: int, seed: int) -> dict[str, Any]:
+def remap(rows: list[dict], label_maps: dict[str, dict[str, str]]) -> list[dict]:
+    """``label_maps`` ``{field: {raw value: new value}}`` applied to every row (the rule of the prompt DataModule's
+    ``label_maps``: a raw value is matched as text; one the map does not name is kept)."""
+    return [{**r, **{f: m.get(str(r[f]), r[f]) for f, m in label_maps.items() if r.get(f) is not None}} for r in rows]
+
+
+def write_subset(data: Path, out: Path, train_size: int, test_size: int, seed: int,
+                 label_maps: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     from fenlei.io import atomic_write_text
 
     info = {}
     for split, size in (("train", train_size), ("test", test_size)):
         rows = [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines() if line.strip()]
-        sub = stratified_subset(rows, size, seed)
+        sub = remap(stratified_subset(rows, size, seed), label_maps or {})
         atomic_write_text(out / f"{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sub))
         counts: dict[str, int] = {}
         for r in sub:
@@ -103,7 +115,10 @@ def _trainer(run_dir: Path, args: argparse.Namespace) -> Any:
                       num_sanity_val_steps=0, max_steps=args.max_steps or -1, log_every_n_steps=10)
 
 
-def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespace,
+                   method: str = "lora") -> dict[str, Any]:
+    """The generative classifier with a LoRA adapter (label scoring, both normalisations, and free generation) or
+    prefix tuning (``method="prefix"``: label scoring only, at ``--prefix_lr``)."""
     from datamodules.prompt_classification import PromptClassificationDataModule
     from lightning_modules.generative_classifier import GenerativeClassifier
 
@@ -111,9 +126,12 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
     dm = PromptClassificationDataModule(tokenizer=model, data_dir=str(data_dir), val_file=None,
                                         label_fields=fields, field_names=names, max_length=args.max_length,
                                         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size)
+    prefix = method == "prefix"
     module = GenerativeClassifier(pretrained=model, num_classes=dm.num_classes, label_names=dm.label_names,
-                                  lora_r=16, lora_alpha=16, lr=args.lr, warmup=0.1,
-                                  test_decoding=["score", "generate"], max_new_tokens=args.max_new_tokens)
+                                  peft_method=method, lora_r=16, lora_alpha=16, num_virtual_tokens=args.num_virtual_tokens,
+                                  lr=args.prefix_lr if prefix else args.lr, warmup=0.1,
+                                  test_decoding=["score"] if prefix else ["score", "generate"],
+                                  max_new_tokens=args.max_new_tokens)
     trainer = _trainer(run_dir, args)
     adapter = run_dir / "adapter"
     previous: dict[str, Any] = {}
@@ -122,7 +140,8 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
         from peft import load_peft_weights, set_peft_model_state_dict
 
         set_peft_model_state_dict(module.model, load_peft_weights(str(adapter)))
-        previous = json.loads(Path(args.out).read_text()).get("generative_lora", {}) if Path(args.out).is_file() else {}
+        key = "generative_prefix" if prefix else "generative_lora"
+        previous = json.loads(Path(args.out).read_text()).get(key, {}) if Path(args.out).is_file() else {}
         train_seconds = previous.get("train_seconds")
     else:
         start = time.perf_counter()
@@ -131,10 +150,10 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
         module.save_adapter(adapter)
     trainer.test(module, dm, verbose=False)  # label scoring (constrained-decoding normalisation) and generation
     results = module.compute_metrics("test")
-    # Label scoring once more with full-vocabulary normalisation (log p under the LM; more positions, whole head).
-    module.hparams.label_normalisation, module.hparams.test_decoding = "vocab", ["score"]
-    trainer.test(module, dm, verbose=False)
-    results["score_vocab"] = module.compute_metrics("test")["score"]
+    if not prefix:  # label scoring once more with full-vocabulary normalisation (log p under the LM; whole head)
+        module.hparams.label_normalisation, module.hparams.test_decoding = "vocab", ["score"]
+        trainer.test(module, dm, verbose=False)
+        results["score_vocab"] = module.compute_metrics("test")["score"]
     prompt = dm.prompt_text("<text>")
     return {"results": results, "train_seconds": None if train_seconds is None else round(train_seconds, 1),
             "train_examples_per_s": round(args.epochs * len(dm.datasets["train"]) / train_seconds, 2) if "train" in dm.datasets else
@@ -182,10 +201,11 @@ def run_seqcls(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespa
     return report
 
 
-def summarise(gen: dict[str, Any]) -> dict[str, Any]:
+def summarise(gen: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The decodings of one generative run under their results keys (``prefix``: "prefix_" for prefix tuning)."""
     out = {}
-    for key, name in (("score", "label_scoring"), ("score_vocab", "label_scoring_vocab"),
-                      ("generate", "free_generation")):
+    for key, name in (("score", f"{prefix}label_scoring"), ("score_vocab", f"{prefix}label_scoring_vocab"),
+                      ("generate", f"{prefix}free_generation")):
         res = gen["results"].get(key)
         if res is None:
             continue
@@ -210,7 +230,14 @@ def main() -> None:
     p.add_argument("--epochs", type=positive_int, default=1, help="training epochs of the generative and seq-cls routes")
     p.add_argument("--max_steps", type=int, default=0, help="cap on training steps (0: --epochs full epochs)")
     p.add_argument("--probe_layer", default="0.5")
-    p.add_argument("--parts", nargs="+", default=["probe", "generative", "seqcls"])
+    p.add_argument("--parts", nargs="+", default=["probe", "generative", "seqcls"],
+                   choices=["probe", "generative", "seqcls", "prefix"],
+                   help="routes to run (prefix: prefix tuning of the generative classifier, label scoring)")
+    p.add_argument("--prefix_lr", type=float, default=1e-2, help="learning rate of the prefix-tuning route")
+    p.add_argument("--num_virtual_tokens", type=positive_int, default=16, help="prefix length of the prefix-tuning route")
+    p.add_argument("--label_maps", type=json.loads, default=None,
+                   help='JSON {field: {raw value: new value}} applied to the subset, e.g. Endava urgency to three '
+                        'levels: \'{"urgency": {"0": "high", "1": "high", "2": "medium", "3": "low"}}\'')
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=None, help="results file (default benchmarks/results/<benchmark>.json)")
@@ -235,10 +262,10 @@ def main() -> None:
     previous = json.loads(Path(args.out).read_text()) if args.reuse_adapter and Path(args.out).is_file() else {}
     result: dict[str, Any] = {**previous,
         "benchmark": preset["benchmark"], "model": args.model,
-        "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py " + " ".join(sys.argv[1:]),
+        "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py " + shlex.join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"), "machine": machine(), "smoke": args.smoke,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
-        "subset": write_subset(preset["data"], data_dir, args.train_size, args.test_size, args.seed),
+        "subset": write_subset(preset["data"], data_dir, args.train_size, args.test_size, args.seed, args.label_maps),
     }
     if previous.get("command"):  # --reuse_adapter: the probe / seq-cls figures and the adapter came from this run
         result["trained_by"] = previous.get("trained_by", previous["command"])
@@ -277,7 +304,12 @@ def main() -> None:
     if "seqcls" in args.parts:
         result["seqcls_lora"] = run_seqcls(args.model, data_dir, work / "seqcls", args)
         save()
-    keys = ("label_scoring", "label_scoring_vocab", "free_generation", "target", "target_vocab")
+    if "prefix" in args.parts:
+        gen = run_generative(args.model, data_dir, work / "prefix", args, method="prefix")
+        result["generative_prefix"] = {k: v for k, v in gen.items() if k != "results"}
+        result.update(summarise(gen, prefix="prefix_"))
+        save()
+    keys = ("label_scoring", "label_scoring_vocab", "free_generation", "prefix_label_scoring", "target", "target_vocab")
     print(json.dumps({k: result[k] for k in keys if k in result}, indent=1))
     print(f"wrote {out}")
 

@@ -171,3 +171,35 @@ def test_layer_sweep_section_shows_both_routes_and_whether_the_features_agree() 
     assert "NOT identical (largest difference 1.00e-03)" in render.render_probe_layer_sweep([layer_sweep(1e-3)], {})
     (row,) = render.rows_probe_layer_sweep([layer_sweep(0.0)], {})
     assert row.measured == "1.80x faster" and row.cpu.startswith("test CPU")
+
+
+def decoder_result(scoring_acc: float, scoring_f1: float, share: float | None) -> dict:
+    probe_heads = {"logreg": {"accuracy": 0.80, "f1_macro": 0.60, "worst_class_f1": 0.2},
+                   "mlp": {"accuracy": 0.78, "f1_macro": 0.70, "worst_class_f1": 0.3}}
+    first = {"accuracy": scoring_acc, "f1_macro": scoring_f1, "worst_class_f1": 0.1, "parse_failure_rate": 0.0,
+             "hallucination_rate": 0.0, "top_prediction_share": share}
+    scoring = {"accuracy": scoring_acc, "f1_macro": scoring_f1, "parse_failure_rate": 0.0, "hallucination_rate": 0.0,
+               "examples_per_s": 5.0, "fields": {"category": first}}
+    return {"benchmark": "online_shopping", "model": "m", "date": "2026-12-04", "command": "python x.py",
+            "machine": {"cpu": {"model": "test CPU", "flags": ["avx2"], "cores": 2}}, "settings": {"max_length": 64, "lr": 3e-4, "batch_size": 8},
+            "subset": {"train": {"rows": 10, "of": 20}, "test": {"rows": 5, "of": 9, "category_counts": {"a": 3, "b": 2}}},
+            "label_scoring": scoring, "prefix_label_scoring": {**scoring, "accuracy": 0.5},
+            "linear_probe": {"category": {"layer": 0.5, "pooling": "mean", "heads": probe_heads,
+                                          "extraction": {"test": {"examples_per_s": 9.0}}}}}
+
+
+def test_generative_route_is_judged_against_the_best_probe() -> None:
+    # best probe by accuracy: logreg 80.0% / F1 60.0%
+    for acc, f1, share, met in ((0.79, 0.61, 0.3, True), (0.77, 0.61, 0.3, False), (0.79, 0.59, 0.3, False),
+                                (0.80, 0.65, 0.95, False), (0.80, 0.65, None, False)):
+        row = [r for r in render.rows_decoder([decoder_result(acc, f1, share)], {}) if r.key == "generative_vs_probe"]
+        assert len(row) == 1 and row[0].met == [met], (acc, f1, share)
+        assert "(probe logreg)" in row[0].measured
+
+
+def test_decoder_table_has_every_route_with_worst_class_f1_and_the_collapse_flag() -> None:
+    text = render.render_decoder_benchmark([decoder_result(0.7, 0.5, 0.95)], {})
+    assert "| prefix tuning, label scoring | 50.00% |" in text
+    assert "| worst-class F1 |" in text and "95.00% **collapsed**" in text
+    assert "| linear probe (mlp, layer 0.5, mean pooling) | 78.00% | 70.00% | 30.00% |" in text
+    assert "prefix tuning, label scoring | probe (logreg) |" in text  # the per-field table has the prefix column

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -41,7 +42,6 @@ def main() -> int:
     if args.smoke:
         args.model, args.data = str(smoke_encoder()), str(smoke_data("banking77") / "train.jsonl")
         args.texts, args.rounds = min(args.texts, 60), 1
-        args.model, args.data = (str(Path(v).relative_to(REPO)) for v in (args.model, args.data))
 
     import numpy as np
     import torch
@@ -77,7 +77,8 @@ def main() -> int:
         "smoke": args.smoke,
         "machine": machine(),
         "torch_threads": args.threads,
-        "model": args.model, "data": args.data, "texts": len(texts), "layers": layers, "max_length": args.max_length,
+        "model": os.path.relpath(args.model, REPO) if Path(args.model).exists() else args.model,
+        "data": os.path.relpath(args.data, REPO), "texts": len(texts), "layers": layers, "max_length": args.max_length,
         "batch_size": args.batch_size, "rounds": args.rounds,
         "seconds": times,
         "one_pass_seconds": round(one, 3), "per_layer_seconds": round(separate, 3),

@@ -241,6 +241,8 @@ def main() -> None:
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=None, help="results file (default benchmarks/results/<benchmark>.json)")
+    p.add_argument("--work_dir", default=None, help="subset files and adapters (default benchmarks/work/decoder_<dataset>; "
+                   "--smoke: under benchmarks/work/smoke/)")
     p.add_argument("--reuse_adapter", action="store_true", help="evaluate the adapter saved by an earlier run")
     p.add_argument("--smoke", action="store_true", help="plumbing check: tiny decoder, tiny subset, results in "
                    "benchmarks/results/smoke/")
@@ -257,14 +259,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed)
-    work = SMOKE_WORK / preset["work"].name if args.smoke else preset["work"]
+    work = Path(args.work_dir) if args.work_dir else SMOKE_WORK / preset["work"].name if args.smoke else preset["work"]
     data_dir = work / "data"
     previous = json.loads(Path(args.out).read_text()) if args.reuse_adapter and Path(args.out).is_file() else {}
     result: dict[str, Any] = {**previous,
         "benchmark": preset["benchmark"], "model": args.model,
         "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py " + shlex.join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"), "machine": machine(), "smoke": args.smoke,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "work_dir")},
         "subset": write_subset(preset["data"], data_dir, args.train_size, args.test_size, args.seed, args.label_maps),
     }
     if previous.get("command"):  # --reuse_adapter: the probe / seq-cls figures and the adapter came from this run

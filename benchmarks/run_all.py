@@ -94,6 +94,10 @@ E5_EXPORT = ("--no_static", "--max_size_mb", "60", "--force_export", "--export_a
 E5_SMOKE_DROP = ("--vocab_scripts", "--embedding_quantization")
 E5_NOTE = "smoke: exported without --vocab_scripts/--embedding_quantization (the tiny BERT's fused graph has no plain word Gather)"
 
+# Endava's four urgency codes as the three levels of the prior work (configs/decoder/gemma3_270m_multifield.yaml).
+# Braces doubled: every argument goes through str.format (the {runs}/{work}/{results} names).
+URGENCY_3_LEVELS = json.dumps({"urgency": {"0": "high", "1": "high", "2": "medium", "3": "low"}}).replace("{", "{{").replace("}", "}}")
+
 STEPS: tuple[Step, ...] = (
     Step("smoke_fixtures", ("benchmarks/common.py",), 0, "smoke only", full=False, smoke=(),
          outputs=("{smoke}/models/encoder/config.json", "{smoke}/models/decoder/config.json"),
@@ -129,6 +133,25 @@ STEPS: tuple[Step, ...] = (
          "estimated: online_shopping.json's LoRA generative training 478 s, LoRA seq-cls 90 s, probe 103 s, plus three "
          "decoding passes over 200 test reviews", results=("online_shopping.json",),
          clean=("{work}/decoder_online_shopping",)),
+    # Issue 15's real budgets: every route (probe, LoRA seq-cls, LoRA generative, prefix tuning), all of Endava's
+    # training tickets with urgency in three levels, 5,000 online_shopping reviews; their own results and work
+    # folders, so that the subset figures above stay what their commands made until these have run.
+    Step("endava_tickets_full", ("benchmarks/decoder_classifiers.py", "--train_size", "4327", "--test_size", "1000",
+                                 "--max_length", "64", "--epochs", "3", "--parts", "probe", "generative", "seqcls",
+                                 "prefix", "--label_maps", URGENCY_3_LEVELS, "--out",
+                                 "{results}/endava_tickets_full.json", "--work_dir", "{work}/decoder_endava_full"), 600,
+         "estimated from endava_tickets.json (fp32, AVX2): LoRA generative 1.2 s per training text-epoch (13,000 "
+         "here: 4.3 h), prefix tuning about as long, seq-cls 0.2 s (45 min), then label scoring twice and free "
+         "generation over 1,000 test tickets (about 30 min); with native bf16 about half",
+         results=("endava_tickets_full.json",), clean=("{work}/decoder_endava_full",)),
+    Step("online_shopping_full", ("benchmarks/decoder_classifiers.py", "--dataset", "online_shopping", "--train_size",
+                                  "5000", "--test_size", "1000", "--max_length", "64", "--parts", "probe", "generative",
+                                  "seqcls", "prefix", "--out", "{results}/online_shopping_full.json", "--work_dir",
+                                  "{work}/decoder_online_shopping_full"), 260,
+         "estimated from online_shopping.json (one epoch): LoRA generative 1.2 s per training text (100 min), prefix "
+         "tuning about as long, seq-cls 0.23 s (19 min), the probe's features of 6,000 texts (8 min), decodings of "
+         "1,000 test reviews (about 22 min)",
+         results=("online_shopping_full.json",), clean=("{work}/decoder_online_shopping_full",)),
     # The probe-first cascade at the script's own subset size (600 train / 300 test texts, one epoch of the LoRA
     # reviewer): a results file per dataset, so that each step has its own stamp.
     Step("cascade_endava", ("benchmarks/cascade.py", "--dataset", "endava", "--out", "{results}/cascade_endava.json"),

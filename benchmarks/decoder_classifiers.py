@@ -70,6 +70,17 @@ def remap(rows: list[dict], label_maps: dict[str, dict[str, str]]) -> list[dict]
     return [{**r, **{f: m.get(str(r[f]), r[f]) for f, m in label_maps.items() if r.get(f) is not None}} for r in rows]
 
 
+def label_maps_arg(text: str) -> dict[str, dict[str, str]]:
+    """``--label_maps``: a JSON object of objects, ``{field: {raw value: new value}}`` (values read as text)."""
+    try:
+        maps = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg} at character {err.pos})") from None
+    if not isinstance(maps, dict) or not all(isinstance(m, dict) for m in maps.values()):
+        raise argparse.ArgumentTypeError('must be a JSON object of objects, {field: {raw value: new value}}')
+    return {str(f): {str(k): str(v) for k, v in m.items()} for f, m in maps.items()}
+
+
 def write_subset(data: Path, out: Path, train_size: int, test_size: int, seed: int,
                  label_maps: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     from fenlei.io import atomic_write_text
@@ -235,7 +246,7 @@ def main() -> None:
                    help="routes to run (prefix: prefix tuning of the generative classifier, label scoring)")
     p.add_argument("--prefix_lr", type=float, default=1e-2, help="learning rate of the prefix-tuning route")
     p.add_argument("--num_virtual_tokens", type=positive_int, default=16, help="prefix length of the prefix-tuning route")
-    p.add_argument("--label_maps", type=json.loads, default=None,
+    p.add_argument("--label_maps", type=label_maps_arg, default=None,
                    help='JSON {field: {raw value: new value}} applied to the subset, e.g. Endava urgency to three '
                         'levels: \'{"urgency": {"0": "high", "1": "high", "2": "medium", "3": "low"}}\'')
     p.add_argument("--threads", type=positive_int, default=2)
@@ -248,6 +259,9 @@ def main() -> None:
                    "benchmarks/results/smoke/")
     args = p.parse_args()
     preset = DATASETS[args.dataset]
+    unknown = sorted(set(args.label_maps or {}) - set(preset["fields"]))
+    if unknown:
+        p.error(f"--label_maps: field(s) {unknown} are not label fields of {args.dataset} {preset['fields']}")
     if args.smoke:
         args.model = args.model or str(smoke_decoder())
         args.train_size, args.test_size, args.max_length = min(args.train_size, 40), min(args.test_size, 16), min(args.max_length, 16)

@@ -460,9 +460,14 @@ def is_collapsed(r: dict[str, Any]) -> bool:
     return share is not None and share > COLLAPSED_SHARE
 
 
-def decoder_routes(res: Res) -> list[tuple[str, str, dict[str, Any], dict[str, Any], str]]:
-    """Every route of a decoder_classifiers results file: (key, label, first-field figures, first field's own
-    record (worst-class F1, answer share), inference speed text)."""
+def first_field(decoding: dict[str, Any]) -> dict[str, Any]:
+    """A generative decoding's record of its first label field (worst-class F1, answer share); {} when it has none."""
+    return next(iter((decoding.get("fields") or {}).values()), {})
+
+
+def decoder_routes(res: Res) -> list[tuple[str, dict[str, Any], dict[str, Any], str]]:
+    """Every route of a decoder_classifiers results file: (label, first-field figures, first field's own record
+    (worst-class F1, answer share), inference speed text)."""
     routes = []
     for key, label in (("label_scoring", "LoRA generative, label scoring (constrained-decoding normalisation)"),
                        ("label_scoring_vocab", "LoRA generative, label scoring (full-vocabulary normalisation)"),
@@ -470,17 +475,15 @@ def decoder_routes(res: Res) -> list[tuple[str, str, dict[str, Any], dict[str, A
                        ("prefix_label_scoring", "prefix tuning, label scoring")):
         if key in res:
             r = res[key]
-            first = next(iter(r["fields"].values()), {}) if r.get("fields") else {}
-            routes.append((key, label, r, first, num(r["examples_per_s"], 2)))
+            routes.append((label, r, first_field(r), num(r["examples_per_s"], 2)))
     if "seqcls_lora" in res:
         r = res["seqcls_lora"]
-        routes.append(("seqcls_lora", "LoRA sequence classification", r, r, num(r["examples_per_s"], 2)))
+        routes.append(("LoRA sequence classification", r, r, num(r["examples_per_s"], 2)))
     probe = res.get("linear_probe", {}).get("category")
     if probe:
         speed = f"{num(probe['extraction']['test']['examples_per_s'], 2)} (feature extraction)"
         for head, r in probe["heads"].items():
-            routes.append((f"probe_{head}", f"linear probe ({head}, layer {probe['layer']}, {probe['pooling']} pooling)",
-                           r, r, speed))
+            routes.append((f"linear probe ({head}, layer {probe['layer']}, {probe['pooling']} pooling)", r, r, speed))
     return routes
 
 
@@ -502,7 +505,7 @@ def render_decoder_benchmark(runs: list[Res], ctx: Res) -> str:
                 "texts (the accuracy of always answering it).", ""]
     out += ["| route | category accuracy | category macro-F1 | worst-class F1 | parse failures | hallucinations | "
             "most frequent answer | examples/s (inference) |", "|---|---|---|---|---|---|---|---|"]
-    for _key, label, r, first, speed in decoder_routes(res):
+    for label, r, first, speed in decoder_routes(res):
         out.append(f"| {label} | {pct(r['accuracy'])} | {pct(r['f1_macro'])} | {pct_or_dash(first.get('worst_class_f1'))} | "
                    f"{pct_or_dash(r.get('parse_failure_rate'))} | {pct_or_dash(r.get('hallucination_rate'))} | "
                    f"{share_text(first.get('top_prediction_share'))} | {speed} |")
@@ -579,8 +582,7 @@ def generative_vs_probe(res: Res) -> tuple[str, bool] | None:
     if not scoring or not heads:
         return None
     head, best = max(heads.items(), key=lambda kv: (kv[1]["accuracy"], kv[1]["f1_macro"]))
-    first = next(iter(scoring["fields"].values()), {})
-    share = first.get("top_prediction_share")
+    share = first_field(scoring).get("top_prediction_share")
     collapsed = share is None or share > COLLAPSED_SHARE
     met = scoring["accuracy"] >= best["accuracy"] - 0.02 and scoring["f1_macro"] >= best["f1_macro"] and not collapsed
     flag = ("; share not recorded" if share is None else f"; answers {share_text(share)}") if collapsed else ""
@@ -594,8 +596,7 @@ def collapsed_decodings(res: Res, target_key: str) -> list[str]:
     scoring = "label_scoring_vocab" if target_key == "target_vocab" else "label_scoring"
     out = []
     for key, name in ((scoring, "label scoring"), ("free_generation", "free generation")):
-        fields = (res.get(key) or {}).get("fields") or {}
-        share = next(iter(fields.values()), {}).get("top_prediction_share") if fields else None
+        share = first_field(res.get(key) or {}).get("top_prediction_share")
         if share is None or share > COLLAPSED_SHARE:
             out.append(f"{name} {'share not recorded' if share is None else pct(share)}")
     return out
@@ -1075,8 +1076,8 @@ def render_probe_layer_sweep(runs: list[Res], ctx: Res) -> str:
     """benchmarks/probe_layer_sweep.py: the probe's features of several layers from one forward against one per layer."""
     res = runs[-1]
     n = res["texts"]
-    same = "identical" if res.get("identical", res["max_abs_feature_difference"] == 0.0) else \
-        f"NOT identical (largest difference {res['max_abs_feature_difference']:.2e})"
+    diff = res["max_abs_feature_difference"]
+    same = "identical" if diff == 0.0 else f"NOT identical (largest difference {diff:.2e})"
     return "\n".join([
         f"Command: `{res['command']}`  ",
         f"Date: {res['date']}; CPU: {cpu_of(res)}; {res['torch_threads']} torch threads.  ",

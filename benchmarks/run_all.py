@@ -95,8 +95,7 @@ E5_SMOKE_DROP = ("--vocab_scripts", "--embedding_quantization")
 E5_NOTE = "smoke: exported without --vocab_scripts/--embedding_quantization (the tiny BERT's fused graph has no plain word Gather)"
 
 # Endava's four urgency codes as the three levels of the prior work (configs/decoder/gemma3_270m_multifield.yaml).
-# Braces doubled: every argument goes through str.format (the {runs}/{work}/{results} names).
-URGENCY_3_LEVELS = json.dumps({"urgency": {"0": "high", "1": "high", "2": "medium", "3": "low"}}).replace("{", "{{").replace("}", "}}")
+URGENCY_3_LEVELS = json.dumps({"urgency": {"0": "high", "1": "high", "2": "medium", "3": "low"}})
 
 STEPS: tuple[Step, ...] = (
     Step("smoke_fixtures", ("benchmarks/common.py",), 0, "smoke only", full=False, smoke=(),
@@ -386,8 +385,11 @@ class Paths:
         return self.root / "benchmarks" / "work" / "run_all" / self.budget
 
     def expand(self, text: str) -> str:
+        # Only these four names are replaced (not str.format): an argument may hold other braces, such as JSON.
         names = {"runs": self.runs, "work": self.work, "results": self.results, "smoke": self.smoke}
-        return text.format(**{k: os.path.relpath(v, self.root) for k, v in names.items()})
+        for name, path in names.items():
+            text = text.replace("{" + name + "}", os.path.relpath(path, self.root))
+        return text
 
     def rendered(self) -> Path:
         return self.results / "BENCHMARKS.smoke.md" if self.budget == "smoke" else self.root / "BENCHMARKS.md"

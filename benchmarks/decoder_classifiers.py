@@ -20,7 +20,11 @@ normalisation (``label_scoring_vocab``); the 5x target is checked for each (``ta
 prefixes per layer, ``--prefix_lr``; label scoring only: ``prefix_label_scoring``). ``--label_maps`` remaps label
 values in the subset files, so every route sees the same fields (Endava's four urgency codes to three levels).
 Each route records accuracy, macro-F1, the worst class's F1 and the most frequent answer's share per field.
-Writes ``benchmarks/results/endava_tickets.json`` (atomically).
+Writes ``benchmarks/results/endava_tickets.json`` (atomically) after every route, with ``"complete": false`` until
+the last one. A killed run resumes when started again with the same settings: finished routes are kept, and a route
+cut short continues from its last epoch checkpoint (``<work>/<route>/checkpoints/last.ckpt``: adapter, optimizer,
+loop and RNG states, so the epochs that follow are the ones an uninterrupted run trains); ``train_seconds`` sums
+the finished epochs of every session. A run interrupted on another CPU, or ``--restart``, starts over.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ DATASETS: dict[str, dict[str, Any]] = {
                         "names": {"label": "category", "sentiment": "sentiment"}, "benchmark": "online_shopping",
                         "work": WORK / "decoder_online_shopping"},
 }
+
+# The results key each route writes last: its presence marks the route finished.
+ROUTE_KEYS = {"probe": "linear_probe", "generative": "generative_lora", "seqcls": "seqcls_lora",
+              "prefix": "generative_prefix"}
 
 
 def stratified_subset(rows: list[dict], size: int, seed: int) -> list[dict]:
@@ -118,16 +126,37 @@ def run_probe(model: str, data_dir: Path, args: argparse.Namespace) -> dict[str,
     return out
 
 
-def _trainer(run_dir: Path, args: argparse.Namespace) -> Any:
+def _trainer(run_dir: Path, args: argparse.Namespace) -> tuple[Any, Any]:
+    """A trainer that writes ``run_dir/checkpoints/last.ckpt`` after every epoch (adapter, optimizer, loops and
+    RNG states: fenlei's exact-resume callbacks), and its :class:`~fenlei.training.callbacks.EpochClock`."""
     import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    return pl.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      default_root_dir=str(run_dir), enable_progress_bar=False, limit_val_batches=0,
-                      num_sanity_val_steps=0, max_steps=args.max_steps or -1, log_every_n_steps=10)
+    from fenlei.training.callbacks import AtomicCheckpointIO, EpochClock, RngStateCallback
+
+    clock = EpochClock()
+    last = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", monitor=None, save_top_k=1,
+                           save_on_train_epoch_end=True, enable_version_counter=False)
+    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, callbacks=[clock, RngStateCallback(), last],
+                         plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir), enable_progress_bar=False,
+                         limit_val_batches=0, num_sanity_val_steps=0, max_steps=args.max_steps or -1, log_every_n_steps=10)
+    return trainer, clock
+
+
+def fit_resuming(trainer: Any, module: Any, dm: Any, run_dir: Path, resume: bool) -> None:
+    """``trainer.fit``, continued from ``run_dir/checkpoints/last.ckpt`` when this run resumes an interrupted one
+    (the epochs already trained are not trained again); otherwise an earlier run's checkpoint is removed first."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume and last.is_file():
+        print(f"resuming {run_dir.name} from {last}", flush=True)
+        trainer.fit(module, dm, ckpt_path=str(last))
+        return
+    last.unlink(missing_ok=True)
+    trainer.fit(module, dm)
 
 
 def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespace,
-                   method: str = "lora") -> dict[str, Any]:
+                   method: str = "lora", resume: bool = False) -> dict[str, Any]:
     """The generative classifier with a LoRA adapter (label scoring, both normalisations, and free generation) or
     prefix tuning (``method="prefix"``: label scoring only, at ``--prefix_lr``)."""
     from datamodules.prompt_classification import PromptClassificationDataModule
@@ -143,7 +172,7 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
                                   lr=args.prefix_lr if prefix else args.lr, warmup=0.1,
                                   test_decoding=["score"] if prefix else ["score", "generate"],
                                   max_new_tokens=args.max_new_tokens)
-    trainer = _trainer(run_dir, args)
+    trainer, clock = _trainer(run_dir, args)
     adapter = run_dir / "adapter"
     previous: dict[str, Any] = {}
     if args.reuse_adapter and (adapter / "adapter_config.json").is_file():
@@ -155,9 +184,8 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
         previous = json.loads(Path(args.out).read_text()).get(key, {}) if Path(args.out).is_file() else {}
         train_seconds = previous.get("train_seconds")
     else:
-        start = time.perf_counter()
-        trainer.fit(module, dm)
-        train_seconds = time.perf_counter() - start
+        fit_resuming(trainer, module, dm, run_dir, resume)
+        train_seconds = clock.seconds
         module.save_adapter(adapter)
     trainer.test(module, dm, verbose=False)  # label scoring (constrained-decoding normalisation) and generation
     results = module.compute_metrics("test")
@@ -178,7 +206,7 @@ def run_generative(model: str, data_dir: Path, run_dir: Path, args: argparse.Nam
             "prompt_template": prompt, "mean_prompt_tokens": round(sum(dm.datasets["test"].lengths) / len(dm.datasets["test"]), 1)}
 
 
-def run_seqcls(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_seqcls(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespace, resume: bool = False) -> dict[str, Any]:
     import torch
 
     from datamodules.text_classification import TextClassificationDataModule
@@ -189,10 +217,9 @@ def run_seqcls(model: str, data_dir: Path, run_dir: Path, args: argparse.Namespa
                                       eval_batch_size=args.eval_batch_size)
     module = DecoderSequenceClassifier(pretrained=model, num_classes=dm.num_classes, label_names=dm.label_names,
                                        class_counts=dm.class_counts, lr=args.lr, warmup=0.1)
-    trainer = _trainer(run_dir, args)
-    start = time.perf_counter()
-    trainer.fit(module, dm)
-    train_seconds = time.perf_counter() - start
+    trainer, clock = _trainer(run_dir, args)
+    fit_resuming(trainer, module, dm, run_dir, resume)
+    train_seconds = clock.seconds
     dm.setup("test")
     module.eval()
     preds, targets, seconds = [], [], 0.0
@@ -255,6 +282,8 @@ def main() -> None:
     p.add_argument("--work_dir", default=None, help="subset files and adapters (default benchmarks/work/decoder_<dataset>; "
                    "--smoke: under benchmarks/work/smoke/)")
     p.add_argument("--reuse_adapter", action="store_true", help="evaluate the adapter saved by an earlier run")
+    p.add_argument("--restart", action="store_true", help="start over even where an interrupted run of the same "
+                   "settings left finished routes and epoch checkpoints (by default they are resumed)")
     p.add_argument("--smoke", action="store_true", help="plumbing check: tiny decoder, tiny subset, results in "
                    "benchmarks/results/smoke/")
     args = p.parse_args()
@@ -275,15 +304,29 @@ def main() -> None:
     pl.seed_everything(args.seed)
     work = Path(args.work_dir) if args.work_dir else SMOKE_WORK / preset["work"].name if args.smoke else preset["work"]
     data_dir = work / "data"
-    previous = json.loads(Path(args.out).read_text()) if args.reuse_adapter and Path(args.out).is_file() else {}
+    earlier = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "work_dir", "restart")}
+    # An interrupted run of the same settings (its results file says so) is continued: finished routes are kept,
+    # a route cut short goes on from its last epoch checkpoint. A finished results file is never resumed.
+    resume = not args.restart and earlier.get("complete") is False and earlier.get("settings") == settings
+    here = machine()
+    if resume and (earlier.get("machine") or {}).get("cpu") != here["cpu"]:
+        # Speed figures (training samples/s summed over the sessions) must name one CPU.
+        print(f"not resuming {args.out}: it ran on another CPU ({(earlier.get('machine') or {}).get('cpu')}); "
+              "starting over", flush=True)
+        resume = False
+    previous = earlier if args.reuse_adapter or resume else {}
+    if resume:
+        done = [key for key in ROUTE_KEYS.values() if key in earlier]
+        print(f"resuming the interrupted run in {args.out} (finished: {', '.join(done) or 'none'})", flush=True)
     result: dict[str, Any] = {**previous,
         "benchmark": preset["benchmark"], "model": args.model,
         "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py " + shlex.join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"), "machine": machine(), "smoke": args.smoke,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "work_dir")},
+        "date": time.strftime("%Y-%m-%d"), "machine": here, "smoke": args.smoke,
+        "settings": settings, "complete": False,
         "subset": write_subset(preset["data"], data_dir, args.train_size, args.test_size, args.seed, args.label_maps),
     }
-    if previous.get("command"):  # --reuse_adapter: the probe / seq-cls figures and the adapter came from this run
+    if args.reuse_adapter and previous.get("command"):  # the probe / seq-cls figures and the adapter came from it
         result["trained_by"] = previous.get("trained_by", previous["command"])
     out = Path(args.out)
 
@@ -292,10 +335,13 @@ def main() -> None:
 
         atomic_write_text(out, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
 
-    if "probe" in args.parts:
+    def pending(part: str) -> bool:
+        return part in args.parts and not (resume and ROUTE_KEYS[part] in result)
+
+    if pending("probe"):
         result["linear_probe"] = run_probe(args.model, data_dir, args)
         save()
-    if "generative" in args.parts:
+    if pending("generative"):
         result["speed_note"] = (
             f"Speed: every decoding is timed batch by batch (batch {args.eval_batch_size}) in a test loop after "
             "training (label scoring with constrained-decoding normalisation and free generation in one loop, "
@@ -304,7 +350,7 @@ def main() -> None:
             "over each text's own tokens (later fields: the chosen value's closing quote and the next opener) and "
             "the field's label tree; free generation runs greedy `model.generate` on each full prompt and parses "
             f"the JSON (at most {args.max_new_tokens} new tokens).")
-        gen = run_generative(args.model, data_dir, work / "generative", args)
+        gen = run_generative(args.model, data_dir, work / "generative", args, resume=resume)
         result["generative_lora"] = {k: v for k, v in gen.items() if k != "results"}
         result.update(summarise(gen))
         definition = "label scoring >= 5x the examples/s of free generation at equal or better first-field accuracy"
@@ -317,14 +363,16 @@ def main() -> None:
                                   "met": bool(speedup >= 5 and ls["accuracy"] >= fg["accuracy"]),
                                   "definition": definition}
         save()
-    if "seqcls" in args.parts:
-        result["seqcls_lora"] = run_seqcls(args.model, data_dir, work / "seqcls", args)
+    if pending("seqcls"):
+        result["seqcls_lora"] = run_seqcls(args.model, data_dir, work / "seqcls", args, resume=resume)
         save()
-    if "prefix" in args.parts:
-        gen = run_generative(args.model, data_dir, work / "prefix", args, method="prefix")
+    if pending("prefix"):
+        gen = run_generative(args.model, data_dir, work / "prefix", args, method="prefix", resume=resume)
         result["generative_prefix"] = {k: v for k, v in gen.items() if k != "results"}
         result.update(summarise(gen, prefix="prefix_"))
         save()
+    result["complete"] = True
+    save()
     keys = ("label_scoring", "label_scoring_vocab", "free_generation", "prefix_label_scoring", "target", "target_vocab")
     print(json.dumps({k: result[k] for k in keys if k in result}, indent=1))
     print(f"wrote {out}")

@@ -35,6 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import beyond_seed_range  # noqa: E402
+from benchmarks.decoder_classifiers import ROUTE_KEYS  # noqa: E402
 from fenlei.predictions import COLLAPSED_SHARE  # noqa: E402
 
 Res = dict[str, Any]
@@ -500,6 +501,11 @@ def render_decoder_benchmark(runs: list[Res], ctx: Res) -> str:
            f"{sub['test']['of']} test texts, text cut to {res['settings']['max_length']} tokens, "
            f"{res['settings'].get('epochs', 1)} epoch(s) for the fine-tuned routes "
            f"(lr {res['settings']['lr']}, batch {res['settings']['batch_size']}).", ""]
+    if res.get("complete") is False:
+        parts = res["settings"].get("parts") or []
+        done = [part for part in parts if ROUTE_KEYS.get(part) in res]
+        out += [f"**Partial run**: routes finished {', '.join(done) or 'none'} of {', '.join(parts)}; the rest was "
+                "interrupted (the same command resumes it, from its last epoch checkpoint).", ""]
     if majority is not None:
         out += [f"Majority category of the test subset: `{majority}`, {pct(counts[majority] / sum(counts.values()))} of the "
                 "texts (the accuracy of always answering it).", ""]
@@ -1588,7 +1594,9 @@ file does not say which CPU ran it.
 
 Reproduce every figure with one command, `flock /tmp/fenlei_cpu.lock python benchmarks/run_all.py --budget full`:
 the steps of [the table at the end](#reproducing) in their fixed order, each writing its results file, then this
-file re-rendered. It resumes (a finished step is skipped; a killed step restarts cleanly) and `--list` prints the
+file re-rendered. It resumes (a finished step is skipped; a killed step restarts cleanly, or goes on from what it finished where
+the step resumes itself, such as the seed spread, the answer-length study, the Chinese encoder cells, the decoder routes
+with their epoch checkpoints) and `--list` prints the
 plan with each step's expected duration. `--budget smoke` is the plumbing check of the same steps in minutes
 (tiny random models, small subsets; the 38 steps of 2026-12-03 took 1,289 s on the 2-core AVX2-only AMD EPYC
 family 25, no VNNI, bf16 or AMX, 1,123 s of it for 34 steps in one call; the 26 of 2026-12-02 took 455 s on an AMD

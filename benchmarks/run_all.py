@@ -22,7 +22,8 @@ so and their outputs exist), and a finished step is skipped. The state file
 ``benchmarks/work/run_all/<budget>/state.json`` (written atomically) marks the step that is running; a run killed in
 the middle of a step finds it there on the next start, ends what is left of that step's processes (they carry the
 attempt's token in their environment), removes a non-resumable step's partial outputs (``clean``) and runs the step
-again; a resumable step (``resumable``: chinese_encoders' cells, gsm8k_lengths' configs) keeps what it finished.
+again; a resumable step (``resumable``: chinese_encoders' cells, gsm8k_lengths' configs, decoder_classifiers'
+routes and epochs) keeps what it finished.
 Logs: ``benchmarks/work/run_all/<budget>/logs/<step>.log``. Exit status 0 when every selected step is finished.
 
 Adding a benchmark is one ``Step`` entry in ``STEPS`` (or one line in ``EXCLUDED`` with the reason);
@@ -94,6 +95,9 @@ E5_EXPORT = ("--no_static", "--max_size_mb", "60", "--force_export", "--export_a
 E5_SMOKE_DROP = ("--vocab_scripts", "--embedding_quantization")
 E5_NOTE = "smoke: exported without --vocab_scripts/--embedding_quantization (the tiny BERT's fused graph has no plain word Gather)"
 
+# decoder_classifiers.py resumes an interrupted run of the same settings (its results file says "complete": false).
+DECODER_RESUME = "finished routes are kept and a route cut short continues from its last epoch checkpoint"
+
 # Endava's four urgency codes as the three levels of the prior work (configs/decoder/gemma3_270m_multifield.yaml).
 URGENCY_3_LEVELS = json.dumps({"urgency": {"0": "high", "1": "high", "2": "medium", "3": "low"}})
 
@@ -125,13 +129,13 @@ STEPS: tuple[Step, ...] = (
     Step("endava_tickets", ("benchmarks/decoder_classifiers.py", "--train_size", "240", "--test_size", "120",
                             "--max_length", "48", "--epochs", "3"), 25,
          "estimated: endava_tickets.json's LoRA generative training 865 s, LoRA seq-cls 143 s, probe 3 s, plus three "
-         "decoding passes over 120 test tickets", results=("endava_tickets.json",), clean=("{work}/decoder_endava",),
-         note="the figures of 2026-11-27 were re-evaluated with --reuse_adapter --parts generative after this command"),
+         "decoding passes over 120 test tickets", results=("endava_tickets.json",), resumable=True,
+         note="finished routes are kept and a route cut short continues from its last epoch checkpoint; the figures of 2026-11-27 were re-evaluated with --reuse_adapter --parts generative after this command"),
     Step("online_shopping", ("benchmarks/decoder_classifiers.py", "--dataset", "online_shopping", "--train_size", "400",
                              "--test_size", "200", "--max_length", "64"), 15,
          "estimated: online_shopping.json's LoRA generative training 478 s, LoRA seq-cls 90 s, probe 103 s, plus three "
-         "decoding passes over 200 test reviews", results=("online_shopping.json",),
-         clean=("{work}/decoder_online_shopping",)),
+         "decoding passes over 200 test reviews", results=("online_shopping.json",), resumable=True,
+         note=DECODER_RESUME),
     # Issue 15's real budgets: every route (probe, LoRA seq-cls, LoRA generative, prefix tuning), all of Endava's
     # training tickets with urgency in three levels, 5,000 online_shopping reviews; their own results and work
     # folders, so that the subset figures above stay what their commands made until these have run.
@@ -142,7 +146,7 @@ STEPS: tuple[Step, ...] = (
          "estimated from endava_tickets.json (fp32, AVX2): LoRA generative 1.2 s per training text-epoch (13,000 "
          "here: 4.3 h), prefix tuning about as long, seq-cls 0.2 s (45 min), then label scoring twice and free "
          "generation over 1,000 test tickets (about 30 min); with native bf16 about half",
-         results=("endava_tickets_full.json",), clean=("{work}/decoder_endava_full",)),
+         results=("endava_tickets_full.json",), resumable=True, note=DECODER_RESUME),
     Step("online_shopping_full", ("benchmarks/decoder_classifiers.py", "--dataset", "online_shopping", "--train_size",
                                   "5000", "--test_size", "1000", "--max_length", "64", "--parts", "probe", "generative",
                                   "seqcls", "prefix", "--out", "{results}/online_shopping_full.json", "--work_dir",
@@ -150,7 +154,7 @@ STEPS: tuple[Step, ...] = (
          "estimated from online_shopping.json (one epoch): LoRA generative 1.2 s per training text (100 min), prefix "
          "tuning about as long, seq-cls 0.23 s (19 min), the probe's features of 6,000 texts (8 min), decodings of "
          "1,000 test reviews (about 22 min)",
-         results=("online_shopping_full.json",), clean=("{work}/decoder_online_shopping_full",)),
+         results=("online_shopping_full.json",), resumable=True, note=DECODER_RESUME),
     # The probe-first cascade at the script's own subset size (600 train / 300 test texts, one epoch of the LoRA
     # reviewer): a results file per dataset, so that each step has its own stamp.
     Step("cascade_endava", ("benchmarks/cascade.py", "--dataset", "endava", "--out", "{results}/cascade_endava.json"),

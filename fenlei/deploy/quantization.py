@@ -52,7 +52,8 @@ def quantization_attempts(options: QuantizationOptions) -> list[Attempt]:
     with an activation scale per block of 32 values instead of one per tensor: multilingual-e5-small on
     online_shopping, docs/deployment.md), first with QAttention, then with the attention core fp32 and its Q/K/V
     projection a MatMulNBits too; then 7-bit with the FFN output projections in fp32 (a larger bundle, so only
-    when the smaller models are not accurate enough: Banking77 MPNet on an AVX2 CPU). ``--no-weight_only_matmuls``
+    when the smaller models are not accurate enough; faster than weight-only on a CPU without VNNI, where
+    ``--no-weight_only_matmuls`` makes it the third attempt: docs/deployment.md). ``--no-weight_only_matmuls``
     leaves out both weight-only attempts, ``--no-fp32_attention`` the second. Static: the full range, one attempt.
     """
     keep_ffn, weight_only, fp32_attention = (options.keep_ffn_out_fp32, options.weight_only_matmuls,

@@ -40,6 +40,36 @@ class RngStateCallback(pl.Callback):
             set_rng_states(states)
 
 
+class EpochClock(pl.Callback):
+    """Wall seconds of the training epochs, summed over the sessions of a resumed fit (kept in the checkpoint).
+
+    An epoch cut short by a kill is not counted: the resumed fit trains it again, and only that run of it is
+    the work its samples/s figure describes.
+    """
+
+    def __init__(self) -> None:
+        self.finished_seconds = 0.0
+        self._epoch_started: Optional[float] = None
+
+    @property
+    def seconds(self) -> float:
+        return self.finished_seconds
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._epoch_started is not None:
+            self.finished_seconds += time.perf_counter() - self._epoch_started
+        self._epoch_started = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"finished_seconds": self.finished_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.finished_seconds = float(state_dict["finished_seconds"])
+
+
 def collect_rng_states() -> dict[str, Any]:
     """RNG states as tensors and plain Python values, so checkpoints still load with ``weights_only=True``."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()

@@ -63,6 +63,23 @@ ROUTE_KEYS = {"probe": "linear_probe", "generative": "generative_lora", "seqcls"
               "prefix": "generative_prefix"}
 
 
+def resume_decision(earlier: dict[str, Any], settings: dict[str, Any], cpu: dict[str, Any],
+                    restart: bool) -> tuple[bool, str]:
+    """Whether this run continues the one in its results file (``earlier``), and what to tell the user.
+
+    Only an interrupted run (``"complete": false``) of the same settings on the same CPU is continued: finished
+    routes are kept, a route cut short goes on from its last epoch checkpoint. A finished file is never resumed;
+    a run from another CPU starts over, so that a speed figure summed over sessions names one CPU."""
+    if restart or earlier.get("complete") is not False:
+        return False, ""
+    if earlier.get("settings") != settings:
+        return False, "an interrupted run of other settings; starting over"
+    if (earlier.get("machine") or {}).get("cpu") != cpu:
+        return False, f"not resuming: it ran on another CPU ({(earlier.get('machine') or {}).get('cpu')}); starting over"
+    done = [key for key in ROUTE_KEYS.values() if key in earlier]
+    return True, f"resuming the interrupted run (finished: {', '.join(done) or 'none'})"
+
+
 def stratified_subset(rows: list[dict], size: int, seed: int) -> list[dict]:
     from datamodules.splits import stratified_split
 
@@ -306,19 +323,11 @@ def main() -> None:
     data_dir = work / "data"
     earlier = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "work_dir", "restart")}
-    # An interrupted run of the same settings (its results file says so) is continued: finished routes are kept,
-    # a route cut short goes on from its last epoch checkpoint. A finished results file is never resumed.
-    resume = not args.restart and earlier.get("complete") is False and earlier.get("settings") == settings
     here = machine()
-    if resume and (earlier.get("machine") or {}).get("cpu") != here["cpu"]:
-        # Speed figures (training samples/s summed over the sessions) must name one CPU.
-        print(f"not resuming {args.out}: it ran on another CPU ({(earlier.get('machine') or {}).get('cpu')}); "
-              "starting over", flush=True)
-        resume = False
+    resume, why = resume_decision(earlier, settings, here["cpu"], args.restart)
+    if why:
+        print(f"{args.out}: {why}", flush=True)
     previous = earlier if args.reuse_adapter or resume else {}
-    if resume:
-        done = [key for key in ROUTE_KEYS.values() if key in earlier]
-        print(f"resuming the interrupted run in {args.out} (finished: {', '.join(done) or 'none'})", flush=True)
     result: dict[str, Any] = {**previous,
         "benchmark": preset["benchmark"], "model": args.model,
         "command": "flock /tmp/fenlei_cpu.lock .venv/bin/python benchmarks/decoder_classifiers.py " + shlex.join(sys.argv[1:]),

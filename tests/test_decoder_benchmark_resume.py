@@ -104,14 +104,9 @@ def test_a_rerun_of_an_interrupted_run_keeps_its_finished_routes(tmp_path: Path)
     finished = json.loads(out.read_text())
     assert finished["complete"] is True and "linear_probe" in finished
 
-    # A finished file is never resumed: the probe runs again (its wall time is measured anew).
+    # Interrupted (complete false), same settings and CPU: the finished probe is kept, the run completes (which
+    # files are resumed at all: test_only_an_interrupted_run_of_the_same_settings_on_the_same_cpu_is_resumed).
     marker = {**finished, "linear_probe": {"marker": True}}
-    out.write_text(json.dumps(marker))
-    again = _smoke_probe(out, work)
-    assert again.returncode == 0 and "resuming" not in again.stdout
-    assert "marker" not in json.loads(out.read_text())["linear_probe"]
-
-    # Interrupted (complete false), same settings: the finished probe is kept, the run completes.
     out.write_text(json.dumps({**marker, "complete": False}))
     resumed = _smoke_probe(out, work)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -119,15 +114,18 @@ def test_a_rerun_of_an_interrupted_run_keeps_its_finished_routes(tmp_path: Path)
     kept = json.loads(out.read_text())
     assert kept["linear_probe"] == {"marker": True} and kept["complete"] is True
 
-    # Other settings, another CPU, or --restart: started over.
-    other_cpu = {**marker, "complete": False, "machine": {**marker["machine"], "cpu": {"model": "another", "flags": []}}}
-    out.write_text(json.dumps(other_cpu))
-    moved = _smoke_probe(out, work)
-    assert moved.returncode == 0 and "another CPU" in moved.stdout
-    assert "marker" not in json.loads(out.read_text())["linear_probe"]
-    out.write_text(json.dumps({**marker, "complete": False}))
-    changed = _smoke_probe(out, work, "--seed", "7")
-    assert changed.returncode == 0 and "marker" not in json.loads(out.read_text())["linear_probe"]
-    out.write_text(json.dumps({**marker, "complete": False}))
-    restarted = _smoke_probe(out, work, "--restart")
-    assert restarted.returncode == 0 and "marker" not in json.loads(out.read_text())["linear_probe"]
+
+def test_only_an_interrupted_run_of_the_same_settings_on_the_same_cpu_is_resumed() -> None:
+    cpu = {"model": "AMD EPYC", "cores": 2, "flags": ["avx2"]}
+    settings = {"seed": 42, "parts": ["probe", "seqcls"]}
+    cut = {"complete": False, "settings": settings, "machine": {"cpu": cpu}, "linear_probe": {}}
+    assert bench.resume_decision(cut, settings, cpu, restart=False) == (
+        True, "resuming the interrupted run (finished: linear_probe)")
+    assert bench.resume_decision(cut, settings, cpu, restart=True)[0] is False
+    assert bench.resume_decision({**cut, "complete": True}, settings, cpu, restart=False) == (False, "")
+    assert bench.resume_decision({k: v for k, v in cut.items() if k != "complete"}, settings, cpu, False) == (False, "")
+    assert bench.resume_decision({}, settings, cpu, restart=False) == (False, "")
+    other = bench.resume_decision(cut, {**settings, "seed": 7}, cpu, restart=False)
+    assert other[0] is False and "other settings" in other[1]
+    moved = bench.resume_decision(cut, settings, {**cpu, "flags": ["avx2", "avx512_vnni"]}, restart=False)
+    assert moved[0] is False and "another CPU" in moved[1]

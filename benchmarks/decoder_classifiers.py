@@ -321,7 +321,13 @@ def main() -> None:
     pl.seed_everything(args.seed)
     work = Path(args.work_dir) if args.work_dir else SMOKE_WORK / preset["work"].name if args.smoke else preset["work"]
     data_dir = work / "data"
-    earlier = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    try:
+        earlier = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        if args.reuse_adapter:
+            p.error(f"--reuse_adapter: {args.out} is not a results file ({err})")
+        print(f"{args.out}: not JSON ({err}); not resumed, it is overwritten", flush=True)
+        earlier = {}
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "work_dir", "restart")}
     here = machine()
     resume, why = resume_decision(earlier, settings, here["cpu"], args.restart)

@@ -130,7 +130,8 @@ STEPS: tuple[Step, ...] = (
                             "--max_length", "48", "--epochs", "3"), 25,
          "estimated: endava_tickets.json's LoRA generative training 865 s, LoRA seq-cls 143 s, probe 3 s, plus three "
          "decoding passes over 120 test tickets", results=("endava_tickets.json",), resumable=True,
-         note="finished routes are kept and a route cut short continues from its last epoch checkpoint; the figures of 2026-11-27 were re-evaluated with --reuse_adapter --parts generative after this command"),
+         note=DECODER_RESUME + "; the figures of 2026-11-27 were re-evaluated with --reuse_adapter --parts "
+         "generative after this command"),
     Step("online_shopping", ("benchmarks/decoder_classifiers.py", "--dataset", "online_shopping", "--train_size", "400",
                              "--test_size", "200", "--max_length", "64"), 15,
          "estimated: online_shopping.json's LoRA generative training 478 s, LoRA seq-cls 90 s, probe 103 s, plus three "

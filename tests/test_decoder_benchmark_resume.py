@@ -99,8 +99,10 @@ def _smoke_probe(out: Path, work: Path, *extra: str) -> subprocess.CompletedProc
                     reason="needs ../shared/data")
 def test_a_rerun_of_an_interrupted_run_keeps_its_finished_routes(tmp_path: Path) -> None:
     out, work = tmp_path / "endava.json", tmp_path / "work"
+    out.write_text('{"complete": false, ')  # not a results file: said so, then overwritten
     first = _smoke_probe(out, work)
     assert first.returncode == 0, first.stderr[-2000:]
+    assert f"{out}: not JSON" in first.stdout
     finished = json.loads(out.read_text())
     assert finished["complete"] is True and "linear_probe" in finished
 

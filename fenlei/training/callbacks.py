@@ -48,26 +48,22 @@ class EpochClock(pl.Callback):
     """
 
     def __init__(self) -> None:
-        self.finished_seconds = 0.0
+        self.seconds = 0.0  # the finished epochs' wall time
         self._epoch_started: Optional[float] = None
-
-    @property
-    def seconds(self) -> float:
-        return self.finished_seconds
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._epoch_started is not None:
-            self.finished_seconds += time.perf_counter() - self._epoch_started
+            self.seconds += time.perf_counter() - self._epoch_started
         self._epoch_started = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"finished_seconds": self.finished_seconds}
+        return {"finished_seconds": self.seconds}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.finished_seconds = float(state_dict["finished_seconds"])
+        self.seconds = float(state_dict["finished_seconds"])
 
 
 def collect_rng_states() -> dict[str, Any]:
